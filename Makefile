@@ -1,0 +1,37 @@
+# The lab's two commands: `make up` and `make test`. Everything they need is bootstrapped.
+SHELL := /bin/sh
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+
+.PHONY: up test down host images venv lint unit clean
+
+up: host images venv
+	$(VENV)/bin/lgcloud up --stack $(STACK)
+
+test: host images venv
+	$(VENV)/bin/pytest -p no:cacheprovider
+
+down: venv
+	$(VENV)/bin/lgcloud down --stack $(STACK)
+
+host:
+	@scripts/host-setup.sh
+
+images: host
+	@images/build.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Tests that need no Docker Engine: unit tests of the program and the config.
+unit: venv
+	$(VENV)/bin/pytest -p no:cacheprovider -m "not live and not engine"
+
+clean: down
+	rm -rf $(VENV) .lgcloud

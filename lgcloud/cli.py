@@ -1,0 +1,224 @@
+"""``lgcloud``: bring the lab up, look at it, take it down.
+
+    lgcloud validate --stack dev
+    lgcloud up --stack dev
+    lgcloud status --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import PROJECT_ROOT, ConfigInvalid, StackConfig, parse, read_file, stack_file, stack_name
+
+__all__ = ["main"]
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+@dataclass
+class Options:
+    """What every verb is given: the parsed arguments and where to write."""
+
+    args: argparse.Namespace
+    out: Console  # data
+    err: Console  # progress and logs
+
+    @property
+    def path(self) -> Path:
+        return Path(self.args.file) if getattr(self.args, "file", None) else stack_file(self.args.stack)
+
+    @property
+    def stack(self) -> str:
+        return stack_name(self.path) if getattr(self.args, "file", None) else self.args.stack
+
+    def values(self) -> dict:
+        return read_file(self.path)
+
+    def config(self) -> StackConfig:
+        return parse(self.values(), self.stack, str(self.path))
+
+
+def _validate(opts: Options) -> int:
+    from .engine.stack import engine_conflicts
+    from .topology import plan
+
+    cfg = opts.config()
+    if not opts.args.offline:
+        problems = engine_conflicts(cfg)
+        if problems:
+            raise ConfigInvalid(str(opts.path), problems)
+    topology = plan(cfg)
+    opts.err.print(f"[green]✓[/] {opts.path}: stack {cfg.stack} is valid: {len(cfg.municipalities)} "
+                   f"municipalities, {len(topology.segments)} segments, {len(topology.vms)} VMs")
+    return 0
+
+
+def _progress(opts: Options):
+    marks = {"create": "[green]+[/]", "replace": "[yellow]±[/]", "start": "[cyan]▶[/]",
+             "delete": "[red]-[/]", "unchanged": "[dim]=[/]"}
+
+    def show(change) -> None:
+        if change.action != "unchanged" or opts.args.verbose:
+            opts.err.print(f" {marks[change.action]} {change.action:9} {change.kind:9} {change.name} "
+                           f"[dim]{change.seconds:.1f}s[/]")
+    return show
+
+
+def _summary(opts: Options, changes, seconds: float, preview: bool) -> None:
+    counts: dict[str, int] = {}
+    for change in changes:
+        counts[change.action] = counts.get(change.action, 0) + 1
+    done = {k: v for k, v in counts.items() if k != "unchanged"}
+    verb = "would change" if preview else "changed"
+    if not done:
+        opts.err.print(f"[green]✓[/] no changes: {counts.get('unchanged', 0)} resources already as declared "
+                       f"({seconds:.1f}s)")
+    else:
+        parts = ", ".join(f"{v} {k}" for k, v in done.items())
+        opts.err.print(f"[green]✓[/] {verb}: {parts}; {counts.get('unchanged', 0)} unchanged ({seconds:.1f}s)")
+
+
+def _deploy(opts: Options, preview: bool) -> int:
+    from .engine import Realiser, run_program
+    from .engine.stack import engine_conflicts
+
+    started = time.monotonic()
+    values = opts.values()
+    cfg = parse(values, opts.stack, str(opts.path))
+    problems = engine_conflicts(cfg)
+    if problems:
+        raise ConfigInvalid(str(opts.path), problems)
+    realiser = Realiser(cfg.stack, preview=preview, on_change=_progress(opts))
+    with opts.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
+        outcome = run_program(cfg, values, realiser)
+    _summary(opts, outcome.changes, time.monotonic() - started, preview)
+    if not preview:
+        _print_vms(opts, cfg, outcome.outputs)
+    return 0
+
+
+def _print_vms(opts: Options, cfg: StackConfig, outputs: dict) -> None:
+    if opts.args.json:
+        opts.out.print_json(json.dumps(outputs))
+        return
+    table = Table(title=f"stack {cfg.stack}: reach a VM with ssh -i {outputs['ssh']['key']} root@<mgmt>")
+    for column in ("vm", "site", "municipality", "role", "mgmt", "service addresses"):
+        table.add_column(column)
+    for name, vm in outputs["vms"].items():
+        addresses = dict(vm["addresses"])
+        mgmt = addresses.pop(f"lgcloud-{cfg.stack}-mgmt", "")
+        others = " ".join(f"{k.removeprefix(f'lgcloud-{cfg.stack}-')}={v}" for k, v in addresses.items())
+        table.add_row(name, vm["site"], vm["municipality"], vm["role"], mgmt, others)
+    opts.out.print(table)
+
+
+def _up(opts: Options) -> int:
+    return _deploy(opts, preview=False)
+
+
+def _preview(opts: Options) -> int:
+    return _deploy(opts, preview=True)
+
+
+def _down(opts: Options) -> int:
+    from .engine import destroy
+
+    started = time.monotonic()
+    cfg = opts.config()
+    with opts.err.status(f"removing stack {cfg.stack} …"):
+        changes = destroy(cfg, _progress(opts))
+    opts.err.print(f"[green]✓[/] stack {cfg.stack}: removed {len(changes)} resources "
+                   f"({time.monotonic() - started:.1f}s)")
+    return 0
+
+
+def _status(opts: Options) -> int:
+    from .engine import inventory
+
+    cfg = opts.config()
+    vms, segments = inventory(cfg)
+    if opts.args.json:
+        opts.out.print_json(json.dumps({"stack": cfg.stack, "vms": [asdict(v) for v in vms], "segments": segments}))
+        return 0
+    if not vms and not segments:
+        opts.err.print(f"stack {cfg.stack} is not up; bring it up with `lgcloud up --stack {cfg.stack}`")
+        return 0
+    table = Table(title=f"stack {cfg.stack}")
+    for column in ("vm", "site", "municipality", "role", "state", "addresses"):
+        table.add_column(column)
+    for v in vms:
+        colour = "green" if v.state == "running" else "red"
+        table.add_row(v.name, v.site, v.municipality, v.role, f"[{colour}]{v.state}[/]",
+                      " ".join(f"{k}={a}" for k, a in v.addresses.items()))
+    opts.out.print(table)
+    return 0
+
+
+def _graph(opts: Options) -> int:
+    from .graph import render
+
+    cfg = opts.config()
+    path = render(cfg, Path(opts.args.out))
+    opts.err.print(f"[green]✓[/] wrote {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lgcloud", description="A lab for a municipal joint-use cloud (自治体クラウド).")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--stack", default="dev", help="stack name: stacks/Pulumi.<stack>.yaml (default: dev)")
+        return sub
+
+    v = verb("validate", _validate, "check a stack config without creating anything")
+    v.add_argument("--file", help="a stack config file to check instead of --stack")
+    v.add_argument("--offline", action="store_true", help="skip the check against networks on the engine")
+    for name, handler, text in (("up", _up, "create or update the stack to match its config"),
+                                ("preview", _preview, "show what `up` would change, changing nothing")):
+        sub = verb(name, handler, text)
+        sub.add_argument("--json", action="store_true", help="print the stack outputs as JSON")
+        sub.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")
+    sub = verb("down", _down, "remove every resource of the stack, and nothing else")
+    sub.add_argument("-v", "--verbose", action="store_true")
+    sub = verb("status", _status, "show the stack's VMs and segments as they are now")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = verb("graph", _graph, "draw the stack's topology (graphviz)")
+    sub.add_argument("--out", default="docs/topology.png", help="image to write (.png or .svg)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .engine import EngineError
+    from .engine.translate import Unsupported
+
+    args = _parser().parse_args(argv)
+    opts = Options(args, Console(soft_wrap=True), Console(stderr=True, soft_wrap=True))
+    try:
+        return args.handler(opts)
+    except ConfigInvalid as exc:
+        opts.err.print(f"[red]✗[/] {exc}", markup=False, highlight=False)
+        opts.err.print("nothing was created; fix the config and retry")
+        return EXIT_BAD_INPUT
+    except (EngineError, Unsupported) as exc:
+        opts.err.print(f"[red]✗[/] {exc}", markup=False, highlight=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        opts.err.print("interrupted; run the same command again to complete it")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""The embedded engine: runs the Pulumi program without the Pulumi CLI, on Docker."""
+
+from .realise import Change, EngineError, Realiser, connect
+from .runner import Outcome, run_program
+from .stack import destroy, inventory
+
+__all__ = ["Change", "EngineError", "Outcome", "Realiser", "connect", "destroy", "inventory", "run_program"]

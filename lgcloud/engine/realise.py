@@ -1,0 +1,304 @@
+"""Realise translated resources on a Docker Engine, keeping state in Docker labels.
+
+Each network and container the engine makes carries the stack's name, the resource's
+logical name and a digest of what was declared; comparing digests is how a second ``up``
+knows what changed, and the stack label is how ``down`` finds exactly its own resources.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+
+from .translate import Attachment, ContainerSpec, NetworkSpec, Upload
+
+__all__ = ["Change", "EngineError", "Realiser", "RESOURCE_LABEL", "STACK_LABEL", "connect"]
+
+STACK_LABEL = "lgcloud.stack"
+RESOURCE_LABEL = "lgcloud.engine.resource"
+DIGEST_LABEL = "lgcloud.engine.digest"
+_NEVER_STARTED = "0001-01-01T00:00:00Z"
+
+
+class EngineError(Exception):
+    """A failure the operator must act on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create | replace | start | unchanged | delete
+    kind: str  # network | container
+    name: str
+    seconds: float = 0.0
+
+
+def connect(endpoint: str | None = None) -> docker.DockerClient:
+    """A client for a site's Docker Engine, with a clear message when none answers."""
+    try:
+        client = docker.DockerClient(base_url=endpoint, max_pool_size=32) if endpoint \
+            else docker.from_env(max_pool_size=32)
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001 - any failure here means the same to the operator
+        where = endpoint or "the local socket"
+        raise EngineError(
+            f"no Docker Engine answers at {where} ({exc.__class__.__name__}); "
+            "run `make engine` (installs Debian's docker.io and starts dockerd) or fix the site's endpoint"
+        ) from None
+
+
+@dataclass
+class Realiser:
+    """Creates, replaces and deletes one stack's resources on its engines."""
+
+    stack: str
+    preview: bool = False
+    on_change: callable = lambda change: None
+    changes: list[Change] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    interrupted: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _clients: dict[str, docker.DockerClient] = field(default_factory=dict)
+    _inventory: dict[str, dict] = field(default_factory=dict)  # endpoint -> {(kind, name): attrs}
+
+    # -- engines and what they already hold ---------------------------------------------
+
+    def client(self, endpoint: str | None) -> docker.DockerClient:
+        key = endpoint or ""
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = connect(endpoint)
+                self._inventory[key] = self._scan(self._clients[key])
+            return self._clients[key]
+
+    def _scan(self, client: docker.DockerClient) -> dict:
+        """One listing of the stack's networks and containers, so a no-change up is cheap."""
+        found = {}
+        flt = {"label": [f"{STACK_LABEL}={self.stack}", RESOURCE_LABEL]}
+        for net in client.api.networks(filters=flt):
+            found[("network", net["Labels"][RESOURCE_LABEL])] = net
+        for c in client.api.containers(all=True, filters=flt):
+            found[("container", c["Labels"][RESOURCE_LABEL])] = client.api.inspect_container(c["Id"])
+        return found
+
+    def _existing(self, endpoint: str | None, kind: str, resource: str) -> dict | None:
+        self.client(endpoint)
+        return self._inventory[endpoint or ""].get((kind, resource))
+
+    def _record(self, action: str, kind: str, name: str, started: float) -> None:
+        change = Change(action, kind, name, time.monotonic() - started)
+        with self._lock:
+            self.changes.append(change)
+        self.on_change(change)
+
+    def _guard(self) -> None:
+        if self.interrupted.is_set():
+            raise EngineError("interrupted before this resource was made")
+
+    def _labels(self, declared: dict[str, str], resource: str, digest: str) -> dict[str, str]:
+        return {**declared, STACK_LABEL: self.stack, RESOURCE_LABEL: resource, DIGEST_LABEL: digest}
+
+    # -- networks -------------------------------------------------------------------------
+
+    def network(self, endpoint: str | None, resource: str, spec: NetworkSpec) -> tuple[str, dict]:
+        started = time.monotonic()
+        self.seen.add(resource)
+        client = self.client(endpoint)
+        existing = self._existing(endpoint, "network", resource)
+        outputs = {"name": spec.name}
+        if existing and existing["Labels"].get(DIGEST_LABEL) == spec.digest:
+            self._record("unchanged", "network", spec.name, started)
+            return existing["Id"], outputs
+        action = "replace" if existing else "create"
+        if self.preview:
+            self._record(action, "network", spec.name, started)
+            return existing["Id"] if existing else f"preview-{resource}", outputs
+        self._guard()
+        if existing:
+            self._remove_network(client, existing["Id"])
+        self._refuse_foreign(client.api.networks(names=[spec.name]), "network", spec.name)
+        try:
+            ipam = None
+            if spec.subnet:
+                ipam = docker.types.IPAMConfig(pool_configs=[
+                    docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway)])
+            created = client.api.create_network(
+                spec.name, driver=spec.driver, internal=spec.internal, ipam=ipam,
+                options=spec.options or None, labels=self._labels(spec.labels, resource, spec.digest),
+                check_duplicate=True,
+            )
+        except APIError as exc:
+            raise EngineError(f"network {spec.name} ({spec.subnet}) could not be created: "
+                              f"{exc.explanation}; free that subnet or change the stack's segments") from None
+        self._record(action, "network", spec.name, started)
+        return created["Id"], outputs
+
+    def _remove_network(self, client: docker.DockerClient, network_id: str) -> None:
+        """Remove a network of this stack, first removing this stack's containers on it."""
+        attached = client.api.inspect_network(network_id).get("Containers") or {}
+        for container_id in attached:
+            labels = client.api.inspect_container(container_id)["Config"]["Labels"] or {}
+            if labels.get(STACK_LABEL) != self.stack:
+                raise EngineError(f"network {network_id[:12]} holds container {container_id[:12]} that is not "
+                                  f"part of stack {self.stack}; detach it and retry")
+            client.api.remove_container(container_id, force=True)
+        client.api.remove_network(network_id)
+
+    def _refuse_foreign(self, found: list[dict], kind: str, name: str) -> None:
+        for item in found:
+            labels = item.get("Labels") or {}
+            if item.get("Name", name).lstrip("/") == name and labels.get(STACK_LABEL) != self.stack:
+                raise EngineError(f"a {kind} named {name} already exists and was not made by stack "
+                                  f"{self.stack}; remove or rename it, or change the stack name")
+
+    # -- containers -----------------------------------------------------------------------
+
+    def container(self, endpoint: str | None, resource: str, spec: ContainerSpec) -> tuple[str, dict]:
+        started = time.monotonic()
+        self.seen.add(resource)
+        client = self.client(endpoint)
+        image_id = self._image_id(client, spec.image)
+        digest = spec.digest(image_id)
+        existing = self._existing(endpoint, "container", resource)
+        if existing and existing["Config"]["Labels"].get(DIGEST_LABEL) == digest:
+            state = existing["State"]
+            if state["Running"]:
+                self._record("unchanged", "container", spec.name, started)
+                return existing["Id"], self._outputs(spec, existing)
+            if state["StartedAt"] != _NEVER_STARTED:
+                # Stopped (by a drill, or a crash): start it again, keeping its disk.
+                if not self.preview:
+                    self._guard()
+                    self._start(client, existing["Id"], spec.name)
+                self._record("start", "container", spec.name, started)
+                return existing["Id"], self._outputs(spec, existing)
+            # Never started: an earlier up was interrupted half-way; make it anew.
+        action = "replace" if existing else "create"
+        if self.preview:
+            self._record(action, "container", spec.name, started)
+            return existing["Id"] if existing else f"preview-{resource}", self._outputs(spec, None)
+        self._guard()
+        if existing:
+            client.api.remove_container(existing["Id"], force=True)
+        self._refuse_foreign(client.api.containers(all=True, filters={"name": spec.name}), "container", spec.name)
+        container_id = self._create(client, resource, spec, digest)
+        self._start(client, container_id, spec.name)
+        self._record(action, "container", spec.name, started)
+        return container_id, self._outputs(spec, client.api.inspect_container(container_id))
+
+    def _image_id(self, client: docker.DockerClient, image: str) -> str:
+        try:
+            return client.api.inspect_image(image)["Id"]
+        except ImageNotFound:
+            raise EngineError(f"image {image} is not on the engine; build it with `make images`") from None
+
+    def _create(self, client: docker.DockerClient, resource: str, spec: ContainerSpec, digest: str) -> str:
+        api = client.api
+        first, *rest = spec.attachments or (None,)
+        host_config = api.create_host_config(
+            nano_cpus=spec.nano_cpus,
+            mem_limit=f"{spec.mem_limit_mb}m" if spec.mem_limit_mb else None,
+            cap_add=list(spec.cap_add) or None,
+            restart_policy={"Name": spec.restart} if spec.restart != "no" else None,
+            network_mode=first.network if first else "none",
+        )
+        networking = None
+        if first:
+            networking = api.create_networking_config({first.network: self._endpoint(api, first)})
+        try:
+            created = api.create_container(
+                spec.image, command=list(spec.command) if spec.command else None, name=spec.name,
+                hostname=spec.hostname, labels=self._labels(spec.labels, resource, digest),
+                environment=list(spec.env), host_config=host_config, networking_config=networking,
+                detach=True,
+            )
+            for attachment in rest:
+                api.connect_container_to_network(created["Id"], attachment.network,
+                                                 ipv4_address=attachment.ipv4_address,
+                                                 aliases=list(attachment.aliases) or None)
+            if spec.uploads:
+                api.put_archive(created["Id"], "/", _tar(spec.uploads))
+        except APIError as exc:
+            raise EngineError(f"container {spec.name} could not be created: {exc.explanation}; "
+                              "check that its addresses are free and its segments exist") from None
+        return created["Id"]
+
+    @staticmethod
+    def _endpoint(api, attachment: Attachment):
+        return api.create_endpoint_config(ipv4_address=attachment.ipv4_address,
+                                          aliases=list(attachment.aliases) or None)
+
+    def _start(self, client: docker.DockerClient, container_id: str, name: str) -> None:
+        try:
+            client.api.start(container_id)
+        except APIError as exc:
+            raise EngineError(f"container {name} did not start: {exc.explanation}") from None
+        # vm-init refuses to run without its firewall; catch that here rather than at SSH time.
+        for _ in range(20):
+            state = client.api.inspect_container(container_id)["State"]
+            if not state["Running"]:
+                logs = client.api.logs(container_id, tail=5).decode(errors="replace").strip()
+                raise EngineError(f"container {name} exited right after start (code {state['ExitCode']}): {logs}")
+            if state.get("Pid"):
+                return
+            time.sleep(0.05)
+
+    @staticmethod
+    def _outputs(spec: ContainerSpec, inspected: dict | None) -> dict:
+        networks = (inspected or {}).get("NetworkSettings", {}).get("Networks") or {}
+        return {
+            "name": spec.name,
+            "networkDatas": [
+                {"networkName": a.network,
+                 "ipAddress": (networks.get(a.network) or {}).get("IPAddress") or a.ipv4_address}
+                for a in spec.attachments
+            ],
+        }
+
+    # -- what the program no longer declares ------------------------------------------------
+
+    def prune(self) -> None:
+        """Delete this stack's resources that the program did not declare this time."""
+        for key, inventory in list(self._inventory.items()):
+            client = self._clients[key]
+            for kind in ("container", "network"):  # containers first: they hold the networks
+                for (k, resource), attrs in inventory.items():
+                    if k != kind or resource in self.seen:
+                        continue
+                    started = time.monotonic()
+                    name = (attrs.get("Name") or "").lstrip("/")
+                    if not self.preview:
+                        try:
+                            if kind == "container":
+                                client.api.remove_container(attrs["Id"], force=True)
+                            else:
+                                self._remove_network(client, attrs["Id"])
+                        except NotFound:
+                            pass
+                    self._record("delete", kind, name, started)
+
+
+def _tar(uploads: tuple[Upload, ...]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        directories = set()
+        for upload in uploads:
+            parts = upload.path.strip("/").split("/")
+            for depth in range(1, len(parts)):
+                directory = "/".join(parts[:depth])
+                if directory not in directories:
+                    directories.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    archive.addfile(info)
+            data = upload.content.encode()
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode, info.mtime = len(data), upload.mode, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

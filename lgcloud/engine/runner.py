@@ -1,0 +1,107 @@
+"""Run the stack's Pulumi program in-process and realise what it registers.
+
+The program is the very file ``pulumi up`` would run (``stacks/__main__.py``). It runs under
+the Pulumi SDK's mock monitor, so every resource arrives here with resolved inputs and in
+dependency order; independent registrations arrive on parallel threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import runpy
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import PROJECT_ROOT, StackConfig
+from .realise import Change, EngineError, Realiser
+from .translate import CONTAINER, NETWORK, PROVIDER, Unsupported, container_spec, network_spec
+
+__all__ = ["Outcome", "run_program"]
+
+PARALLELISM = 8  # concurrent Docker API calls; the engine is the bottleneck beyond this
+
+
+@dataclass(frozen=True)
+class Outcome:
+    changes: list[Change]
+    outputs: dict[str, Any]
+
+
+def _mocks(realiser: Realiser):
+    from pulumi.runtime import Mocks
+
+    endpoints: dict[str, str | None] = {}
+
+    class EngineMocks(Mocks):
+        def new_resource(self, args):
+            if not args.custom:
+                return "", {}  # components only group their children
+            if args.typ == PROVIDER:
+                endpoints[f"provider-{args.name}"] = args.inputs.get("host")
+                return f"provider-{args.name}", dict(args.inputs)
+            endpoint = endpoints.get((args.provider or "").rsplit("::", 1)[-1])
+            if args.typ == NETWORK:
+                id_, outputs = realiser.network(endpoint, args.name, network_spec(args.name, args.inputs))
+            elif args.typ == CONTAINER:
+                id_, outputs = realiser.container(endpoint, args.name, container_spec(args.name, args.inputs))
+            else:
+                raise Unsupported(args.typ, args.name, "this resource type")
+            return id_, {**args.inputs, **outputs}
+
+        def call(self, args):
+            raise Unsupported(args.token, "-", "provider function calls")
+
+    return EngineMocks()
+
+
+def _config_strings(values: dict[str, Any]) -> dict[str, str]:
+    return {f"lgcloud:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser,
+                root: Path = PROJECT_ROOT) -> Outcome:
+    """Run ``stacks/__main__.py`` for `cfg` against `realiser`; prune what it no longer declares."""
+    import pulumi
+    from pulumi.runtime import config as pulumi_config
+    from pulumi.runtime import mocks, settings
+    from pulumi.runtime.stack import wait_for_rpcs
+    from pulumi.runtime.sync_await import _sync_await
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.set_default_executor(ThreadPoolExecutor(PARALLELISM, thread_name_prefix="lgcloud-engine"))
+    pulumi_config.set_all_config(_config_strings(values), [])
+    mocks.set_mocks(_mocks(realiser), project="lgcloud", stack=cfg.stack, preview=realiser.preview)
+
+    # First Ctrl-C: finish what is in flight, start nothing new; the next up or down completes it.
+    def interrupt(signum, frame):
+        realiser.interrupted.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        runpy.run_path(str(root / "stacks" / "__main__.py"), run_name="__main__")
+        _sync_await(wait_for_rpcs())
+        outputs = _sync_await(pulumi.Output.from_input(settings.get_root_resource().outputs).future())
+    except (EngineError, Unsupported):
+        raise
+    except Exception as exc:  # noqa: BLE001 - surface the first engine error a registration raised
+        cause = exc
+        while cause.__cause__ or cause.__context__:
+            if isinstance(cause, (EngineError, Unsupported)):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, (EngineError, Unsupported)):
+            raise cause from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if realiser.interrupted.is_set():
+        raise EngineError("interrupted; what was in flight finished. Run `lgcloud up` to complete "
+                          "the stack or `lgcloud down` to remove it")
+    realiser.prune()
+    return Outcome(realiser.changes, outputs)

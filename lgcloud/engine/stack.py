@@ -1,0 +1,106 @@
+"""What a stack holds on its engines: listing it, removing it, checking it against others."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+
+from ..config import NAMESPACE, Problem, StackConfig
+from .realise import RESOURCE_LABEL, STACK_LABEL, Change, connect
+
+__all__ = ["VmState", "destroy", "endpoints", "engine_conflicts", "inventory"]
+
+
+def endpoints(cfg: StackConfig) -> list[str | None]:
+    """The distinct Docker endpoints of the stack's sites (None: the local default)."""
+    found = []
+    for site in cfg.sites.values():
+        endpoint = None if site.endpoint == "unix:///var/run/docker.sock" else site.endpoint
+        if endpoint not in found:
+            found.append(endpoint)
+    return found
+
+
+def _stack_filter(stack: str) -> dict:
+    return {"label": [f"{STACK_LABEL}={stack}", RESOURCE_LABEL]}
+
+
+def destroy(cfg: StackConfig, on_change=lambda change: None) -> list[Change]:
+    """Remove every container and network the engine made for this stack, and nothing else."""
+    changes = []
+    for endpoint in endpoints(cfg):
+        api = connect(endpoint).api
+        for container in api.containers(all=True, filters=_stack_filter(cfg.stack)):
+            started = time.monotonic()
+            api.remove_container(container["Id"], force=True)
+            changes.append(Change("delete", "container", container["Names"][0].lstrip("/"), time.monotonic() - started))
+            on_change(changes[-1])
+        for network in api.networks(filters=_stack_filter(cfg.stack)):
+            started = time.monotonic()
+            api.remove_network(network["Id"])
+            changes.append(Change("delete", "network", network["Name"], time.monotonic() - started))
+            on_change(changes[-1])
+    return changes
+
+
+@dataclass(frozen=True)
+class VmState:
+    name: str
+    container: str
+    site: str
+    municipality: str
+    role: str
+    state: str
+    addresses: dict[str, str]
+
+
+def inventory(cfg: StackConfig) -> tuple[list[VmState], list[dict]]:
+    """The stack's VMs and segments as the engines report them now."""
+    vms, segments = [], []
+    for endpoint in endpoints(cfg):
+        api = connect(endpoint).api
+        for c in api.containers(all=True, filters=_stack_filter(cfg.stack)):
+            labels = c["Labels"]
+            nets = c.get("NetworkSettings", {}).get("Networks") or {}
+            vms.append(VmState(
+                name=labels.get("lgcloud.name", ""), container=c["Names"][0].lstrip("/"),
+                site=labels.get("lgcloud.site", ""), municipality=labels.get("lgcloud.municipality", ""),
+                role=labels.get("lgcloud.role", ""), state=c["State"],
+                addresses={net.removeprefix(f"lgcloud-{cfg.stack}-"): v.get("IPAddress", "") for net, v in nets.items()},
+            ))
+        for n in api.networks(filters=_stack_filter(cfg.stack)):
+            config = (n.get("IPAM") or {}).get("Config") or [{}]
+            segments.append({"name": n["Name"], "subnet": config[0].get("Subnet"), "internal": n.get("Internal", False)})
+    return sorted(vms, key=lambda v: v.name), sorted(segments, key=lambda s: s["name"])
+
+
+def _segment_path(cfg: StackConfig, key: str) -> str:
+    for i, m in enumerate(cfg.municipalities):
+        for site in m.segments:
+            if key == f"{m.id}-{site}":
+                return f"{NAMESPACE}:municipalities[{i}].segments.{site}"
+    return f"{NAMESPACE}:segments.{key}"
+
+
+def engine_conflicts(cfg: StackConfig) -> list[Problem]:
+    """Segments of `cfg` that overlap a network already on the engine and not of this stack."""
+    from ..topology import plan
+
+    problems = []
+    for endpoint in endpoints(cfg):
+        api = connect(endpoint).api
+        taken = []
+        for n in api.networks():
+            if (n.get("Labels") or {}).get(STACK_LABEL) == cfg.stack:
+                continue
+            for pool in (n.get("IPAM") or {}).get("Config") or []:
+                if pool.get("Subnet") and ":" not in pool["Subnet"]:
+                    taken.append((n["Name"], ipaddress.IPv4Network(pool["Subnet"])))
+        for segment in plan(cfg).segments:
+            for name, subnet in taken:
+                if segment.cidr.overlaps(subnet):
+                    problems.append(Problem(_segment_path(cfg, segment.key), str(segment.cidr),
+                                            f"overlaps network {name} ({subnet}) already on the engine; "
+                                            "pick a free range or bring that stack down"))
+    return problems

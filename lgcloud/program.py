@@ -1,0 +1,52 @@
+"""The Pulumi program of a stack: sites, segments, municipalities and the shared base.
+
+``stacks/__main__.py`` calls :func:`build`; the embedded engine runs that same file.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+
+from .components import Municipality, MunicipalityArgs, SharedBase, SharedBaseArgs, Site, SiteArgs
+from .components.vm import VmArgs
+from .config import StackConfig
+from .keys import ensure_keypair
+from .topology import VmPlan, plan
+
+__all__ = ["build"]
+
+
+def _vm_output(vm: VmPlan, container: docker.Container) -> pulumi.Output:
+    """What the stack reports of a VM: its identity, plus the addresses the engine gave it."""
+    return pulumi.Output.all(container.id, container.network_datas).apply(lambda values: {
+        "id": values[0],
+        "site": vm.site,
+        "municipality": vm.municipality,
+        "role": vm.role,
+        "addresses": {d["network_name"]: d["ip_address"] for d in values[1] or []},
+    })
+
+
+def build(cfg: StackConfig) -> None:
+    """Declare every resource of the stack and export its VMs and segments."""
+    topology = plan(cfg)
+    sites = {
+        name: Site(name, SiteArgs(cfg.stack, spec.endpoint, tuple(
+            s for s in topology.segments if s.site == name and s.municipality == "shared")))
+        for name, spec in cfg.sites.items()
+    }
+    vm_args = VmArgs(cfg.stack, cfg.image, ensure_keypair(cfg.stack).public_text, topology)
+    municipalities = [Municipality(m.id, MunicipalityArgs(m, vm_args, sites)) for m in cfg.municipalities]
+
+    networks = {key: seg.network for site in sites.values() for key, seg in site.segments.items()}
+    for m, component in zip(cfg.municipalities, municipalities):
+        networks.update({f"{m.id}-{site}": seg.network for site, seg in component.segments.items()})
+    shared = SharedBase("shared", SharedBaseArgs(vm_args, sites, networks))
+
+    containers = {**shared.vms}
+    for m, component in zip(cfg.municipalities, municipalities):
+        containers.update({f"{m.id}-{role}": c for role, c in component.vms.items()})
+    pulumi.export("vms", {vm.name: _vm_output(vm, containers[vm.name]) for vm in topology.vms})
+    pulumi.export("segments", {s.key: str(s.cidr) for s in topology.segments})
+    pulumi.export("ssh", {"user": "root", "key": str(ensure_keypair(cfg.stack).private)})

@@ -1,0 +1,52 @@
+#!/bin/sh
+# Make this host able to run the lab: a Docker Engine that answers, and the host tools
+# the images and the graph need. Installs Debian's packages only when something is missing.
+set -eu
+
+missing=
+command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
+command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
+command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
+
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "lgcloud: missing host packages:$missing; install them as root (apt-get install$missing)" >&2
+        exit 1
+    fi
+    echo "lgcloud: installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    # shellcheck disable=SC2086 # word splitting is the point
+    apt-get install -y -qq --no-install-recommends $missing >/var/tmp/lgcloud-apt.log 2>&1 || {
+        tail -n 20 /var/tmp/lgcloud-apt.log >&2
+        echo "lgcloud: could not install$missing (log above); install them by hand and retry" >&2
+        exit 1
+    }
+fi
+
+if docker info >/dev/null 2>&1; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "lgcloud: no Docker Engine answers and only root can start dockerd; start it (or join the docker group)" >&2
+    exit 1
+fi
+echo "lgcloud: starting dockerd (log: /var/log/lgcloud-dockerd.log)"
+# No init system is assumed (CI runs in a bare machine): start the daemon ourselves.
+if command -v systemctl >/dev/null 2>&1 && systemctl start docker >/dev/null 2>&1; then
+    :
+else
+    nohup dockerd >/var/log/lgcloud-dockerd.log 2>&1 &
+fi
+i=0
+until docker info >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ "$i" -ge 60 ]; then
+        tail -n 20 /var/log/lgcloud-dockerd.log >&2 || true
+        echo "lgcloud: dockerd did not answer within 30 s (log above)" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+echo "lgcloud: Docker Engine $(docker version -f '{{.Server.Version}}') is up"
