@@ -200,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(opts: Options, message: str) -> None:
+    opts.err.print("[red]✗[/] ", end="")
+    opts.err.print(message, markup=False, highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .engine import EngineError
     from .engine.translate import Unsupported
@@ -209,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(opts)
     except ConfigInvalid as exc:
-        opts.err.print(f"[red]✗[/] {exc}", markup=False, highlight=False)
+        _fail(opts, str(exc))
         opts.err.print("nothing was created; fix the config and retry")
         return EXIT_BAD_INPUT
     except (EngineError, Unsupported) as exc:
-        opts.err.print(f"[red]✗[/] {exc}", markup=False, highlight=False)
+        _fail(opts, str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
         opts.err.print("interrupted; run the same command again to complete it")

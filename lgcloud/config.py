@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Mapping
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -57,6 +58,27 @@ SITES = ("center", "backup")
 # Segments shared by the whole stack; each municipality also gets one closed segment per site.
 WIDE_SEGMENTS = ("mgmt", "lgwan", "ipvpn", "shared", "interconnect", "internet")
 
+def _cidr(value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value)
+    except (ValueError, TypeError) as exc:
+        hint = ""
+        try:
+            hint = f"; did you mean {ipaddress.IPv4Network(value, strict=False)}?"
+        except (ValueError, TypeError):
+            pass
+        raise ValueError(f"not an IPv4 CIDR ({exc}){hint}") from None
+
+
+def _address(value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not an IPv4 address ({exc})") from None
+
+
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
+Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_address)]
 Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")]
 
 
@@ -79,12 +101,12 @@ class Site(_Strict):
 
 
 class Segments(_Strict):
-    mgmt: ipaddress.IPv4Network
-    lgwan: ipaddress.IPv4Network
-    ipvpn: ipaddress.IPv4Network
-    shared: ipaddress.IPv4Network
-    interconnect: ipaddress.IPv4Network
-    internet: ipaddress.IPv4Network
+    mgmt: Cidr
+    lgwan: Cidr
+    ipvpn: Cidr
+    shared: Cidr
+    interconnect: Cidr
+    internet: Cidr
 
 
 class Allocations(_Strict):
@@ -112,8 +134,8 @@ class Municipality(_Strict):
     code: str
     access: Literal["lgwan", "ipvpn"]
     systems: tuple[str, ...] = Field(min_length=1)
-    segments: dict[str, ipaddress.IPv4Network]
-    terminal: ipaddress.IPv4Address
+    segments: dict[str, Cidr]
+    terminal: Address
     replication: Literal["sync", "async"] = "sync"
     allocation: MunicipalityAllocations = MunicipalityAllocations()
 
@@ -138,7 +160,7 @@ class Municipality(_Strict):
 
     @field_validator("segments")
     @classmethod
-    def _segments(cls, segments: dict[str, ipaddress.IPv4Network]) -> dict:
+    def _segments(cls, segments: dict[str, Cidr]) -> dict:
         for site in segments:
             if site not in SITES:
                 raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
