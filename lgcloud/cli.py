@@ -181,10 +181,10 @@ def _parser() -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         sub.add_argument("--stack", default="dev", help="stack name: stacks/Pulumi.<stack>.yaml (default: dev)")
+        sub.add_argument("--file", help="a stack config file (Pulumi.<stack>.yaml) instead of --stack")
         return sub
 
     v = verb("validate", _validate, "check a stack config without creating anything")
-    v.add_argument("--file", help="a stack config file to check instead of --stack")
     v.add_argument("--offline", action="store_true", help="skip the check against networks on the engine")
     for name, handler, text in (("up", _up, "create or update the stack to match its config"),
                                 ("preview", _preview, "show what `up` would change, changing nothing")):

@@ -1,0 +1,152 @@
+"""The embedded engine on a real Docker Engine: idempotence, replacement, isolation of stacks."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import lgcloud, stack_containers, stack_networks
+
+pytestmark = pytest.mark.engine
+
+SMALL_VMS = 9  # five for the municipality, four for the shared base
+SMALL_SEGMENTS = 8
+
+
+def test_up_creates_the_stack_and_a_second_up_changes_nothing(stack, client):
+    path = stack("enga", 102)
+    first = lgcloud("up", "--file", str(path), "--json")
+    outputs = json.loads(first.stdout)
+    containers = stack_containers(client, "enga")
+    assert len(containers) == SMALL_VMS and all(c.status == "running" for c in containers.values()), \
+        {n: c.status for n, c in containers.items()}
+    assert len(stack_networks(client, "enga")) == SMALL_SEGMENTS
+    assert outputs["vms"]["x-town-app"]["addresses"]["lgcloud-enga-x-town-center"] == "10.102.16.10"
+    assert outputs["vms"]["x-town-app"]["id"] == containers["lgcloud-enga-x-town-app"].id
+
+    second = lgcloud("up", "--file", str(path))
+    assert "no changes" in second.stderr, second.stderr
+    assert {n: c.id for n, c in stack_containers(client, "enga").items()} == \
+        {n: c.id for n, c in containers.items()}
+
+
+def test_status_json_reports_every_vm_with_its_addresses(stack):
+    path = stack("engs", 108)
+    lgcloud("up", "--file", str(path))
+    status = json.loads(lgcloud("status", "--file", str(path), "--json").stdout)
+    vms = {v["name"]: v for v in status["vms"]}
+    assert len(vms) == SMALL_VMS and {v["state"] for v in vms.values()} == {"running"}, vms
+    assert vms["x-town-terminal"]["addresses"]["lgwan"] == "10.108.1.21"
+    assert vms["x-town-db"]["site"] == "center" and vms["x-town-db-replica"]["site"] == "backup"
+
+
+def test_a_changed_allocation_replaces_exactly_that_vm(stack, client):
+    path = stack("engb", 103)
+    lgcloud("up", "--file", str(path))
+    before = {n: c.id for n, c in stack_containers(client, "engb").items()}
+
+    def bigger_terminal(config):
+        config["lgcloud:municipalities"][0]["allocation"] = {"terminal": {"vcpus": 0.75, "memory_mb": 640}}
+
+    stack("engb", 103, bigger_terminal)
+    preview = lgcloud("preview", "--file", str(path))
+    assert "1 replace" in preview.stderr, preview.stderr
+    assert {n: c.id for n, c in stack_containers(client, "engb").items()} == before, "preview changed something"
+
+    result = lgcloud("up", "--file", str(path))
+    after = {n: c for n, c in stack_containers(client, "engb").items()}
+    changed = {n for n in before if before[n] != after[n].id}
+    assert changed == {"lgcloud-engb-x-town-terminal"}, f"replaced: {changed}\n{result.stderr}"
+    terminal = after["lgcloud-engb-x-town-terminal"].attrs["HostConfig"]
+    assert terminal["Memory"] == 640 * 2**20 and terminal["NanoCpus"] == 750_000_000, terminal
+
+
+def test_removing_a_municipality_deletes_its_resources(stack, client):
+    def two(config):
+        second = dict(config["lgcloud:municipalities"][0], id="y-village", name="Ｙ村", code="133078",
+                      terminal="10.104.1.22", segments={"center": "10.104.18.0/24", "backup": "10.104.19.0/24"})
+        config["lgcloud:municipalities"].append(second)
+
+    path = stack("engc", 104, two)
+    lgcloud("up", "--file", str(path))
+    assert len(stack_containers(client, "engc")) == SMALL_VMS + 5
+    stack("engc", 104)  # back to one municipality
+    lgcloud("up", "--file", str(path))
+    names = set(stack_containers(client, "engc"))
+    assert len(names) == SMALL_VMS and not any("y-village" in n for n in names), names
+    assert not any("y-village" in n for n in stack_networks(client, "engc"))
+
+
+def test_down_removes_its_stack_and_nothing_else(stack, client):
+    ours, theirs = stack("engd", 105), stack("enge", 106)
+    lgcloud("up", "--file", str(ours))
+    lgcloud("up", "--file", str(theirs))
+    # Something an operator made by hand, labelled like the stack but not made by lgcloud.
+    bystander = client.containers.create("lgcloud/vm:latest", name="engd-bystander",
+                                         labels={"lgcloud.stack": "engd"})
+    try:
+        lgcloud("down", "--file", str(ours))
+        assert set(stack_containers(client, "engd")) == {"engd-bystander"}
+        assert not stack_networks(client, "engd")
+        assert len(stack_containers(client, "enge")) == SMALL_VMS
+        assert all(c.status == "running" for c in stack_containers(client, "enge").values())
+    finally:
+        bystander.remove(force=True)
+
+
+def test_a_stack_overlapping_a_running_one_is_refused(stack, client):
+    running = stack("engf", 107)
+    lgcloud("up", "--file", str(running))
+    clash = stack("engg", 107)
+    result = lgcloud("up", "--file", str(clash), check=False)
+    assert result.returncode == 2, result.stderr
+    assert "overlaps network lgcloud-engf-" in result.stderr and "lgcloud:segments.mgmt" in result.stderr
+    assert not stack_networks(client, "engg") and not stack_containers(client, "engg"), "something was created"
+
+
+def test_an_interrupted_up_is_completed_by_the_next_one(stack, client):
+    path = stack("engh", 109)
+    process = subprocess.Popen([sys.executable, "-m", "lgcloud.cli", "up", "--file", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not stack_containers(client, "engh") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0 and "interrupted" in err, err
+    partial = len(stack_containers(client, "engh"))
+    assert partial < SMALL_VMS, f"the interrupt came too late to test anything ({partial} VMs)"
+
+    lgcloud("up", "--file", str(path))
+    containers = stack_containers(client, "engh")
+    assert len(containers) == SMALL_VMS and all(c.status == "running" for c in containers.values())
+
+
+def test_a_vm_that_fails_to_start_leaves_a_stack_down_can_remove(stack, client, tmp_path):
+    broken = tmp_path / "Dockerfile"
+    broken.write_text("FROM lgcloud/vm:latest\nENTRYPOINT [\"/bin/sh\", \"-c\", \"echo no disk >&2; exit 3\"]\n")
+    client.images.build(path=str(tmp_path), tag="lgcloud/test-broken:latest", rm=True)
+
+    def broken_image(config):
+        config["lgcloud:image"] = "lgcloud/test-broken:latest"
+
+    path = stack("engi", 110, broken_image)
+    result = lgcloud("up", "--file", str(path), check=False)
+    assert result.returncode == 1 and "exited right after start (code 3)" in result.stderr, result.stderr
+    assert "no disk" in result.stderr
+    lgcloud("down", "--file", str(path))
+    assert not stack_containers(client, "engi") and not stack_networks(client, "engi")
+
+
+def test_a_missing_image_is_named(stack, client):
+    def unknown(config):
+        config["lgcloud:image"] = "lgcloud/nonexistent:1"
+
+    result = lgcloud("up", "--file", str(stack("engj", 111, unknown)), check=False)
+    assert result.returncode == 1 and "image lgcloud/nonexistent:1 is not on the engine" in result.stderr
+    assert "make images" in result.stderr
