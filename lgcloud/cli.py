@@ -89,7 +89,7 @@ def _summary(opts: Options, changes, seconds: float, preview: bool) -> None:
 
 
 def _deploy(opts: Options, preview: bool) -> int:
-    from .engine import Realiser, run_program
+    from .engine import EngineError, Realiser, run_program
     from .engine.stack import engine_conflicts
 
     started = time.monotonic()
@@ -101,24 +101,31 @@ def _deploy(opts: Options, preview: bool) -> int:
     realiser = Realiser(cfg.stack, preview=preview, on_change=_progress(opts))
     with opts.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
         outcome = run_program(cfg, values, realiser)
+    if not preview:
+        from .access import wait_for_ssh, write_ssh_config
+
+        ssh_config = write_ssh_config(cfg.stack, outcome.outputs["vms"])
+        mgmt = f"lgcloud-{cfg.stack}-mgmt"
+        with opts.err.status("waiting for every VM to answer SSH …"):
+            silent = wait_for_ssh({n: vm["addresses"][mgmt] for n, vm in outcome.outputs["vms"].items()})
+        if silent:
+            raise EngineError(f"VMs up but not answering SSH within 60 s: {', '.join(silent)}; "
+                              f"see `docker logs lgcloud-{cfg.stack}-<vm>`")
     _summary(opts, outcome.changes, time.monotonic() - started, preview)
     if not preview:
-        _print_vms(opts, cfg, outcome.outputs)
+        _print_vms(opts, cfg, outcome.outputs, ssh_config)
     return 0
 
 
-def _print_vms(opts: Options, cfg: StackConfig, outputs: dict) -> None:
+def _print_vms(opts: Options, cfg: StackConfig, outputs: dict, ssh_config: Path) -> None:
     if opts.args.json:
         opts.out.print_json(json.dumps(outputs))
         return
-    table = Table(title=f"stack {cfg.stack}: reach a VM with ssh -i {outputs['ssh']['key']} root@<mgmt>")
-    for column in ("vm", "site", "municipality", "role", "mgmt", "service addresses"):
+    table = Table(title=f"stack {cfg.stack}", caption=f"reach a VM with: ssh -F {ssh_config} <vm>")
+    for column in ("vm", "site", "role", "mgmt address"):
         table.add_column(column)
     for name, vm in outputs["vms"].items():
-        addresses = dict(vm["addresses"])
-        mgmt = addresses.pop(f"lgcloud-{cfg.stack}-mgmt", "")
-        others = " ".join(f"{k.removeprefix(f'lgcloud-{cfg.stack}-')}={v}" for k, v in addresses.items())
-        table.add_row(name, vm["site"], vm["municipality"], vm["role"], mgmt, others)
+        table.add_row(name, vm["site"], vm["role"], vm["addresses"].get(f"lgcloud-{cfg.stack}-mgmt", ""))
     opts.out.print(table)
 
 

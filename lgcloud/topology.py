@@ -85,7 +85,7 @@ def plan(cfg: StackConfig) -> Topology:
     """Derive every segment and VM of a validated stack config."""
     seg = cfg.segments
     segments = [
-        SegmentPlan("mgmt", seg.mgmt, "center", "shared", False, "operations: bastion, monitoring, SSH"),
+        SegmentPlan("mgmt", seg.mgmt, "center", "shared", True, "operations: bastion, monitoring, SSH"),
         SegmentPlan("lgwan", seg.lgwan, "center", "shared", True, "LGWAN: offices to LGWAN-ASP services"),
         SegmentPlan("ipvpn", seg.ipvpn, "center", "shared", True, "IP-VPN: a carrier's closed VPN"),
         SegmentPlan("shared", seg.shared, "center", "shared", True, "共通基盤: the shared base"),

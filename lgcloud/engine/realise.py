@@ -140,7 +140,10 @@ class Realiser:
         return created["Id"], outputs
 
     def _remove_network(self, client: docker.DockerClient, network_id: str) -> None:
-        """Remove a network of this stack, first removing this stack's containers on it."""
+        """Remove a network of this stack, first removing this stack's containers on it.
+
+        Those containers are then made anew when their own registration arrives.
+        """
         attached = client.api.inspect_network(network_id).get("Containers") or {}
         for container_id in attached:
             labels = client.api.inspect_container(container_id)["Config"]["Labels"] or {}
@@ -148,6 +151,9 @@ class Realiser:
                 raise EngineError(f"network {network_id[:12]} holds container {container_id[:12]} that is not "
                                   f"part of stack {self.stack}; detach it and retry")
             client.api.remove_container(container_id, force=True)
+            with self._lock:
+                for inventory in self._inventory.values():
+                    inventory.pop(("container", labels.get(RESOURCE_LABEL)), None)
         client.api.remove_network(network_id)
 
     def _refuse_foreign(self, found: list[dict], kind: str, name: str) -> None:

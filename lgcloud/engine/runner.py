@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from docker.errors import DockerException
+
 from ..config import PROJECT_ROOT, StackConfig
 from .realise import Change, EngineError, Realiser
 from .translate import CONTAINER, NETWORK, PROVIDER, Unsupported, container_spec, network_spec
@@ -97,6 +99,9 @@ def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser,
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, (EngineError, Unsupported)):
             raise cause from None
+        if isinstance(cause, DockerException):
+            raise EngineError(f"the Docker Engine refused a request: {cause}; run `lgcloud up` again, "
+                              "or `lgcloud down` to start clean") from None
         raise
     finally:
         signal.signal(signal.SIGINT, previous)

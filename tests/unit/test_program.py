@@ -41,7 +41,7 @@ def test_every_resource_carries_the_lab_labels(kind, request):
         assert labels(resource)["lgcloud.stack"] == "dev", f"{resource.name}: wrong stack label"
 
 
-@pytest.mark.parametrize("segment", ["lgwan", "ipvpn", "shared", "interconnect"])
+@pytest.mark.parametrize("segment", ["mgmt", "lgwan", "ipvpn", "shared", "interconnect"])
 def test_closed_wide_segments_are_internal(networks, segment):
     assert networks[segment].inputs.get("internal") is True, f"{segment} must be internal"
 

@@ -1,0 +1,57 @@
+"""The running `dev` lab: brought up once per session (a no-op when it is already up)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import cache
+
+import pytest
+import testinfra
+
+from lgcloud.access import ssh_config_path
+from lgcloud.topology import plan
+
+STACK = "dev"
+
+# Asks, from inside a VM, which (address, port) pairs accept a TCP connection within a second.
+PROBE = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def reach(target):
+    try:
+        socket.create_connection((target[0], target[1]), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
+targets = json.loads(sys.argv[1])
+with ThreadPoolExecutor(32) as pool:
+    print(json.dumps(dict(zip([f"{a}:{p}" for a, p in targets], pool.map(reach, targets)))))
+"""
+
+
+@pytest.fixture(scope="session")
+def lab(dev):
+    """Bring `dev` up (idempotent) and return its topology."""
+    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "up", "--stack", STACK, "--json"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"lgcloud up failed:\n{result.stderr}"
+    return plan(dev)
+
+
+@cache
+def _host(name: str):
+    return testinfra.get_host(f"paramiko://{name}", ssh_config=str(ssh_config_path(STACK)))
+
+
+@pytest.fixture(scope="session")
+def vm(lab):
+    """A testinfra host for a VM of the lab, over SSH on the mgmt segment (paramiko)."""
+    return _host
+
+
+def probe(host, targets: list[tuple[str, int]]) -> dict[str, bool]:
+    """From `host`, try each (address, port); True where a connection was accepted."""
+    output = host.check_output("python3 -c %s %s", PROBE, json.dumps(targets))
+    return json.loads(output)
