@@ -171,6 +171,49 @@ def _status(opts: Options) -> int:
     return 0
 
 
+def _configure(opts: Options) -> int:
+    from .configure import configure, summarise
+    from .engine import inventory
+
+    cfg = opts.config()
+    vms, _ = inventory(cfg)
+    running = {v.name for v in vms if v.state == "running"}
+    if not running:
+        opts.err.print(f"stack {cfg.stack} has no running VMs; run `lgcloud up --stack {cfg.stack}` first")
+        return EXIT_FAILED
+    seen: dict[str, str] = {}
+
+    def show(host: str, task: str, state: str) -> None:
+        if state in ("failed", "unreachable"):
+            opts.err.print(f" [red]✗[/] {host}: {task}")
+        elif state == "changed" and opts.args.verbose:
+            opts.err.print(f" [yellow]~[/] {host}: {task}")
+        seen[host] = task
+        status.update(f"configuring {len(running)} VMs: {host}: {task}")
+
+    with opts.err.status(f"configuring {len(running)} VMs …") as status:
+        outcome = configure(cfg, running, opts.args.limit, opts.args.check, show)
+    table = Table(title=f"stack {cfg.stack}: configure{' --check' if opts.args.check else ''}")
+    for column in ("vm", "ok", "changed", "failed", "unreachable"):
+        table.add_column(column, justify="left" if column == "vm" else "right")
+    for host, r in sorted(outcome.hosts.items()):
+        colour = "red" if r.failed or r.unreachable else ("yellow" if r.changed else "green")
+        table.add_row(f"[{colour}]{host}[/]", str(r.ok), str(r.changed), str(r.failed), str(r.unreachable))
+    opts.out.print(table)
+    for host, r in sorted(outcome.hosts.items()):
+        for failure in r.failures:
+            opts.err.print(f"[red]{host}[/]: ", end="")
+            opts.err.print(failure, markup=False, highlight=False)
+    if outcome.rc != 0 and not outcome.hosts:
+        stdout = (outcome.artifacts / "stdout").read_text(errors="replace").strip().splitlines()
+        opts.err.print("\n".join(stdout[-15:]), markup=False, highlight=False)
+    totals = summarise(outcome)
+    opts.err.print(f"{'✓' if outcome.rc == 0 else '✗'} {len(outcome.hosts)} hosts: {totals['ok']} ok, "
+                   f"{totals['changed']} changed, {totals['failed']} failed, {totals['unreachable']} unreachable "
+                   f"({outcome.seconds:.1f}s); artifacts in {outcome.artifacts}")
+    return 0 if outcome.rc == 0 else EXIT_FAILED
+
+
 def _graph(opts: Options) -> int:
     from .graph import render
 
@@ -202,6 +245,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("-v", "--verbose", action="store_true")
     sub = verb("status", _status, "show the stack's VMs and segments as they are now")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = verb("configure", _configure, "run the Ansible roles on the stack's VMs")
+    sub.add_argument("--limit", help="only hosts matching this Ansible pattern (e.g. municipality_a_city)")
+    sub.add_argument("--check", action="store_true", help="report what would change, changing nothing")
+    sub.add_argument("-v", "--verbose", action="store_true", help="also list each changed task")
     sub = verb("graph", _graph, "draw the stack's topology (graphviz)")
     sub.add_argument("--out", default="docs/topology.png", help="image to write (.png or .svg)")
     return parser

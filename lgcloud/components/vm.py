@@ -9,7 +9,7 @@ import pulumi_docker as docker
 
 from ..topology import Topology, VmPlan
 
-__all__ = ["VmArgs", "labels", "vm"]
+__all__ = ["VmArgs", "ingress_policy", "labels", "vm"]
 
 
 def labels(stack: str, site: str, municipality: str, role: str, name: str) -> dict[str, str]:
@@ -31,7 +31,7 @@ class VmArgs:
     topology: Topology
 
 
-def _ingress(plan: VmPlan, topology: Topology) -> str:
+def ingress_policy(plan: VmPlan, topology: Topology) -> str:
     # vm-init turns this into a host firewall: "<cidr>=<source>,<source>;..."
     return ";".join(
         f"{topology.segment(key).cidr}={','.join(sources)}" for key, sources in sorted(plan.ingress.items())
@@ -55,7 +55,7 @@ def vm(plan: VmPlan, args: VmArgs, networks: dict[str, docker.Network],
                                                  aliases=[plan.name])
             for key, address in plan.addresses.items()
         ],
-        envs=[f"LGCLOUD_INGRESS={_ingress(plan, args.topology)}"],
+        envs=[f"LGCLOUD_INGRESS={ingress_policy(plan, args.topology)}"],
         # The host firewall of vm-init needs NET_ADMIN inside the VM's own namespace.
         capabilities=docker.ContainerCapabilitiesArgs(adds=["NET_ADMIN"]),
         uploads=[docker.ContainerUploadArgs(file="/etc/lgcloud/authorized_keys",

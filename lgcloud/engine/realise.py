@@ -66,6 +66,7 @@ class Realiser:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _clients: dict[str, docker.DockerClient] = field(default_factory=dict)
     _inventory: dict[str, dict] = field(default_factory=dict)  # endpoint -> {(kind, name): attrs}
+    _images: dict[tuple[str, str], str] = field(default_factory=dict)
 
     # -- engines and what they already hold ---------------------------------------------
 
@@ -199,10 +200,13 @@ class Realiser:
         return container_id, self._outputs(spec, client.api.inspect_container(container_id))
 
     def _image_id(self, client: docker.DockerClient, image: str) -> str:
-        try:
-            return client.api.inspect_image(image)["Id"]
-        except ImageNotFound:
-            raise EngineError(f"image {image} is not on the engine; build it with `make images`") from None
+        key = (client.api.base_url, image)
+        if key not in self._images:  # one look-up per image and engine, not one per VM
+            try:
+                self._images[key] = client.api.inspect_image(image)["Id"]
+            except ImageNotFound:
+                raise EngineError(f"image {image} is not on the engine; build it with `make images`") from None
+        return self._images[key]
 
     def _create(self, client: docker.DockerClient, resource: str, spec: ContainerSpec, digest: str) -> str:
         api = client.api
