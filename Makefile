@@ -8,6 +8,7 @@ STACK ?= dev
 
 up: host images venv
 	$(VENV)/bin/lgcloud up --stack $(STACK)
+	$(VENV)/bin/lgcloud configure --stack $(STACK)
 
 test: host images venv
 	$(VENV)/bin/pytest -p no:cacheprovider
