@@ -193,6 +193,10 @@ def _configure(opts: Options) -> int:
 
     with opts.err.status(f"configuring {len(running)} VMs …") as status:
         outcome = configure(cfg, running, opts.args.limit, opts.args.check, show)
+    if opts.args.json:
+        opts.out.print_json(json.dumps({"rc": outcome.rc, "seconds": round(outcome.seconds, 2),
+                                        "hosts": {h: asdict(r) for h, r in outcome.hosts.items()}}))
+        return 0 if outcome.rc == 0 else EXIT_FAILED
     table = Table(title=f"stack {cfg.stack}: configure{' --check' if opts.args.check else ''}")
     for column in ("vm", "ok", "changed", "failed", "unreachable"):
         table.add_column(column, justify="left" if column == "vm" else "right")
@@ -249,6 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", help="only hosts matching this Ansible pattern (e.g. municipality_a_city)")
     sub.add_argument("--check", action="store_true", help="report what would change, changing nothing")
     sub.add_argument("-v", "--verbose", action="store_true", help="also list each changed task")
+    sub.add_argument("--json", action="store_true", help="per-host results as JSON")
     sub = verb("graph", _graph, "draw the stack's topology (graphviz)")
     sub.add_argument("--out", default="docs/topology.png", help="image to write (.png or .svg)")
     return parser

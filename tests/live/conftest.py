@@ -40,6 +40,20 @@ def lab(dev):
     return plan(dev)
 
 
+def configure(*args: str) -> dict:
+    """Run `lgcloud configure` on the dev lab; return its per-host JSON report."""
+    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--json", *args],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, f"lgcloud configure failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def configured(lab):
+    """The lab after one `lgcloud configure`: every role applied."""
+    return configure()
+
+
 @cache
 def _host(name: str):
     return testinfra.get_host(f"paramiko://{name}", ssh_config=str(ssh_config_path(STACK)))
