@@ -1,0 +1,74 @@
+"""`lgcloud configure` of the dev topology: first run, no-change run, and Ansible's defaults.
+
+    /tmp/venv/bin/python benchmarks/configure.py
+
+Works on a throwaway copy of the dev stack named `benchcfg` on 10.112/16 (never on `dev`):
+1. a cold `up`, then the first configure and a no-change second one with lgcloud's settings;
+2. the stack made anew, then the first configure with plain ansible-playbook defaults
+   (5 forks, no pipelining, facts gathered implicitly), for the ratio.
+The second run should take under a third of the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from common import LGCLOUD, print_table, run, save
+from compose import readdress
+from lgcloud.config import parse, read_file, stack_file, stack_name
+from lgcloud.configure import configure
+
+OCTET = 112
+DEFAULTS = {"ANSIBLE_FORKS": "5", "ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHERING": "implicit"}
+
+
+def _configure(path: Path, settings: dict[str, str] | None = None) -> tuple[float, int]:
+    cfg = parse(read_file(path), stack_name(path), str(path))
+    outcome = configure(cfg, running=_running(path), settings=settings)
+    if outcome.rc != 0:
+        raise SystemExit(f"configure failed; see {outcome.artifacts}")
+    return outcome.seconds, sum(r.changed for r in outcome.hosts.values())
+
+
+def _running(path: Path) -> set[str]:
+    from lgcloud.engine import inventory
+
+    cfg = parse(read_file(path), stack_name(path), str(path))
+    return {v.name for v in inventory(cfg)[0] if v.state == "running"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="lgcloud-bench-") as tmp:
+        path = Path(tmp) / "Pulumi.benchcfg.yaml"
+        values = readdress(read_file(stack_file("dev")), OCTET)
+        path.write_text(yaml.safe_dump({"config": {f"lgcloud:{k}": v for k, v in values.items()}},
+                                       allow_unicode=True))
+        try:
+            run(LGCLOUD, "up", "--file", str(path))
+            first, first_changed = _configure(path)
+            second, second_changed = _configure(path)
+            run(LGCLOUD, "down", "--file", str(path))
+            run(LGCLOUD, "up", "--file", str(path))
+            plain, _ = _configure(path, DEFAULTS)
+        finally:
+            run(LGCLOUD, "down", "--file", str(path), check=False)
+
+    print_table("lgcloud configure, dev topology (19 VMs)", [
+        ("first run (lgcloud settings)", f"{first:.1f} s, {first_changed} changes"),
+        ("second run, nothing to change", f"{second:.1f} s, {second_changed} changes "
+                                          f"({second / first:.2f} of the first; target < 0.33)"),
+        ("first run, ansible defaults", f"{plain:.1f} s"),
+        ("lgcloud settings / defaults", f"{first / plain:.2f}x"),
+    ])
+    print(f"results: {save('configure', {'first_s': first, 'second_s': second, 'defaults_first_s': plain, 'second_changed': second_changed})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
