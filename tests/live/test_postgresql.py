@@ -1,0 +1,117 @@
+"""Each municipality's database: primary at the center, streaming replica at the backup site.
+
+PostgreSQL runs under runit on the closed segment and interconnect only, the replica streams
+over interconnect (synchronously where the municipality asks for RPO 0), a row written on the
+primary shows up on the replica within a second, and the replica refuses writes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import pytest
+
+from lgcloud.config import load_stack
+
+pytestmark = pytest.mark.live
+
+PORT = 5432
+CHECK_DB = "lgcloud_check"
+MUNICIPALITIES = [pytest.param(m.id, m.replication, id=m.id) for m in load_stack("dev").municipalities]
+DATABASE_VMS = [pytest.param(m.id, f"{m.id}-{role}", id=f"{m.id}-{role}")
+                for m in load_stack("dev").municipalities for role in ("db", "db-replica")]
+
+
+def psql(host, sql: str, database: str = "postgres"):
+    """Run one statement as the OS user postgres over the Unix socket (peer auth)."""
+    return host.run("runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s", database, sql)
+
+
+def query(host, sql: str, database: str = "postgres") -> str:
+    result = psql(host, sql, database)
+    assert result.rc == 0, f"{sql}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def slot(municipality: str) -> str:
+    return f"{municipality.replace('-', '_')}_replica"
+
+
+@pytest.mark.parametrize(("municipality", "name"), DATABASE_VMS)
+def test_postgresql_runs_under_runit(configured, vm, municipality, name):
+    host = vm(name)
+    status = host.check_output("sv status postgresql")
+    assert status.startswith("run:"), f"{name}: {status}"
+    postmaster = host.check_output("cat /etc/sv/postgresql/supervise/pid")
+    assert host.process.get(pid=int(postmaster)).user == "postgres", "the postmaster is not runsv's child as postgres"
+    assert host.run("pg_isready -q -h /var/run/postgresql").rc == 0
+
+
+@pytest.mark.parametrize(("municipality", "name"), DATABASE_VMS)
+def test_listens_on_closed_segment_and_interconnect_only(configured, vm, lab, municipality, name):
+    host = vm(name)
+    addresses = lab.vm(name).addresses
+    closed = next(a for segment, a in addresses.items() if segment.startswith(f"{municipality}-"))
+    assert host.socket(f"tcp://{closed}:{PORT}").is_listening, f"not on the closed segment {closed}"
+    assert host.socket(f"tcp://{addresses['interconnect']}:{PORT}").is_listening, "not on interconnect"
+    assert host.socket(f"tcp://127.0.0.1:{PORT}").is_listening, "not on localhost"
+    assert not host.socket(f"tcp://{addresses['mgmt']}:{PORT}").is_listening, "listens on mgmt"
+    assert not host.socket(f"tcp://0.0.0.0:{PORT}").is_listening, "listens on every address"
+    # And from the controller, over mgmt, nothing answers.
+    with pytest.raises(OSError):
+        socket.create_connection((addresses["mgmt"], PORT), timeout=2).close()
+
+
+@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
+def test_replica_streams_over_interconnect(configured, vm, lab, municipality, replication):
+    rows = query(vm(f"{municipality}-db"),
+                 "SELECT application_name, client_addr, state, sync_state FROM pg_stat_replication").splitlines()
+    replica = lab.vm(f"{municipality}-db-replica").addresses["interconnect"]
+    expected = "sync" if replication == "sync" else "async"
+    assert rows == [f"{slot(municipality)}|{replica}|streaming|{expected}"], rows
+    active = query(vm(f"{municipality}-db"),
+                   f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot(municipality)}'")
+    assert active == "t", f"slot {slot(municipality)} is not in use"
+    assert query(vm(f"{municipality}-db-replica"), "SELECT pg_is_in_recovery()") == "t"
+
+
+@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
+def test_a_row_written_on_the_primary_is_read_on_the_replica(configured, vm, municipality, replication):
+    primary, replica = vm(f"{municipality}-db"), vm(f"{municipality}-db-replica")
+    if not query(primary, f"SELECT 1 FROM pg_database WHERE datname = '{CHECK_DB}'"):
+        query(primary, f"CREATE DATABASE {CHECK_DB}")
+    query(primary, "CREATE TABLE IF NOT EXISTS rows (token text PRIMARY KEY, written timestamptz DEFAULT now())",
+          CHECK_DB)
+    token = uuid.uuid4().hex
+    query(primary, f"INSERT INTO rows (token) VALUES ('{token}')", CHECK_DB)
+    written = time.monotonic()
+    seen = None
+    while time.monotonic() - written < 1.0:
+        result = psql(replica, f"SELECT token FROM rows WHERE token = '{token}'", CHECK_DB)
+        if result.rc == 0 and result.stdout.strip() == token:
+            seen = time.monotonic() - written
+            break
+        time.sleep(0.05)
+    query(primary, f"DELETE FROM rows WHERE token = '{token}'", CHECK_DB)
+    assert seen is not None, f"{municipality}: the row did not reach the replica within 1 s"
+
+
+@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
+def test_the_replica_refuses_writes(configured, vm, municipality, replication):
+    result = psql(vm(f"{municipality}-db-replica"), "CREATE TABLE refused (id int)")
+    assert result.rc != 0, "the replica accepted a write"
+    assert "read-only transaction" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
+def test_only_the_peer_may_replicate(configured, vm, lab, municipality, replication):
+    """From the app VM on the closed segment, neither replication nor the superuser is admitted."""
+    db = lab.vm(f"{municipality}-db").addresses[f"{municipality}-center"]
+    app = vm(f"{municipality}-app")
+    for conninfo in (f"host={db} user=replicator dbname=replication replication=true",
+                     f"host={db} user=postgres dbname=postgres"):
+        result = app.run("PGPASSWORD=wrong PGCONNECT_TIMEOUT=3 psql -w %s -c 'SELECT 1'", conninfo)
+        assert result.rc != 0, f"{conninfo}: admitted from {municipality}-app"
+        assert "no pg_hba.conf entry" in result.stderr, result.stderr
