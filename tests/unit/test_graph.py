@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+
+import html
+
 from lgcloud.graph import render
 from lgcloud.topology import plan
 
 
 def test_the_picture_shows_every_vm_and_segment(dev, tmp_path):
-    svg = render(dev, tmp_path / "topology.svg").read_text(encoding="utf-8")
+    svg = html.unescape(render(dev, tmp_path / "topology.svg").read_text(encoding="utf-8"))
     for vm in plan(dev).vms:
         assert f">{vm.name}<" in svg, f"{vm.name} missing from the picture"
     for segment in plan(dev).segments:
