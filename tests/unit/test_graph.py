@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import html
 
 from lgcloud.graph import render
