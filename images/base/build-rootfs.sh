@@ -32,8 +32,29 @@ debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootst
     echo "lgcloud: debootstrap of $suite from $mirror failed (log above)" >&2
     exit 1
 }
-# The image's apt should use the same mirror during docker build.
-echo "deb $mirror $suite main" >"$work/rootfs/etc/apt/sources.list"
+# The image's apt uses what the host's apt uses (its security and updates suites included),
+# so packages installed during docker build get the same fixes as the host's.
+{
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        # deb822 stanzas -> one-line entries: every URI with every suite and its components.
+        awk -v want="$suite" '
+            function flush() {
+                if (types ~ /(^| )deb( |$)/ && uris != "")
+                    for (u = 1; u <= nu; u++) for (s = 1; s <= ns; s++)
+                        if (suites_a[s] ~ "^" want) print "deb " uris_a[u] " " suites_a[s] " " comps
+                types = uris = comps = ""; nu = ns = 0
+            }
+            /^[[:space:]]*$/ { flush(); next }
+            /^Types:/ { types = substr($0, 8) }
+            /^URIs:/ { uris = substr($0, 7); nu = split(uris, uris_a, " ") }
+            /^Suites:/ { ns = split(substr($0, 9), suites_a, " ") }
+            /^Components:/ { comps = substr($0, 13) }
+            END { flush() }' "$f"
+    done
+    grep -hE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | grep -v '\[' || true
+} | grep " $suite" | sort -u >"$work/rootfs/etc/apt/sources.list"
+[ -s "$work/rootfs/etc/apt/sources.list" ] || echo "deb $mirror $suite main" >"$work/rootfs/etc/apt/sources.list"
 rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
 tar -C "$work/rootfs" -c . | docker import - "$tag" >/dev/null
 echo "lgcloud: imported $tag from $mirror"

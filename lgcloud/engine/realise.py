@@ -11,6 +11,7 @@ import io
 import tarfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import docker
@@ -84,8 +85,10 @@ class Realiser:
         flt = {"label": [f"{STACK_LABEL}={self.stack}", RESOURCE_LABEL]}
         for net in client.api.networks(filters=flt):
             found[("network", net["Labels"][RESOURCE_LABEL])] = net
-        for c in client.api.containers(all=True, filters=flt):
-            found[("container", c["Labels"][RESOURCE_LABEL])] = client.api.inspect_container(c["Id"])
+        listed = client.api.containers(all=True, filters=flt)
+        with ThreadPoolExecutor(8) as pool:  # inspect answers what a listing lacks (state, start time)
+            for c, inspected in zip(listed, pool.map(client.api.inspect_container, [c["Id"] for c in listed])):
+                found[("container", c["Labels"][RESOURCE_LABEL])] = inspected
         return found
 
     def _existing(self, endpoint: str | None, kind: str, resource: str) -> dict | None:
