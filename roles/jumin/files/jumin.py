@@ -1,0 +1,429 @@
+"""住民記録 (resident registry) of one municipality: a JSON API over its PostgreSQL database.
+
+Runs under gunicorn on the municipality's app VM and reads its settings from the JSON file named
+by ``JUMIN_CONFIG`` (the DB password comes from libpq's ``PGPASSFILE``)::
+
+    {"dsn": "host=10.100.20.3 dbname=jumin user=jumin connect_timeout=3",
+     "municipality": {"id": "a-city", "code": "012025", "name": "Ａ市"}}
+
+    $ curl -s -H 'Content-Type: application/json' http://jumin.a-city.lgwan.test/api/residents \\
+        -d '{"name": "髙橋 一郎", "kana": "タカハシ イチロウ", "birth_date": "2026-11-01", "sex": "男",
+             "address": "Ａ市本町1-1", "event": "birth"}'
+    {"municipality_code": "012025", "resident": {"resident_code": "48213907715",
+     "my_number": "621498320257", ...}}
+
+A resident is named by the 住民票コード in URLs and logs; the 個人番号 (My Number) is data that is
+never a key. The standby app at the backup site reads the replica: writes answer 503 until the
+replica is promoted, and the tables are created only where the database is writable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import secrets
+import unicodedata
+from contextlib import contextmanager
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+from flask import Flask, jsonify, render_template_string, request
+from werkzeug.exceptions import HTTPException
+
+__all__ = ["app", "my_number_check_digit", "my_number_is_valid"]
+
+SETTINGS = json.loads(Path(os.environ.get("JUMIN_CONFIG", "/etc/jumin/jumin.json")).read_text(encoding="utf-8"))
+MUNICIPALITY = SETTINGS["municipality"]
+# Dates of the registry are Japanese dates, whatever the VM's clock zone.
+JST = ZoneInfo("Asia/Tokyo")
+
+log = logging.getLogger("gunicorn.error")  # one log stream with gunicorn's own messages
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS residents (
+    resident_code      char(11) PRIMARY KEY CHECK (resident_code ~ '^[0-9]{11}$'),
+    my_number          char(12) NOT NULL CHECK (my_number ~ '^[0-9]{12}$'),
+    name               text NOT NULL,
+    kana               text NOT NULL,
+    birth_date         date NOT NULL,
+    sex                text NOT NULL CHECK (sex IN ('男', '女')),
+    address            text NOT NULL,
+    event              text NOT NULL CHECK (event IN ('birth', 'move-in')),
+    event_date         date NOT NULL,
+    previous_address   text,
+    moved_out_on       date,
+    moved_out_to       text,
+    recorded_at        timestamptz NOT NULL DEFAULT now()
+);
+-- One current resident per 個人番号; someone who moved out may move back in.
+CREATE UNIQUE INDEX IF NOT EXISTS residents_current_my_number ON residents (my_number)
+    WHERE moved_out_on IS NULL;
+CREATE INDEX IF NOT EXISTS residents_name ON residents (name);
+"""
+COLUMNS = ("resident_code", "my_number", "name", "kana", "birth_date", "sex", "address", "event",
+           "event_date", "previous_address", "moved_out_on", "moved_out_to")
+# What a name lookup shows: enough to pick a person, without the 個人番号.
+SUMMARY = ("resident_code", "name", "kana", "birth_date", "sex", "address", "status")
+EVENTS = {"birth": "出生", "move-in": "転入"}
+SEXES = ("男", "女")
+KANA = re.compile(r"[\u30a1-\u30fc\u3000 ]+")  # katakana, ・, ー and spaces
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+RESIDENT_CODE = re.compile(r"\d{11}")
+
+app = Flask(__name__)
+app.json.ensure_ascii = False  # UTF-8 bodies: names travel as written, 𠮷 included
+app.json.sort_keys = False
+
+
+# --- 個人番号 check digit (the same formula as lgcloud.codes; the VM has no lgcloud package) ---
+
+def my_number_check_digit(first_eleven: str) -> int:
+    """Check digit of a 個人番号: Pₙ the n-th digit from the right, Qₙ = n+1 (n ≤ 6) or n−5.
+
+    >>> my_number_check_digit("62149832025")
+    7
+    """
+    total = sum(int(p) * (n + 1 if n <= 6 else n - 5) for n, p in enumerate(reversed(first_eleven), start=1))
+    remainder = total % 11
+    return 0 if remainder <= 1 else 11 - remainder
+
+
+def my_number_is_valid(number: str) -> bool:
+    """True when `number` is twelve digits whose last one is the right check digit."""
+    return bool(re.fullmatch(r"\d{12}", number)) and my_number_check_digit(number[:11]) == int(number[11])
+
+
+def new_my_number() -> str:
+    first_eleven = f"{secrets.randbelow(10**11):011d}"
+    return f"{first_eleven}{my_number_check_digit(first_eleven)}"
+
+
+def new_resident_code() -> str:
+    return f"{secrets.randbelow(10**11):011d}"
+
+
+# --- Errors: every refusal is JSON naming the field at fault ---
+
+class Refused(Exception):
+    """A request the registry does not carry out; nothing has been written."""
+
+    def __init__(self, status: int, field: str | None, message: str):
+        super().__init__(message)
+        self.status, self.field, self.message = status, field, message
+
+
+def reply(body: dict, status: int = 200):
+    return jsonify({"municipality_code": MUNICIPALITY["code"], **body}), status
+
+
+@app.errorhandler(Refused)
+def refused(error: Refused):
+    return reply({"error": error.message, "field": error.field}, error.status)
+
+
+@app.errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    return reply({"error": error.description, "field": None}, error.code or 500)
+
+
+@app.errorhandler(psycopg2.errors.ReadOnlySqlTransaction)
+def read_only(error):
+    return reply({"error": "this site's database is a read-only replica: registrations are made at the center",
+                  "field": None}, 503)
+
+
+@app.errorhandler(psycopg2.OperationalError)
+def database_unreachable(error):
+    log.warning("database unreachable: %s", " ".join(str(error).split()))
+    return reply({"error": "the database does not answer", "field": None}, 503)
+
+
+@app.errorhandler(psycopg2.errors.UndefinedTable)
+def not_initialised(error):
+    return reply({"error": "the registry has not been initialised at the center yet", "field": None}, 503)
+
+
+# --- Database ---
+
+_schema_ready = False
+
+
+def ensure_schema(conn) -> None:
+    """Create the tables once per process, only where the database is writable (not on a replica)."""
+    global _schema_ready
+    if _schema_ready:
+        return
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        if cur.fetchone()[0]:
+            return
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('jumin schema'))")  # gunicorn workers race here
+        cur.execute(SCHEMA)
+    _schema_ready = True
+
+
+@contextmanager
+def transaction():
+    """A cursor in one transaction on a fresh connection: committed on success, rolled back on error."""
+    conn = psycopg2.connect(SETTINGS["dsn"])
+    try:
+        ensure_schema(conn)
+        with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+def find(cur, resident_code: str, lock: bool = False) -> dict:
+    if not RESIDENT_CODE.fullmatch(resident_code):
+        raise Refused(404, "resident_code", "a 住民票コード is 11 digits")
+    cur.execute(f"SELECT {', '.join(COLUMNS)} FROM residents WHERE resident_code = %s"
+                + (" FOR UPDATE" if lock else ""), (resident_code,))
+    row = cur.fetchone()
+    if row is None:
+        raise Refused(404, "resident_code", f"no resident with 住民票コード {resident_code}")
+    return as_json(row)
+
+
+def as_json(row: dict) -> dict:
+    resident = {key: value.isoformat() if isinstance(value, dt.date) else value for key, value in row.items()}
+    resident["status"] = "moved-out" if row["moved_out_on"] else "resident"
+    return resident
+
+
+# --- Validation ---
+
+def today() -> dt.date:
+    return dt.datetime.now(JST).date()
+
+
+def json_body() -> dict:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise Refused(400, "body", "the body must be a JSON object (Content-Type: application/json, UTF-8)")
+    return body
+
+
+def text(body: dict, field: str, limit: int, required: bool = True) -> str | None:
+    value = body.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise Refused(400, field, f"{field} is required (a non-empty string)")
+    # Kept exactly as written, never NFC-normalised: that would fold some 外字 (CJK compatibility
+    # ideographs) into other characters.
+    value = value.strip()
+    if len(value) > limit or any(unicodedata.category(c) == "Cc" for c in value):
+        raise Refused(400, field, f"{field} must be at most {limit} printable characters")
+    return value
+
+
+def date(body: dict, field: str, required: bool = True) -> dt.date | None:
+    value = body.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
+        raise Refused(400, field, f"{field} must be a date written YYYY-MM-DD")
+    try:
+        parsed = dt.date.fromisoformat(value)
+    except ValueError:
+        raise Refused(400, field, f"{field} is not a date of the calendar: {value}") from None
+    if parsed > today():
+        raise Refused(400, field, f"{field} is in the future: {value}")
+    return parsed
+
+
+def refuse_unknown(body: dict, known: tuple[str, ...]) -> None:
+    for field in body:
+        if field not in known:
+            raise Refused(400, field, f"unknown field {field}; expected some of {', '.join(known)}")
+
+
+REGISTRATION = ("name", "kana", "birth_date", "sex", "address", "event", "event_date", "my_number",
+                "previous_address")
+
+
+def registration(body: dict) -> dict:
+    """The columns of a new resident from a 出生届 or 転入届, or Refused naming the first bad field."""
+    refuse_unknown(body, REGISTRATION)
+    name = text(body, "name", 100)
+    kana = text(body, "kana", 100)
+    if not KANA.fullmatch(kana):
+        raise Refused(400, "kana", "kana must be written in katakana")
+    birth_date = date(body, "birth_date")
+    sex = body.get("sex")
+    if sex not in SEXES:
+        raise Refused(400, "sex", f"sex must be one of {', '.join(SEXES)}")
+    address = text(body, "address", 200)
+    event = body.get("event")
+    if event not in EVENTS:
+        raise Refused(400, "event", f"event must be one of {', '.join(EVENTS)}")
+    event_date = date(body, "event_date", required=event == "move-in") or birth_date
+    if event == "birth" and event_date != birth_date:
+        raise Refused(400, "event_date", "a birth makes a resident on the birth date")
+    if event_date < birth_date:
+        raise Refused(400, "event_date", "event_date is before birth_date")
+    my_number = body.get("my_number")
+    if my_number is not None:
+        if event != "move-in":
+            raise Refused(400, "my_number", "a 個人番号 is supplied only with a move-in; a birth gets a new one")
+        if not isinstance(my_number, str) or not my_number_is_valid(my_number):
+            raise Refused(400, "my_number", "my_number is not a 個人番号: 12 digits with a valid check digit")
+    previous_address = text(body, "previous_address", 200, required=False)
+    if previous_address and event != "move-in":
+        raise Refused(400, "previous_address", "only a move-in has a previous address")
+    return {"name": name, "kana": kana, "birth_date": birth_date, "sex": sex, "address": address,
+            "event": event, "event_date": event_date, "my_number": my_number,
+            "previous_address": previous_address}
+
+
+# --- API ---
+
+@app.get("/healthz")
+def healthz():
+    with transaction() as cur:
+        cur.execute("SELECT pg_is_in_recovery() AS replica")
+        replica = cur.fetchone()["replica"]
+    return reply({"status": "ok", "database": "read-only replica" if replica else "primary"})
+
+
+@app.post("/api/residents")
+def register():
+    resident = registration(json_body())
+    supplied = resident["my_number"] is not None
+    for _ in range(5):  # random codes: on the rare collision, draw again
+        resident["resident_code"] = new_resident_code()
+        if not supplied:
+            resident["my_number"] = new_my_number()
+        try:
+            with transaction() as cur:
+                cur.execute("SELECT 1 FROM residents WHERE resident_code = %(resident_code)s"
+                            " OR (%(generated)s AND my_number = %(my_number)s)",
+                            {**resident, "generated": not supplied})
+                if cur.fetchone():
+                    continue
+                cur.execute(f"INSERT INTO residents ({', '.join(resident)})"
+                            f" VALUES ({', '.join(f'%({k})s' for k in resident)}) RETURNING {', '.join(COLUMNS)}",
+                            resident)
+                created = as_json(cur.fetchone())
+        except psycopg2.errors.UniqueViolation as error:
+            if supplied and error.diag.constraint_name == "residents_current_my_number":
+                raise Refused(409, "my_number", "a current resident already holds this 個人番号") from None
+            continue
+        log.info("registered resident %s (%s)", created["resident_code"], resident["event"])
+        return reply({"resident": created}, 201)
+    raise Refused(503, None, "could not draw a free 住民票コード; try again")
+
+
+@app.get("/api/residents")
+def lookup():
+    name = request.args.get("name", "").strip()
+    if not name:
+        raise Refused(400, "name", "give a name (or part of one) to look up: ?name=…")
+    with transaction() as cur:
+        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM residents WHERE strpos(name, %s) > 0"
+                    " ORDER BY kana, resident_code LIMIT 100", (name,))
+        found = [as_json(row) for row in cur.fetchall()]
+    return reply({"residents": [{key: r[key] for key in SUMMARY} for r in found]})
+
+
+@app.get("/api/residents/<resident_code>")
+def read(resident_code: str):
+    with transaction() as cur:
+        return reply({"resident": find(cur, resident_code)})
+
+
+@app.post("/api/residents/<resident_code>/move-out")
+def move_out(resident_code: str):
+    body = json_body()
+    refuse_unknown(body, ("event_date", "destination"))
+    with transaction() as cur:
+        resident = find(cur, resident_code, lock=True)
+        if resident["status"] == "moved-out":
+            raise Refused(409, "status", f"the resident moved out on {resident['moved_out_on']} already")
+        event_date = date(body, "event_date")
+        destination = text(body, "destination", 200)
+        if event_date < dt.date.fromisoformat(resident["event_date"]):
+            raise Refused(400, "event_date", "event_date is before the resident's registration")
+        cur.execute(f"UPDATE residents SET moved_out_on = %s, moved_out_to = %s WHERE resident_code = %s"
+                    f" RETURNING {', '.join(COLUMNS)}", (event_date, destination, resident_code))
+        resident = as_json(cur.fetchone())
+    log.info("moved out resident %s", resident_code)
+    return reply({"resident": resident})
+
+
+def certificate(resident_code: str) -> dict:
+    """The 住民票の写し of a resident (住民票の除票の写し once moved out), as data."""
+    with transaction() as cur:
+        resident = find(cur, resident_code)
+    if request.args.get("my_number") != "include":  # 個人番号 only when asked for (個人番号の記載)
+        resident.pop("my_number")
+    moved_out = resident["status"] == "moved-out"
+    return {
+        "title": "住民票の除票の写し" if moved_out else "住民票の写し",
+        "municipality": MUNICIPALITY["name"],
+        "municipality_code": MUNICIPALITY["code"],
+        "issued_on": today().isoformat(),
+        "event": EVENTS[resident["event"]],
+        "resident": resident,
+    }
+
+
+@app.get("/api/residents/<resident_code>/certificate")
+def certificate_json(resident_code: str):
+    return reply({"certificate": certificate(resident_code)})
+
+
+CERTIFICATE_HTML = """<!DOCTYPE html>
+<html lang="ja">
+<head>
+<meta charset="utf-8">
+<title>{{ c.title }} — {{ c.municipality }}</title>
+<style>
+  body { font-family: serif; margin: 2em; }
+  table { border-collapse: collapse; width: 100%; }
+  th, td { border: 1px solid #000; padding: .4em .6em; text-align: left; }
+  th { width: 12em; background: #eee; }
+  @media print { body { margin: 0; } }
+</style>
+</head>
+<body>
+<h1>{{ c.title }}</h1>
+<table>
+<tr><th>氏名</th><td>{{ r.name }}</td></tr>
+<tr><th>フリガナ</th><td>{{ r.kana }}</td></tr>
+<tr><th>生年月日</th><td>{{ r.birth_date | japanese_date }}</td></tr>
+<tr><th>性別</th><td>{{ r.sex }}</td></tr>
+<tr><th>住所</th><td>{{ r.address }}</td></tr>
+<tr><th>住民となった年月日</th><td>{{ r.event_date | japanese_date }}（{{ c.event }}）</td></tr>
+{% if r.previous_address %}<tr><th>前住所</th><td>{{ r.previous_address }}</td></tr>{% endif %}
+{% if r.moved_out_on %}<tr><th>転出</th><td>{{ r.moved_out_on | japanese_date }} {{ r.moved_out_to }}へ転出</td></tr>{% endif %}
+<tr><th>住民票コード</th><td>{{ r.resident_code }}</td></tr>
+{% if r.my_number %}<tr><th>個人番号</th><td>{{ r.my_number }}</td></tr>{% endif %}
+</table>
+<p>この写しは、住民票の原本と相違ないことを証明する。</p>
+<p>{{ c.issued_on | japanese_date }}　{{ c.municipality }}長（地方公共団体コード {{ c.municipality_code }}）</p>
+</body>
+</html>
+"""
+
+
+@app.template_filter("japanese_date")
+def written_date(iso: str) -> str:
+    """2026-11-26 → 2026年11月26日 (the Western year: no era table to keep up to date)."""
+    day = dt.date.fromisoformat(iso)
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
+@app.get("/api/residents/<resident_code>/certificate.html")
+def certificate_html(resident_code: str):
+    c = certificate(resident_code)
+    # render_template_string autoescapes: whatever a clerk typed is shown, never interpreted.
+    html = render_template_string(CERTIFICATE_HTML, c=c, r=c["resident"])
+    return html, 200, {"Content-Type": "text/html; charset=utf-8"}

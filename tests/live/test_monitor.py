@@ -1,0 +1,37 @@
+"""The monitor VM: Prometheus under runit scrapes every VM of the lab over mgmt."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.live
+
+
+def targets(lab) -> list[dict]:
+    address = lab.vm("monitor").addresses["mgmt"]
+    with urllib.request.urlopen(f"http://{address}:9090/api/v1/targets", timeout=5) as response:
+        return json.load(response)["data"]["activeTargets"]
+
+
+def test_prometheus_config_is_valid(configured, vm):
+    result = vm("monitor").run("promtool check config /etc/prometheus/prometheus.yml")
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def test_every_vm_is_scraped_and_up(configured, lab):
+    deadline = time.monotonic() + 60  # a new target is up after its first scrape
+    while True:
+        found = {t["labels"].get("vm"): t["health"] for t in targets(lab) if t["labels"]["job"] == "node"}
+        if set(found) == {v.name for v in lab.vms} and set(found.values()) == {"up"}:
+            break
+        assert time.monotonic() < deadline, f"targets not all up: {found}"
+        time.sleep(2)
+
+
+@pytest.mark.parametrize("service", ["prometheus", "alertmanager"])
+def test_monitoring_services_run_under_runit(configured, vm, service):
+    assert vm("monitor").check_output(f"sv status {service}").startswith(f"run: {service}")
