@@ -164,7 +164,8 @@ def configure(cfg: StackConfig, running: set[str], limit: str | None = None, che
         state = kind.removeprefix("runner_on_")
         if state == "ok":
             result.ok += 1
-            if data.get("res", {}).get("changed"):
+            # A no_log task's result is censored, changed flag included; its stdout line is not.
+            if data.get("res", {}).get("changed") or event.get("stdout", "").lstrip().startswith("changed:"):
                 result.changed += 1
                 state = "changed"
         elif state == "failed" and not data.get("ignore_errors"):

@@ -26,7 +26,7 @@ DATABASE_VMS = [pytest.param(m.id, f"{m.id}-{role}", id=f"{m.id}-{role}")
 
 def psql(host, sql: str, database: str = "postgres"):
     """Run one statement as the OS user postgres over the Unix socket (peer auth)."""
-    return host.run("runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s", database, sql)
+    return host.run("cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s", database, sql)
 
 
 def query(host, sql: str, database: str = "postgres") -> str:

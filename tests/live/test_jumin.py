@@ -1,0 +1,251 @@
+"""住民記録 (the jumin role), used as a clerk uses it: from the office terminal, through the gateway.
+
+Every request is a real `curl` on the municipality's terminal to http://jumin.<id>.lgwan.test/;
+what was written is read back through the same API, and "nothing written" is checked on the
+municipality's primary database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+import uuid
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from lgcloud.codes import my_number_check_digit, my_number_is_valid
+from lgcloud.config import load_stack
+
+from .offices import call
+
+pytestmark = pytest.mark.live
+
+DEV = load_stack("dev")
+MUNICIPALITIES = [pytest.param(m, id=m.id) for m in DEV.municipalities]
+A_CITY = DEV.municipalities[0]
+TODAY = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
+
+
+def person(**fields) -> dict:
+    """A 転入届 (move-in) that the registry accepts; `fields` override or (as None) drop fields."""
+    body = {
+        "name": f"試験 {uuid.uuid4().hex[:8]}", "kana": "シケン タロウ", "birth_date": "1990-04-01",
+        "sex": "男", "address": "本町一丁目1番1号", "event": "move-in",
+        "event_date": (TODAY - dt.timedelta(days=7)).isoformat(), "previous_address": "東京都千代田区千代田1-1",
+    }
+    body.update(fields)
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def a_valid_my_number() -> str:
+    first_eleven = f"{secrets.randbelow(10**11):011d}"
+    return f"{first_eleven}{my_number_check_digit(first_eleven)}"
+
+
+@pytest.fixture(scope="module")
+def terminal(configured, vm):
+    return lambda municipality: vm(f"{municipality}-terminal")
+
+
+@pytest.fixture(scope="module")
+def rows(configured, vm):
+    """Rows of the residents table on a municipality's primary, counted as the superuser."""
+    def count(municipality: str) -> int:
+        out = vm(f"{municipality}-db").check_output(
+            "runuser -u postgres -- psql -XAtq -d jumin -c 'SELECT count(*) FROM residents'")
+        return int(out)
+    return count
+
+
+def register(terminal, municipality: str, body: dict) -> dict:
+    response = call(terminal(municipality), municipality, "POST", "/api/residents", body)
+    assert response.status == 201, f"{municipality}: {response.status} {response.body!r}"
+    return response.json()["resident"]
+
+
+@pytest.mark.parametrize("m", MUNICIPALITIES)
+def test_register_and_read_back(terminal, m):
+    body = person()
+    created = register(terminal, m.id, body)
+    assert len(created["resident_code"]) == 11 and created["resident_code"].isdigit(), created
+    response = call(terminal(m.id), m.id, "GET", f"/api/residents/{created['resident_code']}")
+    assert response.status == 200, response.body
+    assert response.content_type.startswith("application/json"), response.content_type
+    read = response.json()
+    assert read["municipality_code"] == m.code, read
+    for field in ("name", "kana", "birth_date", "sex", "address", "event", "event_date", "previous_address"):
+        assert read["resident"][field] == body[field], field
+    assert read["resident"]["status"] == "resident"
+    assert read["resident"]["my_number"] == created["my_number"]
+
+
+@pytest.mark.parametrize("m", MUNICIPALITIES)
+def test_the_my_number_has_a_valid_check_digit(terminal, m):
+    numbers = [register(terminal, m.id, person(event="birth", birth_date=TODAY.isoformat(), event_date=None,
+                                               previous_address=None))["my_number"] for _ in range(3)]
+    assert all(my_number_is_valid(n) for n in numbers), numbers
+    assert len(set(numbers)) == 3, numbers
+
+
+def test_a_supplied_my_number_is_kept_and_held_by_one_resident_only(terminal, rows):
+    number = a_valid_my_number()
+    created = register(terminal, A_CITY.id, person(my_number=number))
+    assert created["my_number"] == number
+    before = rows(A_CITY.id)
+    again = call(terminal(A_CITY.id), A_CITY.id, "POST", "/api/residents", person(my_number=number))
+    assert (again.status, again.json()["field"]) == (409, "my_number"), again.body
+    assert rows(A_CITY.id) == before
+
+
+@pytest.mark.parametrize("family", ["髙橋", "山﨑", "𠮷田"])
+def test_rare_kanji_round_trip(terminal, family):
+    """外字 in names: 髙 (U+9AD9), 﨑 (U+FA11) and 𠮷 (U+20BB7, four bytes in UTF-8) come back as sent."""
+    name = f"{family} {uuid.uuid4().hex[:6]}"
+    created = register(terminal, A_CITY.id, person(name=name))
+    assert created["name"] == name
+    host = terminal(A_CITY.id)
+    read = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}").json()["resident"]
+    assert read["name"].encode() == name.encode(), read["name"]
+    found = call(host, A_CITY.id, "GET", f"/api/residents?name={quote(name)}").json()["residents"]
+    assert [r["resident_code"] for r in found] == [created["resident_code"]], found
+    assert "my_number" not in found[0], "a name lookup shows the 個人番号"
+    html = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
+    assert name in html.text
+
+
+BAD_REGISTRATIONS = [
+    pytest.param(person(name=None), "name", id="missing-name"),
+    pytest.param(person(address=None), "address", id="missing-address"),
+    pytest.param(person(birth_date="2025-02-30"), "birth_date", id="impossible-date"),
+    pytest.param(person(birth_date="1990/04/01"), "birth_date", id="malformed-date"),
+    pytest.param(person(event="birth", birth_date=(TODAY + dt.timedelta(days=2)).isoformat(), event_date=None,
+                        previous_address=None), "birth_date", id="future-birth-date"),
+    pytest.param(person(event_date=(TODAY + dt.timedelta(days=2)).isoformat()), "event_date", id="future-move-in"),
+    pytest.param(person(event_date="1980-01-01"), "event_date", id="move-in-before-birth"),
+    pytest.param(person(event="death"), "event", id="unknown-event"),
+    pytest.param(person(sex="M"), "sex", id="unknown-sex"),
+    pytest.param(person(kana="しけん"), "kana", id="kana-not-katakana"),
+    pytest.param(person(my_number="621498320258"), "my_number", id="my-number-wrong-check-digit"),
+    pytest.param(person(my_number="62149832025"), "my_number", id="my-number-eleven-digits"),
+    pytest.param(person(event="birth", birth_date=TODAY.isoformat(), event_date=None, previous_address=None,
+                        my_number="621498320257"), "my_number", id="my-number-with-a-birth"),
+    pytest.param(person(nickname="タロ"), "nickname", id="unknown-field"),
+    pytest.param("name=試験&kana=シケン".encode(), "body", id="form-body-not-json"),
+    pytest.param(b'{"name": "\xe8\xa9\xa6\xe9\xa8\x93", ', "body", id="truncated-json"),
+    pytest.param(b"[1, 2]", "body", id="json-not-an-object"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_REGISTRATIONS)
+def test_a_bad_registration_is_refused_and_nothing_written(terminal, rows, body, field):
+    before = rows(A_CITY.id)
+    response = call(terminal(A_CITY.id), A_CITY.id, "POST", "/api/residents", body)
+    assert 400 <= response.status < 500, f"{response.status} {response.body!r}"
+    answer = response.json()
+    assert answer["field"] == field, answer
+    assert answer["error"], answer
+    assert answer["municipality_code"] == A_CITY.code
+    assert rows(A_CITY.id) == before, "a refused registration wrote a row"
+
+
+def test_move_out(terminal):
+    host = terminal(A_CITY.id)
+    code = register(terminal, A_CITY.id, person())["resident_code"]
+    response = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
+                    {"event_date": TODAY.isoformat(), "destination": "Ｂ町中央2-2"})
+    assert response.status == 200, response.body
+    read = call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]
+    assert (read["status"], read["moved_out_on"], read["moved_out_to"]) == ("moved-out", TODAY.isoformat(),
+                                                                            "Ｂ町中央2-2")
+
+
+def test_a_second_move_out_is_refused_and_changes_nothing(terminal):
+    host = terminal(A_CITY.id)
+    code = register(terminal, A_CITY.id, person())["resident_code"]
+    first = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
+                 {"event_date": (TODAY - dt.timedelta(days=1)).isoformat(), "destination": "Ｂ町中央2-2"})
+    assert first.status == 200, first.body
+    again = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
+                 {"event_date": TODAY.isoformat(), "destination": "Ｃ村3-3"})
+    assert (again.status, again.json()["field"]) == (409, "status"), again.body
+    read = call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]
+    assert (read["moved_out_on"], read["moved_out_to"]) == ((TODAY - dt.timedelta(days=1)).isoformat(),
+                                                            "Ｂ町中央2-2"), "the refused move-out was written"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    pytest.param({"destination": "Ｂ町"}, "event_date", id="missing-date"),
+    pytest.param({"event_date": TODAY.isoformat()}, "destination", id="missing-destination"),
+    pytest.param(b"moving", "body", id="not-json"),
+])
+def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field):
+    host = terminal(A_CITY.id)
+    code = register(terminal, A_CITY.id, person())["resident_code"]
+    response = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out", body)
+    assert (response.status, response.json()["field"]) == (400, field), response.body
+    assert call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]["status"] == "resident"
+
+
+def test_an_unknown_resident_is_404(terminal):
+    response = call(terminal(A_CITY.id), A_CITY.id, "GET", "/api/residents/00000000000")
+    assert (response.status, response.json()["field"]) == (404, "resident_code"), response.body
+
+
+def test_certificate_json(terminal):
+    host = terminal(A_CITY.id)
+    body = person()
+    created = register(terminal, A_CITY.id, body)
+    response = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate")
+    assert response.status == 200, response.body
+    certificate = response.json()["certificate"]
+    assert certificate["title"] == "住民票の写し"
+    assert (certificate["municipality"], certificate["municipality_code"]) == (A_CITY.name, A_CITY.code)
+    assert certificate["issued_on"] == TODAY.isoformat()
+    assert {k: certificate["resident"][k] for k in ("name", "birth_date", "address")} == \
+        {k: body[k] for k in ("name", "birth_date", "address")}
+    assert "my_number" not in certificate["resident"], "the 個人番号 is on a certificate nobody asked it for"
+    asked = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate?my_number=include")
+    assert asked.json()["certificate"]["resident"]["my_number"] == created["my_number"]
+
+
+def test_certificate_of_a_resident_who_moved_out_is_a_joshu(terminal):
+    host = terminal(A_CITY.id)
+    code = register(terminal, A_CITY.id, person())["resident_code"]
+    call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
+         {"event_date": TODAY.isoformat(), "destination": "Ｃ村"})
+    certificate = call(host, A_CITY.id, "GET", f"/api/residents/{code}/certificate").json()["certificate"]
+    assert certificate["title"] == "住民票の除票の写し", certificate
+
+
+def test_certificate_html_is_printable_and_escaped(terminal):
+    host = terminal(A_CITY.id)
+    created = register(terminal, A_CITY.id, person(name="𠮷田 <b>花子</b>", address='本町<script>alert("x")</script>'))
+    response = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
+    assert response.status == 200, response.body
+    assert response.content_type.lower().replace(" ", "") == "text/html;charset=utf-8", response.content_type
+    html = response.text
+    assert "<title>住民票の写し" in html
+    assert "𠮷田 &lt;b&gt;花子&lt;/b&gt;" in html, html
+    assert "&lt;script&gt;" in html and "<script>" not in html, "the address was not escaped"
+    assert created["resident_code"] in html and created["my_number"] not in html
+    assert A_CITY.code in html
+
+
+def test_the_backup_site_reads_the_replica_and_refuses_writes(terminal, lab):
+    """Through the standby gateway, the standby app answers from the replica: reads only."""
+    host = terminal(A_CITY.id)
+    standby = lab.vm("gateway-standby").addresses[A_CITY.access]
+    created = register(terminal, A_CITY.id, person())
+    deadline = time.monotonic() + 10
+    while True:
+        read = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}", via=standby)
+        if read.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert read.status == 200, f"the backup site does not have the resident: {read.status} {read.body!r}"
+    assert read.json()["resident"]["name"] == created["name"]
+    refused = call(host, A_CITY.id, "POST", "/api/residents", person(), via=standby)
+    assert refused.status == 503, f"the backup site accepted a registration: {refused.status} {refused.body!r}"
