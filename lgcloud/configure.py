@@ -92,7 +92,8 @@ def build_inventory(cfg: StackConfig, running: set[str] | None = None) -> dict:
             "lgcloud_municipality": codes.get(vm.municipality, "shared"),
             "lgcloud_addresses": vm.addresses,
         }
-        membership = [vm.site, _group(vm.role)]
+        # Prefixed so that no group shares a name with a VM (the VM `gateway`, the role group `role_gateway`).
+        membership = [f"site_{vm.site}", f"role_{_group(vm.role)}"]
         if vm.municipality in codes:
             membership.append(f"municipality_{_group(codes[vm.municipality])}")
         for group in membership:
