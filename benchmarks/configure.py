@@ -22,6 +22,7 @@ from common import LGCLOUD, print_table, run, save
 from compose import readdress
 from lgcloud.config import parse, read_file, stack_file, stack_name
 from lgcloud.configure import configure
+from lgcloud.engine import running_vms
 
 OCTET = 112
 DEFAULTS = {"ANSIBLE_FORKS": "5", "ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHERING": "implicit"}
@@ -29,17 +30,10 @@ DEFAULTS = {"ANSIBLE_FORKS": "5", "ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHER
 
 def _configure(path: Path, settings: dict[str, str] | None = None) -> tuple[float, int]:
     cfg = parse(read_file(path), stack_name(path), str(path))
-    outcome = configure(cfg, running=_running(path), settings=settings)
+    outcome = configure(cfg, running=running_vms(cfg), settings=settings)
     if outcome.rc != 0:
         raise SystemExit(f"configure failed; see {outcome.artifacts}")
     return outcome.seconds, sum(r.changed for r in outcome.hosts.values())
-
-
-def _running(path: Path) -> set[str]:
-    from lgcloud.engine import inventory
-
-    cfg = parse(read_file(path), stack_name(path), str(path))
-    return {v.name for v in inventory(cfg)[0] if v.state == "running"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,11 +173,10 @@ def _status(opts: Options) -> int:
 
 def _configure(opts: Options) -> int:
     from .configure import configure, summarise
-    from .engine import inventory
+    from .engine import running_vms
 
     cfg = opts.config()
-    vms, _ = inventory(cfg)
-    running = {v.name for v in vms if v.state == "running"}
+    running = running_vms(cfg)
     if not running:
         opts.err.print(f"stack {cfg.stack} has no running VMs; run `lgcloud up --stack {cfg.stack}` first")
         return EXIT_FAILED

@@ -24,7 +24,7 @@ from .config import PROJECT_ROOT, StackConfig
 from .keys import ensure_keypair, state_dir
 from .topology import Topology, plan
 
-__all__ = ["HostResult", "build_inventory", "configure", "stack_secrets"]
+__all__ = ["HostResult", "Outcome", "build_inventory", "configure", "stack_secrets", "summarise"]
 
 PLAYBOOK = "site.yml"
 # Settings chosen for speed (see benchmarks/configure.py): parallel hosts, one SSH round trip
@@ -60,18 +60,18 @@ def _municipalities(cfg: StackConfig, topology: Topology) -> list[dict]:
     """What roles need to know of each municipality, in one structure shared by all hosts."""
     described = []
     for m in cfg.municipalities:
-        vm = lambda role: topology.vm(f"{m.id}-{role}")  # noqa: E731 - a local shorthand
+        vm = {role: topology.vm(f"{m.id}-{role}") for role in ("app", "app-standby", "db", "db-replica")}
         described.append({
             "id": m.id, "group": _group(m.id), "code": m.code, "name": m.name, "access": m.access,
             "gateway": topology.vm("gateway").addresses[m.access],
             "gateway_standby": topology.vm("gateway-standby").addresses[m.access],
             "systems": list(m.systems), "replication": m.replication, "terminal": str(m.terminal),
-            "app": vm("app").addresses[f"{m.id}-center"],
-            "app_standby": vm("app-standby").addresses[f"{m.id}-backup"],
-            "db": vm("db").addresses[f"{m.id}-center"],
-            "db_interconnect": vm("db").addresses["interconnect"],
-            "db_replica": vm("db-replica").addresses[f"{m.id}-backup"],
-            "db_replica_interconnect": vm("db-replica").addresses["interconnect"],
+            "app": vm["app"].addresses[f"{m.id}-center"],
+            "app_standby": vm["app-standby"].addresses[f"{m.id}-backup"],
+            "db": vm["db"].addresses[f"{m.id}-center"],
+            "db_interconnect": vm["db"].addresses["interconnect"],
+            "db_replica": vm["db-replica"].addresses[f"{m.id}-backup"],
+            "db_replica_interconnect": vm["db-replica"].addresses["interconnect"],
         })
     return described
 

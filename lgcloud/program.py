@@ -36,7 +36,8 @@ def build(cfg: StackConfig) -> None:
             s for s in topology.segments if s.site == name and s.municipality == "shared")))
         for name, spec in cfg.sites.items()
     }
-    vm_args = VmArgs(cfg.stack, cfg.image, ensure_keypair(cfg.stack).public_text, topology)
+    keys = ensure_keypair(cfg.stack)
+    vm_args = VmArgs(cfg.stack, cfg.image, keys.public_text, topology)
     municipalities = [Municipality(m.id, MunicipalityArgs(m, vm_args, sites)) for m in cfg.municipalities]
 
     networks = {key: seg.network for site in sites.values() for key, seg in site.segments.items()}
@@ -49,4 +50,4 @@ def build(cfg: StackConfig) -> None:
         containers.update({f"{m.id}-{role}": c for role, c in component.vms.items()})
     pulumi.export("vms", {vm.name: _vm_output(vm, containers[vm.name]) for vm in topology.vms})
     pulumi.export("segments", {s.key: str(s.cidr) for s in topology.segments})
-    pulumi.export("ssh", {"user": "root", "key": str(ensure_keypair(cfg.stack).private)})
+    pulumi.export("ssh", {"user": "root", "key": str(keys.private)})

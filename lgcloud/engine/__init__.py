@@ -2,6 +2,7 @@
 
 from .realise import Change, EngineError, Realiser, connect
 from .runner import Outcome, run_program
-from .stack import destroy, inventory
+from .stack import destroy, inventory, running_vms
 
-__all__ = ["Change", "EngineError", "Outcome", "Realiser", "connect", "destroy", "inventory", "run_program"]
+__all__ = ["Change", "EngineError", "Outcome", "Realiser", "connect", "destroy", "inventory", "run_program",
+           "running_vms"]

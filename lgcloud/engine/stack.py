@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..config import NAMESPACE, Problem, StackConfig
 from .realise import RESOURCE_LABEL, STACK_LABEL, Change, connect
 
-__all__ = ["VmState", "destroy", "endpoints", "engine_conflicts", "inventory"]
+__all__ = ["VmState", "destroy", "endpoints", "engine_conflicts", "inventory", "running_vms"]
 
 
 def endpoints(cfg: StackConfig) -> list[str | None]:
@@ -73,6 +73,11 @@ def inventory(cfg: StackConfig) -> tuple[list[VmState], list[dict]]:
             config = (n.get("IPAM") or {}).get("Config") or [{}]
             segments.append({"name": n["Name"], "subnet": config[0].get("Subnet"), "internal": n.get("Internal", False)})
     return sorted(vms, key=lambda v: v.name), sorted(segments, key=lambda s: s["name"])
+
+
+def running_vms(cfg: StackConfig) -> set[str]:
+    """Names of the stack's VMs that are running now."""
+    return {vm.name for vm in inventory(cfg)[0] if vm.state == "running"}
 
 
 def _segment_path(cfg: StackConfig, key: str) -> str:
