@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -35,7 +36,9 @@ __all__ = [
     "WIDE_SEGMENTS",
     "ConfigInvalid",
     "Problem",
+    "SlaTarget",
     "StackConfig",
+    "duration_seconds",
     "load_file",
     "read_file",
     "stack_file",
@@ -120,6 +123,48 @@ class Allocations(_Strict):
     bastion: Allocation = Allocation(vcpus=0.25, memory_mb=256)
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: Any) -> int:
+    """Seconds in a Prometheus-style duration such as ``90s``, ``30m``, ``1h`` or ``30d``."""
+    text = str(value).strip()
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise ValueError(f"not a duration: write a whole number and one of s, m, h, d, w, e.g. '30d' (got {value!r})")
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _duration(value: Any) -> str:
+    duration_seconds(value)
+    return str(value).strip()
+
+
+Duration = Annotated[str, BeforeValidator(_duration)]
+
+
+class SlaTarget(_Strict):
+    """Service levels of one business system. The defaults are the standard levels that the
+    guidelines for municipal systems ask of core systems (稼働率 99.5 %, RTO 12 h, RPO one business
+    day); a stack states stricter values where the lab does better."""
+
+    availability_percent: float = Field(99.5, gt=0, le=100)
+    window: Duration = "30d"  # the period the availability is contracted over
+    latency_p95_ms: int = Field(3000, gt=0)
+    rto_seconds: float = Field(12 * 3600, gt=0)
+    rpo_seconds: float = Field(24 * 3600, ge=0)
+
+
+class SlaOverride(_Strict):
+    """A municipality's own targets for one system; keys left out keep the stack's."""
+
+    availability_percent: float | None = Field(None, gt=0, le=100)
+    window: Duration | None = None
+    latency_p95_ms: int | None = Field(None, gt=0)
+    rto_seconds: float | None = Field(None, gt=0)
+    rpo_seconds: float | None = Field(None, ge=0)
+
+
 class MunicipalityAllocations(_Strict):
     app: Allocation | None = None
     db: Allocation | None = None
@@ -138,6 +183,8 @@ class Municipality(_Strict):
     terminal: Address
     replication: Literal["sync", "async"] = "sync"
     allocation: MunicipalityAllocations = MunicipalityAllocations()
+    # Per business system, over the stack's `sla`; only the keys given are overridden.
+    sla: dict[str, SlaOverride] = {}
 
     @field_validator("code")
     @classmethod
@@ -169,6 +216,15 @@ class Municipality(_Strict):
                 raise ValueError(f"no closed segment declared for site {site!r}")
         return segments
 
+    @field_validator("sla")
+    @classmethod
+    def _sla(cls, sla: dict[str, SlaOverride], info: ValidationInfo) -> dict:
+        for system in sla:
+            if system not in info.data.get("systems", ()):
+                raise ValueError(f"SLA for {system!r}, a system this municipality does not run; "
+                                 "add it to systems or remove the target")
+        return sla
+
     def allocation_for(self, kind: str, defaults: Allocations) -> Allocation:
         return getattr(self.allocation, kind, None) or getattr(defaults, kind)
 
@@ -182,6 +238,7 @@ class StackConfig(_Strict):
     segments: Segments
     allocations: Allocations = Allocations()
     municipalities: tuple[Municipality, ...] = Field(min_length=1)
+    sla: SlaTarget = SlaTarget()  # every system of every municipality, unless it states its own
 
     @field_validator("sites")
     @classmethod
@@ -200,6 +257,12 @@ class StackConfig(_Strict):
             if m.code == code or m.id == code:
                 return m
         raise KeyError(code)
+
+    def sla_for(self, municipality: Municipality, system: str) -> SlaTarget:
+        """The targets one municipality's system is held to: its own over the stack's."""
+        own = municipality.sla.get(system)
+        overrides = own.model_dump(exclude_none=True) if own else {}
+        return SlaTarget.model_validate({**self.sla.model_dump(), **overrides})
 
 
 @dataclass(frozen=True)
