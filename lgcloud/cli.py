@@ -175,7 +175,15 @@ def _configure(opts: Options) -> int:
     from .configure import configure, summarise
     from .engine import running_vms
 
+    from .drill.runbook import failover_state
+
     cfg = opts.config()
+    moved = failover_state(cfg.stack)
+    if moved:
+        # The roles make the center primary; run now, they would demote the databases holding the newest data.
+        opts.err.print(f"[red]✗[/] served from the backup site since a drill: {', '.join(moved)}; "
+                       f"run `lgcloud drill failback --stack {cfg.stack}` first (nothing was changed)")
+        return EXIT_BAD_INPUT
     running = running_vms(cfg)
     if not running:
         opts.err.print(f"stack {cfg.stack} has no running VMs; run `lgcloud up --stack {cfg.stack}` first")
@@ -217,6 +225,48 @@ def _configure(opts: Options) -> int:
     return 0 if outcome.rc == 0 else EXIT_FAILED
 
 
+def _drill(opts: Options) -> int:
+    from .drill import DrillInvalid, LabError, markdown, run_drill, write_report
+
+    cfg = opts.config()
+    started = time.time()
+
+    def show(step) -> None:
+        took = f" ({step.seconds:.2f}s)" if step.seconds else ""
+        opts.err.print(f"[dim]+{step.at - started:6.2f}s[/] {step.municipality:>10}  {step.name}{took}"
+                       f"[dim]{'  ' + step.detail if step.detail else ''}[/]", highlight=False)
+
+    try:
+        report = run_drill(cfg, opts.args.scenario, opts.args.municipality, show)
+    except DrillInvalid as exc:
+        _fail(opts, f"{exc}")
+        opts.err.print("nothing was changed")
+        return EXIT_BAD_INPUT
+    except LabError as exc:
+        _fail(opts, f"the drill stopped: {exc}")
+        return EXIT_FAILED
+    directory = write_report(report, opts.args.report)
+    if opts.args.json:
+        opts.out.print_json(json.dumps(report, ensure_ascii=False))
+    else:
+        table = Table(title=f"drill {report['scenario']} on {cfg.stack}")
+        for column in ("municipality", "replication", "RTO", "RPO", "lost", "integrity", "verdict"):
+            table.add_column(column)
+        for m in report["municipalities"]:
+            rto = "—" if m["rto_seconds"] is None else f"{m['rto_seconds']:.2f}s ≤ {m['targets']['rto_seconds']:g}s"
+            table.add_row(f"{m['name']} {m['code']}", m["replication"], rto,
+                          f"{m['rpo_seconds']:.2f}s ≤ {m['targets']['rpo_seconds']:g}s", str(m["lost_writes"]),
+                          "ok" if m["integrity"]["ok"] else "[red]differs[/]",
+                          "[green]met[/]" if m["passed"] else "[red]missed[/]")
+        opts.out.print(table)
+        for error in report["errors"]:
+            _fail(opts, error)
+        opts.err.print(f"state: {report['state_after']}", highlight=False)
+    opts.err.print(f"{'[green]✓ passed[/]' if report['passed'] else '[red]✗ failed[/]'}; "
+                   f"report: {directory / 'report.md'}")
+    return 0 if report["passed"] else EXIT_FAILED
+
+
 def _graph(opts: Options) -> int:
     from .graph import render
 
@@ -253,6 +303,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--check", action="store_true", help="report what would change, changing nothing")
     sub.add_argument("-v", "--verbose", action="store_true", help="also list each changed task")
     sub.add_argument("--json", action="store_true", help="per-host results as JSON")
+    from .drill import SCENARIOS
+
+    sub = verb("drill", _drill, "rehearse a disaster while the offices write; measure RTO, RPO, integrity")
+    sub.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
+                     help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
+    sub.add_argument("--municipality", help="id or 地方公共団体コード (db-loss, app-loss, failback)")
+    sub.add_argument("--report", help="directory for report.json and report.md "
+                                      "(default .lgcloud/<stack>/drills/<time>-<scenario>)")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
     sub = verb("graph", _graph, "draw the stack's topology (graphviz)")
     sub.add_argument("--out", default="docs/topology.png", help="image to write (.png or .svg)")
     return parser

@@ -350,6 +350,14 @@ def _consistency(cfg: StackConfig) -> list[Problem]:
                 problems.append(Problem(f"{NAMESPACE}:vm {vm.name}", address,
                                         f"address on {segment} already used by {taken[address]}"))
             taken[address] = vm.name
+    for i, m in enumerate(cfg.municipalities):
+        address = topology.service_addresses[m.id]
+        if address in taken:
+            problems.append(Problem(f"{NAMESPACE}:municipalities[{i}].terminal" if taken[address].endswith("-terminal")
+                                    else f"{NAMESPACE}:vm {taken[address]}", address,
+                                    f"{m.id}'s service address (the top of {m.access}, counting down) is taken by "
+                                    f"{taken[address]}; give that VM a lower address"))
+        taken[address] = f"{m.id}'s service address"
 
     for site, spec in cfg.sites.items():
         used = topology.allocated(site)

@@ -65,6 +65,7 @@ def _municipalities(cfg: StackConfig, topology: Topology) -> list[dict]:
             "id": m.id, "group": _group(m.id), "code": m.code, "name": m.name, "access": m.access,
             "gateway": topology.vm("gateway").addresses[m.access],
             "gateway_standby": topology.vm("gateway-standby").addresses[m.access],
+            "service_address": topology.service_addresses[m.id],
             "systems": list(m.systems), "replication": m.replication, "terminal": str(m.terminal),
             "app": vm["app"].addresses[f"{m.id}-center"],
             "app_standby": vm["app-standby"].addresses[f"{m.id}-backup"],

@@ -60,6 +60,9 @@ class VmPlan:
 class Topology:
     segments: tuple[SegmentPlan, ...]
     vms: tuple[VmPlan, ...]
+    # municipality id -> the address its office uses for its services on its access segment.
+    # Held by the gateway of the site serving it; a failover moves it, the name stays.
+    service_addresses: dict[str, str] = field(default_factory=dict)
 
     def segment(self, key: str) -> SegmentPlan:
         return next(s for s in self.segments if s.key == key)
@@ -104,6 +107,13 @@ def plan(cfg: StackConfig) -> Topology:
     def mgmt(number: int, what: str) -> dict[str, str]:
         return {"mgmt": _host(seg.mgmt, number, what)}
 
+    # Service addresses count down from the top of the access segment, in config order.
+    service_addresses: dict[str, str] = {}
+    for m in cfg.municipalities:
+        segment = getattr(seg, m.access)
+        taken = sum(1 for other in service_addresses if cfg.municipality(other).access == m.access)
+        service_addresses[m.id] = _host(segment, segment.num_addresses - 2 - taken, f"{m.id}'s service address")
+
     vms: list[VmPlan] = []
     for role, site in (("gateway", "center"), ("gateway-standby", "backup")):
         addresses = mgmt(_MGMT_HOSTS[role], role)
@@ -143,4 +153,4 @@ def plan(cfg: StackConfig) -> Topology:
                           m.allocation_for("terminal", cfg.allocations),
                           {**mgmt(number["terminal"], f"{m.id}-terminal"), m.access: str(m.terminal)},
                           {"mgmt": operators, m.access: gateways}))
-    return Topology(tuple(segments), tuple(vms))
+    return Topology(tuple(segments), tuple(vms), service_addresses)

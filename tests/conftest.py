@@ -15,3 +15,8 @@ def dev():
 @pytest.fixture(scope="session")
 def scale():
     return load_stack("scale")
+
+
+def pytest_collection_modifyitems(items):
+    """Drills stop VMs and move services: they run after every other test, in file order."""
+    items.sort(key=lambda item: item.get_closest_marker("drill") is not None)

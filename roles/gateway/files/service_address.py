@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""Hold the service addresses the offices use, on the gateway that serves them.
+
+    lgcloud-service-address hold              # make the held addresses those listed in the file
+    lgcloud-service-address take 10.100.1.254 # hold one more (failover), announce it, record it
+    lgcloud-service-address release 10.100.1.254
+    lgcloud-service-address list
+
+A service address is a /32 on the interface of its access segment (Docker's own addresses carry
+the segment's prefix, so a /32 is always one of ours). Taking one announces it with gratuitous
+ARP so the offices' ARP caches follow at once instead of after their stale timer. The file
+(/etc/lgcloud/service-addresses, one address per line) is what `hold` restores at boot.
+"""
+
+import ipaddress
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+RECORD = "/etc/lgcloud/service-addresses"
+
+
+def interfaces() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], check=True, capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        found.append((fields[1], ipaddress.IPv4Interface(fields[3])))
+    return found
+
+
+def held() -> dict[str, str]:
+    return {str(a.ip): name for name, a in interfaces() if a.network.prefixlen == 32}
+
+
+def device_for(address: str) -> str:
+    ip = ipaddress.IPv4Address(address)
+    for name, a in interfaces():
+        if a.network.prefixlen < 32 and ip in a.network:
+            return name
+    raise SystemExit(f"no interface on a segment holding {address}: is this gateway on that access segment?")
+
+
+def announce(address: str, device: str) -> None:
+    """Two gratuitous ARP requests: 'address is at my MAC', broadcast on the segment."""
+    with open(f"/sys/class/net/{device}/address") as f:
+        mac = bytes.fromhex(f.read().strip().replace(":", ""))
+    ip = socket.inet_aton(address)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, ip, b"\0" * 6, ip)
+    frame = b"\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+        raw.bind((device, 0))
+        for _ in range(2):
+            raw.send(frame)
+
+
+def recorded() -> list[str]:
+    try:
+        with open(RECORD) as f:
+            return [line.split()[0] for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+def record(addresses: list[str]) -> None:
+    os.makedirs(os.path.dirname(RECORD), exist_ok=True)
+    with open(RECORD + ".tmp", "w") as f:
+        f.write("".join(f"{a}\n" for a in sorted(addresses)))
+    os.replace(RECORD + ".tmp", RECORD)
+
+
+def take(address: str) -> None:
+    device = device_for(address)
+    if address not in held():
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", device], check=True)
+    announce(address, device)
+
+
+def release(address: str) -> None:
+    device = held().get(address)
+    if device:
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", device], check=True)
+
+
+def main(argv: list[str]) -> int:
+    verb, addresses = (argv[0] if argv else ""), argv[1:]
+    for address in addresses:
+        ipaddress.IPv4Address(address)
+    if verb == "hold" and not addresses:
+        wanted = recorded()
+        for address in held():
+            if address not in wanted:
+                release(address)
+        for address in wanted:
+            take(address)
+    elif verb == "take" and addresses:
+        for address in addresses:
+            take(address)
+        record(recorded() + [a for a in addresses if a not in recorded()])
+    elif verb == "release" and addresses:
+        for address in addresses:
+            release(address)
+        record([a for a in recorded() if a not in addresses])
+    elif verb == "list" and not addresses:
+        print("\n".join(sorted(held())))
+    else:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

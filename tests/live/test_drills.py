@@ -1,0 +1,130 @@
+"""Disaster-recovery drills on the dev lab: site-loss then failback, db-loss then failback.
+
+Each drill runs through the CLI as an operator would and is judged on its own report; the lab's
+databases are then checked directly. The drills run after every other live test (see conftest)
+and leave the lab normal again, which the last checks of each pair prove.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lgcloud.drill.runbook import failover_state
+
+from .conftest import STACK
+
+pytestmark = [pytest.mark.live, pytest.mark.drill]
+
+CI_RTO_BOUND = 30.0  # seconds: a correctness bound; the benchmark measures the real figure
+
+
+def drill(*args: str, expect: int | None = 0) -> tuple[int, dict | None, str]:
+    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "drill", *args, "--stack", STACK, "--json"],
+                            capture_output=True, text=True, timeout=900)
+    if expect is not None:
+        assert result.returncode == expect, f"drill {args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result.returncode, report, result.stderr
+
+
+def assert_recovered(report: dict, bound: float = CI_RTO_BOUND) -> None:
+    assert report["passed"], report["municipalities"]
+    for m in report["municipalities"]:
+        assert m["acknowledged_writes"] > 5, m  # the clerk really wrote before and after
+        assert m["rto_seconds"] is not None and m["rto_seconds"] <= bound, m
+        assert m["integrity"]["ok"], m["integrity"]
+        if m["replication"] == "sync":
+            assert m["lost_writes"] == 0 and m["rpo_seconds"] == 0, m
+
+
+def assert_normal(vm, municipalities) -> None:
+    """Center primaries, backup replicas streaming, service addresses at the center gateway."""
+    assert failover_state(STACK) == {}
+    for m in municipalities:
+        in_recovery = "chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'"
+        assert vm(f"{m.id}-db").check_output(in_recovery) == "f"
+        assert vm(f"{m.id}-db-replica").check_output(in_recovery) == "t"
+        state = vm(f"{m.id}-db").check_output(
+            "chpst -u postgres psql -XAtq -c \"SELECT sync_state FROM pg_stat_replication\"")
+        assert state == m.replication
+    held = vm("gateway").check_output("lgcloud-service-address list").split()
+    assert len(held) == len(municipalities)
+    assert vm("gateway-standby").check_output("lgcloud-service-address list") == ""
+
+
+@pytest.fixture(scope="module")
+def site_loss(configured):
+    return drill("site-loss")[1]
+
+
+def test_site_loss_loses_no_acknowledged_write_and_recovers(site_loss):
+    assert_recovered(site_loss)
+    assert {m["id"] for m in site_loss["municipalities"]} == {"a-city", "b-town", "c-village"}
+
+
+def test_site_loss_timeline_runs_detect_fence_promote_move_verify(site_loss):
+    steps = [s["name"] for s in site_loss["timeline"] if s["municipality"] == "a-city"]
+    order = ["detected", "fence the center primary", "promote the backup replica",
+             "release service address at the center", "take service address at the backup", "verify from the office"]
+    assert [s for s in steps if s in order] == order
+
+
+def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm):
+    assert set(failover_state(STACK)) == {"a-city", "b-town", "c-village"}
+    assert vm("a-city-db-replica").check_output("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
+    assert "10.100.1.254" in vm("gateway-standby").check_output("lgcloud-service-address list").split()
+    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "lgcloud drill failback" in result.stderr
+
+
+def test_failback_after_site_loss_switches_back_without_loss(site_loss, vm, dev):
+    _, report, _ = drill("failback")
+    assert_recovered(report)
+    assert_normal(vm, dev.municipalities)
+
+
+@pytest.fixture(scope="module")
+def db_loss(configured):
+    if failover_state(STACK):
+        pytest.fail("the lab is not normal before db-loss: an earlier failback did not finish")
+    return drill("db-loss", "--municipality", "012025")[1]
+
+
+def test_db_loss_fails_over_only_that_municipality(db_loss, vm):
+    assert_recovered(db_loss)
+    assert [m["id"] for m in db_loss["municipalities"]] == ["a-city"]
+    assert set(failover_state(STACK)) == {"a-city"}
+    # Ｂ町 was not touched: its center database is still primary.
+    assert vm("b-town-db").check_output("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
+
+
+def test_fenced_primary_cannot_take_writes_when_it_comes_back(db_loss, vm):
+    """Started again by someone, the old primary comes up read-only and cut from its app."""
+    subprocess.run(["docker", "start", f"lgcloud-{STACK}-a-city-db"], check=True, capture_output=True)
+    old = vm("a-city-db")
+    old.run("sv -w 30 start postgresql")
+    assert old.file("/var/lib/postgresql/15/main/standby.signal").exists
+    in_recovery = old.run("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'")
+    assert in_recovery.stdout.strip() == "t"
+    assert "10.100.16." not in old.check_output("ip -o -4 addr show")  # no port on its closed segment
+
+
+def test_failback_after_db_loss(db_loss, vm, dev):
+    _, report, _ = drill("failback", "--municipality", "a-city")
+    assert_recovered(report)
+    assert_normal(vm, dev.municipalities)
+
+
+def test_drill_refuses_bad_input_and_changes_nothing(configured):
+    code, _, err = drill("db-loss", "--municipality", "999999", expect=2)
+    assert "no municipality '999999'" in err
+    code, _, err = drill("failback", expect=2)
+    assert "nothing to fail back" in err
+    code, _, err = drill("site-loss", "--municipality", "a-city", expect=2)
+    assert "drop --municipality" in err
+    assert failover_state(STACK) == {}
