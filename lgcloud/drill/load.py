@@ -21,6 +21,7 @@ __all__ = ["Attempt", "Clerk"]
 LOG = "/var/log/lgcloud-clerk.jsonl"
 SCRIPT = "/usr/local/bin/lgcloud-clerk"
 STOP = "/run/lgcloud-clerk.stop"
+PID = "/run/lgcloud-clerk.pid"
 
 GENERATOR = r'''#!/usr/bin/python3
 """lgcloud clerk: register residents at URL every INTERVAL seconds until STOP exists; log attempts."""
@@ -73,11 +74,11 @@ class Clerk:
         vm = self.pair.terminal
         self.lab.run(vm, f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG}", stdin=GENERATOR)
         args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP))
-        self.lab.run(vm, f"setsid nohup {args} >/dev/null 2>&1 < /dev/null &")
+        self.lab.run(vm, f"setsid nohup {args} >/dev/null 2>&1 < /dev/null & echo $! > {PID}")
 
     def stop(self) -> list[Attempt]:
         vm = self.pair.terminal
-        self.lab.run(vm, f"touch {STOP}; while pgrep -f {SCRIPT} >/dev/null; do sleep 0.1; done", timeout=10)
+        self.lab.run(vm, f"touch {STOP}; while kill -0 $(cat {PID}) 2>/dev/null; do sleep 0.1; done", timeout=10)
         return self.attempts()
 
     def attempts(self) -> list[Attempt]:

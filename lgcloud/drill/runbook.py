@@ -13,6 +13,7 @@ import json
 import shlex
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,7 @@ from typing import Callable
 from ..keys import state_dir
 from .lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
-__all__ = ["Step", "Timeline", "detect", "failback", "failover", "failover_state", "restart_app"]
+__all__ = ["Step", "Timeline", "center_returns", "detect", "failback", "failover", "failover_state", "restart_app"]
 
 
 @dataclass
@@ -137,7 +138,7 @@ def failover(lab: Lab, pair: Pair, timeline: Timeline, scenario: str) -> None:
         promoted = lab.sql(pair.replica, "SELECT pg_promote(true, 30)")
         if promoted != "t":
             raise LabError(f"{pair.replica} did not finish promotion within 30 s")
-        timeline_id = lab.sql(pair.replica, "SELECT timeline_id FROM pg_control_checkpoint()")
+        timeline_id = int(lab.sql(pair.replica, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
         note(f"{pair.replica} is primary (timeline {timeline_id}); no standby until failback")
     _record(lab.stack, pair.id, {"since": time.time(), "scenario": scenario, "site": "backup"})
     _gateway_release(lab, pair, timeline)
@@ -185,6 +186,21 @@ def _base_backup(lab: Lab, target: str, source_address: str, slot: str) -> None:
     lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
 
 
+def _follow(lab: Lab, target: str, source_address: str, slot: str) -> None:
+    """Make a cleanly stopped former primary a standby of the new one, without copying data.
+
+    The new primary replayed the old one's final checkpoint before its promotion, so the old
+    one's history is a prefix of the new timeline and it can follow it from where it stopped."""
+    script = (f"set -eu; read -r password; conf={PG_DATA}/postgresql.auto.conf; "
+              "grep -v -e '^primary_conninfo' -e '^primary_slot_name' -e '^synchronous_standby_names' \"$conf\" > \"$conf.new\" || true; "
+              f"printf \"primary_conninfo = 'host={source_address} port=5432 user={REPLICATION_USER} "
+              f"password=%s application_name={slot}'\\nprimary_slot_name = '{slot}'\\n\" \"$password\" >> \"$conf.new\"; "
+              "chown postgres:postgres \"$conf.new\"; chmod 0600 \"$conf.new\"; mv \"$conf.new\" \"$conf\"; "
+              f"install -o postgres -g postgres -m 0600 /dev/null {PG_DATA}/standby.signal")
+    lab.run(target, f"sh -c {shlex.quote(script)}", stdin=lab.replication_password() + "\n", timeout=30)
+    lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
+
+
 def _ensure_slot(lab: Lab, vm: str, slot: str) -> None:
     lab.sql(vm, f"SELECT pg_create_physical_replication_slot('{slot}', true) "
                 f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')")
@@ -211,24 +227,34 @@ def _wait_backend_up(lab: Lab, gateway: str, pair: Pair, timeout: float = 30) ->
         time.sleep(0.3)
 
 
+def center_returns(lab: Lab, pairs: list[Pair], timeline: Timeline) -> None:
+    """Power on whatever is off at the center; fenced databases come up read-only."""
+    with timeline.step("lab", "start the center's VMs") as note:
+        for pair in pairs:
+            lab.plug(pair.db, "interconnect")  # a VM's firewall is placed at boot, on the ports it has
+        center = [vm.name for vm in lab.topology.vms if vm.site == "center"]
+        off = [vm for vm in center if not lab.running(vm)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lab.start, off))
+            list(pool.map(lab.wait_alive, center))
+        note(f"{len(off)} VMs started; every center VM answers on mgmt")
+
+
 def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
     """Rebuild the center as the replica, then switch the service back with no loss."""
     center_db, backup_db = pair.db, pair.replica
-    with timeline.step(pair.id, "start the center's VMs") as note:
-        lab.plug(center_db, "interconnect")  # its firewall is placed at boot, on the ports it has
-        for vm in (center_db, pair.app, "gateway"):
-            lab.start(vm)
-        for vm in (center_db, pair.app, "gateway"):
-            lab.wait_alive(vm)
-        note(f"{center_db}, {pair.app} and the gateway answer on mgmt; {center_db} still fenced")
     with timeline.step(pair.id, "rebuild the center database as a standby") as note:
+        # Its port on the closed segment comes back now, so PostgreSQL listens there from its start;
+        # the old primary is gone with the base backup and a standby cannot take writes.
+        lab.plug(center_db, f"{pair.id}-center")
         _ensure_slot(lab, backup_db, pair.slot)
         _base_backup(lab, center_db, lab.topology.vm(backup_db).addresses["interconnect"], pair.slot)
         _wait_streaming(lab, backup_db, pair.slot)
         if pair.replication == "sync":
             lab.sql(backup_db, f"ALTER SYSTEM SET synchronous_standby_names = '\"{pair.slot}\"'")
             lab.sql(backup_db, "SELECT pg_reload_conf()")
-        note(f"fresh base backup over interconnect; streaming ({pair.replication}) from {backup_db}")
+        note(f"fresh base backup over interconnect; streaming ({pair.replication}) from {backup_db}; "
+             "back on its closed segment, read-only")
     with timeline.step(pair.id, "stop writes at the backup") as note:
         lab.run("gateway-standby", f"lgcloud-service-address release {pair.service_address}", timeout=10)
         lab.run(backup_db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
@@ -244,13 +270,18 @@ def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
         if lab.sql(center_db, "SELECT pg_promote(true, 30)") != "t":
             raise LabError(f"{center_db} did not finish promotion within 30 s")
         _ensure_slot(lab, center_db, pair.slot)
-        lab.plug(center_db, f"{pair.id}-center")
-        note(f"{center_db} replayed up to {final} and is primary; back on its closed segment")
+        note(f"{center_db} replayed up to {final} and is primary")
     _record(lab.stack, pair.id, None)
-    with timeline.step(pair.id, "rebuild the backup replica") as note:
-        _base_backup(lab, backup_db, lab.topology.vm(center_db).addresses["interconnect"], pair.slot)
-        _wait_streaming(lab, center_db, pair.slot)
-        note(f"{backup_db} streams from {center_db} again ({pair.replication})")
+    with timeline.step(pair.id, "make the backup a standby again") as note:
+        center_link = lab.topology.vm(center_db).addresses["interconnect"]
+        _follow(lab, backup_db, center_link, pair.slot)
+        try:
+            _wait_streaming(lab, center_db, pair.slot, timeout=15)
+            note(f"{backup_db} follows {center_db}'s new timeline ({pair.replication})")
+        except LabError:
+            _base_backup(lab, backup_db, center_link, pair.slot)
+            _wait_streaming(lab, center_db, pair.slot)
+            note(f"{backup_db} could not follow; rebuilt from a fresh base backup ({pair.replication})")
     with timeline.step(pair.id, "take service address at the center") as note:
         _wait_backend_up(lab, "gateway", pair)
         lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)

@@ -17,7 +17,7 @@ from typing import Callable
 from ..config import StackConfig
 from .lab import Lab, LabError, Pair
 from .load import Attempt, Clerk
-from .runbook import Step, Timeline, detect, failback, failover, failover_state, restart_app
+from .runbook import Step, Timeline, center_returns, detect, failback, failover, failover_state, restart_app
 
 __all__ = ["SCENARIOS", "DrillInvalid", "run"]
 
@@ -120,11 +120,12 @@ def _present(lab: Lab, vm: str, codes: list[str]) -> set[str]:
 # --- measurement ---
 
 def _recovery(attempts: list[Attempt], injection: float) -> float | None:
-    """The longest time the office went without an acknowledged write, from the injection on."""
-    acks = sorted(a.done for a in attempts if a.acknowledged and a.done > injection)
-    if not acks:
+    """The longest time the office went without an acknowledged write, from the injection on;
+    None when the office was not served at the end of the drill."""
+    after = sorted((a for a in attempts if a.done > injection), key=lambda a: a.done)
+    if not after or not after[-1].acknowledged:
         return None
-    points = [injection, *acks]
+    points = [injection, *(a.done for a in after if a.acknowledged)]
     return max(b - a for a, b in zip(points, points[1:]))
 
 
@@ -255,6 +256,7 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: str, municipality: str | None, 
         elif scenario == "failback":
             injection = time.time()
             timeline.log(lab_step, "failback started", ", ".join(p.id for p in pairs), injection)
+            center_returns(lab, pairs, timeline)
             futures = [pool.submit(guarded(lambda p=p: failback(lab, p, timeline))) for p in pairs]
 
         if scenario in ("site-loss", "db-loss", "app-loss"):

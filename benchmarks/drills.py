@@ -1,0 +1,86 @@
+"""site-loss RTO and RPO over repeated drills, and how RTO grows with the number of municipalities.
+
+    .venv/bin/python benchmarks/drills.py [--stack dev] [--runs 10]
+    .venv/bin/python benchmarks/drills.py --stack scale --runs 1   # 30 municipalities, configured lab
+
+Each run is `lgcloud drill site-loss` then `lgcloud drill failback` on a configured lab (the
+stack's own lab: bring it up and configure it first). Prints RTO min / median / max per run set,
+RPO and lost writes for synchronous and asynchronous municipalities, and the ratio of the median
+RTO to the anchors the issue names (Aurora < 30 s, Patroni with a 30 s TTL ≈ 13 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import LGCLOUD, print_table, save
+
+PATRONI_SECONDS = 13.0  # Patroni with its default 30 s TTL, as measured by others
+
+
+def drill(stack: str, scenario: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run([LGCLOUD, "drill", scenario, "--stack", stack, "--report", tmp],
+                                capture_output=True, text=True, timeout=1800)
+        report_path = Path(tmp) / "report.json"
+        if not report_path.exists():
+            raise SystemExit(f"`lgcloud drill {scenario}` wrote no report ({result.returncode}):\n{result.stderr[-3000:]}")
+        report = json.loads(report_path.read_text())
+    if result.returncode != 0:
+        print(f"  {scenario} FAILED: {report['errors']} "
+              f"{[m['problems'] for m in report['municipalities'] if m['problems']]}", file=sys.stderr)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="dev")
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    runs = []
+    for i in range(args.runs):
+        loss = drill(args.stack, "site-loss")
+        back = drill(args.stack, "failback")
+        rtos = [m["rto_seconds"] for m in loss["municipalities"] if m["rto_seconds"] is not None]
+        runs.append({"site_loss": loss, "failback_passed": back["passed"],
+                     "rto_max": max(rtos) if rtos else None,
+                     "failback_rto_max": max((m["rto_seconds"] or 0) for m in back["municipalities"])})
+        print(f"run {i + 1}: site-loss RTO (slowest municipality) {runs[-1]['rto_max']:.2f} s, "
+              f"passed {loss['passed']}; failback passed {back['passed']}", file=sys.stderr)
+
+    rto = sorted(r["rto_max"] for r in runs if r["rto_max"] is not None)
+    by_mode: dict[str, dict] = {}
+    for r in runs:
+        for m in r["site_loss"]["municipalities"]:
+            mode = by_mode.setdefault(m["replication"], {"lost_writes": 0, "acknowledged": 0, "rpo_max": 0.0})
+            mode["lost_writes"] += m["lost_writes"]
+            mode["acknowledged"] += m["acknowledged_writes"]
+            mode["rpo_max"] = max(mode["rpo_max"], m["rpo_seconds"])
+    municipalities = len(runs[0]["site_loss"]["municipalities"]) if runs else 0
+    median = statistics.median(rto) if rto else float("nan")
+    rows = [
+        ("runs (site-loss + failback)", f"{len(runs)}; all passed: {all(r['site_loss']['passed'] and r['failback_passed'] for r in runs)}"),
+        ("municipalities", str(municipalities)),
+        ("site-loss RTO min / median / max", f"{rto[0]:.2f} / {median:.2f} / {rto[-1]:.2f} s" if rto else "—"),
+        ("median vs Patroni ≈13 s", f"{median / PATRONI_SECONDS:.2f}x"),
+        ("failback switch-back outage, max", f"{max(r['failback_rto_max'] for r in runs):.2f} s"),
+    ]
+    for mode, f in sorted(by_mode.items()):
+        rows.append((f"{mode}: lost / acknowledged writes, RPO max",
+                     f"{f['lost_writes']} / {f['acknowledged']}, {f['rpo_max']:.2f} s"))
+    print_table(f"site-loss drills on {args.stack}", rows)
+    summary = {"stack": args.stack, "municipalities": municipalities, "rto_seconds": rto,
+               "rpo": by_mode, "failback_outage_max": max(r["failback_rto_max"] for r in runs)}
+    print(f"results: {save(f'drills-{args.stack}', summary)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
