@@ -25,7 +25,9 @@ SCENARIOS = {
     "site-loss": "the whole center is lost while the offices write; every municipality fails over",
     "db-loss": "one municipality's primary database VM dies; that municipality fails over",
     "app-loss": "one municipality's app VM dies; its hypervisor starts it again",
-    "link-partition": "interconnect is cut between the sites, then restored; nobody fails over",
+    "link-partition": "interconnect is cut between the sites for 10 s, then restored; nobody fails over: "
+                      "synchronous municipalities' writes stall (never acknowledged, so never lost) until the "
+                      "link returns, asynchronous ones go on",
     "failback": "the center is rebuilt as the replica, then service switches back with no loss",
 }
 PARTITION_SECONDS = 10.0
