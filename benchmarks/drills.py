@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/drills.py [--stack dev] [--runs 10]
     .venv/bin/python benchmarks/drills.py --stack scale --runs 1   # 30 municipalities, configured lab
+    .venv/bin/python benchmarks/drills.py --file /path/Pulumi.drill.yaml  # a copy of dev elsewhere
 
 Each run is `lgcloud drill site-loss` then `lgcloud drill failback` on a configured lab (the
 stack's own lab: bring it up and configure it first). Prints RTO min / median / max per run set,
@@ -24,9 +25,9 @@ from common import LGCLOUD, print_table, save
 PATRONI_SECONDS = 13.0  # Patroni with its default 30 s TTL, as measured by others
 
 
-def drill(stack: str, scenario: str) -> dict:
+def drill(where: list[str], scenario: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run([LGCLOUD, "drill", scenario, "--stack", stack, "--report", tmp],
+        result = subprocess.run([LGCLOUD, "drill", scenario, *where, "--report", tmp],
                                 capture_output=True, text=True, timeout=1800)
         report_path = Path(tmp) / "report.json"
         if not report_path.exists():
@@ -41,13 +42,17 @@ def drill(stack: str, scenario: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default="dev")
+    parser.add_argument("--file", help="a stack config file instead of --stack (e.g. a copy of dev on other subnets)")
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args(argv)
+    where = ["--file", args.file] if args.file else ["--stack", args.stack]
+    if args.file:
+        args.stack = Path(args.file).name.removeprefix("Pulumi.").removesuffix(".yaml")
 
     runs = []
     for i in range(args.runs):
-        loss = drill(args.stack, "site-loss")
-        back = drill(args.stack, "failback")
+        loss = drill(where, "site-loss")
+        back = drill(where, "failback")
         rtos = [m["rto_seconds"] for m in loss["municipalities"] if m["rto_seconds"] is not None]
         runs.append({"site_loss": loss, "failback_passed": back["passed"],
                      "rto_max": max(rtos) if rtos else None,

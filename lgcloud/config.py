@@ -350,13 +350,15 @@ def _consistency(cfg: StackConfig) -> list[Problem]:
                 problems.append(Problem(f"{NAMESPACE}:vm {vm.name}", address,
                                         f"address on {segment} already used by {taken[address]}"))
             taken[address] = vm.name
-    for i, m in enumerate(cfg.municipalities):
+    terminals = {f"{m.id}-terminal": i for i, m in enumerate(cfg.municipalities)}
+    for m in cfg.municipalities:
         address = topology.service_addresses[m.id]
-        if address in taken:
-            problems.append(Problem(f"{NAMESPACE}:municipalities[{i}].terminal" if taken[address].endswith("-terminal")
-                                    else f"{NAMESPACE}:vm {taken[address]}", address,
-                                    f"{m.id}'s service address (the top of {m.access}, counting down) is taken by "
-                                    f"{taken[address]}; give that VM a lower address"))
+        holder = taken.get(address)
+        if holder:
+            path = (f"{NAMESPACE}:municipalities[{terminals[holder]}].terminal" if holder in terminals
+                    else f"{NAMESPACE}:vm {holder}")
+            problems.append(Problem(path, address, f"{m.id}'s service address (the top of {m.access}, counting "
+                                                   f"down one per municipality); give {holder} a lower address"))
         taken[address] = f"{m.id}'s service address"
 
     for site, spec in cfg.sites.items():

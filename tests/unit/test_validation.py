@@ -57,6 +57,8 @@ BAD = {
                                     ["municipalities[0].terminal", "10.100.9.9", "outside its access segment lgwan"]),
     "reserved address": ("lgcloud:municipalities.0.terminal", "10.100.1.1", ["municipalities[0].terminal", "reserved"]),
     "address taken": ("lgcloud:municipalities.0.terminal", "10.100.1.2", ["10.100.1.2", "already used by gateway"]),
+    "terminal on a service address": ("lgcloud:municipalities.0.terminal", "10.100.1.253",
+                                      ["municipalities[0].terminal", "b-town's service address"]),
     "beyond capacity": ("lgcloud:sites.backup.capacity.vcpus", 1,
                         ["lgcloud:sites.backup.capacity.vcpus", "allocated 3.5"]),
     "unknown site": ("lgcloud:municipalities.0.segments.osaka", "10.100.30.0/24",
