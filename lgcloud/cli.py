@@ -150,12 +150,15 @@ def _down(opts: Options) -> int:
 
 
 def _status(opts: Options) -> int:
+    from .drill.runbook import failover_state
     from .engine import inventory
 
     cfg = opts.config()
     vms, segments = inventory(cfg)
+    moved = failover_state(cfg.stack)
     if opts.args.json:
-        opts.out.print_json(json.dumps({"stack": cfg.stack, "vms": [asdict(v) for v in vms], "segments": segments}))
+        opts.out.print_json(json.dumps({"stack": cfg.stack, "vms": [asdict(v) for v in vms], "segments": segments,
+                                        "served_from_backup": moved}))
         return 0
     if not vms and not segments:
         opts.err.print(f"stack {cfg.stack} is not up; bring it up with `lgcloud up --stack {cfg.stack}`")
@@ -168,6 +171,9 @@ def _status(opts: Options) -> int:
         table.add_row(v.name, v.site, v.municipality, v.role, f"[{colour}]{v.state}[/]",
                       " ".join(f"{k}={a}" for k, a in v.addresses.items()))
     opts.out.print(table)
+    if moved:
+        opts.err.print(f"[yellow]served from the backup site since a drill:[/] {', '.join(moved)}; "
+                       f"`lgcloud drill failback --stack {cfg.stack}` switches back")
     return 0
 
 
@@ -276,6 +282,53 @@ def _graph(opts: Options) -> int:
     return 0
 
 
+def _exporter(opts: Options) -> int:
+    from . import exporter
+
+    cfg = opts.config()
+    if opts.args.stop:
+        stopped = exporter.stop(cfg.stack)
+        opts.err.print(f"[green]✓[/] exporter of stack {cfg.stack} {'stopped' if stopped else 'was not running'}")
+        return 0
+    try:
+        if opts.args.detach:
+            pid = exporter.detach(cfg, opts.args.port)
+            opts.err.print(f"[green]✓[/] exporter of stack {cfg.stack} on http://{exporter.exporter_address(cfg)}:"
+                           f"{opts.args.port}/metrics (pid {pid})")
+            return 0
+        exporter.serve(cfg, opts.args.port)
+    except RuntimeError as exc:
+        _fail(opts, str(exc))
+        return EXIT_FAILED
+    return 0
+
+
+def _sla(opts: Options) -> int:
+    from .sla import Prometheus, evaluate, exit_code, prometheus_url, render
+
+    cfg = opts.config()
+    url = opts.args.prometheus or prometheus_url(cfg)
+    try:
+        rows = evaluate(cfg, Prometheus(url), opts.args.window, opts.args.municipality or ())
+    except ValueError as exc:
+        _fail(opts, f"{exc}")
+        return EXIT_BAD_INPUT
+    render(rows, cfg, url, opts.out, opts.err, opts.args.json)
+    return exit_code(rows)
+
+
+def _report(opts: Options) -> int:
+    from .utilization import report
+
+    try:
+        path = report(opts.config(), Path(opts.args.out), opts.args.window, opts.args.prometheus, opts.err)
+    except ValueError as exc:
+        _fail(opts, f"{exc}")
+        return EXIT_BAD_INPUT
+    opts.out.print(str(path))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgcloud", description="A lab for a municipal joint-use cloud (自治体クラウド).")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -314,6 +367,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
     sub = verb("graph", _graph, "draw the stack's topology (graphviz)")
     sub.add_argument("--out", default="docs/topology.png", help="image to write (.png or .svg)")
+    sub = verb("exporter", _exporter, "serve the lab's facts (allocation, use, SLA targets, drills) to Prometheus")
+    sub.add_argument("--port", type=int, default=9480, help="port on the mgmt segment's first address (default 9480)")
+    sub.add_argument("--detach", action="store_true", help="(re)start it in the background and return")
+    sub.add_argument("--stop", action="store_true", help="stop the background exporter")
+    sub = verb("sla", _sla, "evaluate every SLA target against the lab's Prometheus (exit 1: missed, "
+               "3: some target not evaluable)")
+    sub.add_argument("--window", help="period to evaluate over, e.g. 1h or 30d (default: each target's own)")
+    sub.add_argument("--municipality", action="append", help="only this municipality (id or code; repeatable)")
+    sub.add_argument("--prometheus", help="Prometheus URL (default: the monitor's mgmt address, port 9090)")
+    sub.add_argument("--json", action="store_true", help="machine-readable results")
+    sub = verb("report", _report, "write a report: `utilization` (use against allocation and capacity)")
+    sub.add_argument("kind", choices=["utilization"], help="which report")
+    sub.add_argument("--window", default="1h", help="period measured, e.g. 30m, 1h, 1d (default 1h)")
+    sub.add_argument("--out", default="reports", help="folder for the HTML report, its charts and JSON")
+    sub.add_argument("--prometheus", help="Prometheus URL (default: the monitor's mgmt address, port 9090)")
     return parser
 
 

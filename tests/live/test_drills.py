@@ -135,3 +135,22 @@ def test_drill_refuses_bad_input_and_changes_nothing(configured):
     code, _, err = drill("site-loss", "--municipality", "a-city", expect=2)
     assert "drop --municipality" in err
     assert failover_state(STACK) == {}
+
+
+def test_app_loss_restarts_the_app_in_place(configured, vm, dev):
+    _, report, _ = drill("app-loss", "--municipality", "b-town")
+    assert_recovered(report)
+    steps = [s["name"] for s in report["timeline"] if s["municipality"] == "b-town"]
+    assert "restart the app VM" in steps and "promote the backup replica" not in steps
+    assert_normal(vm, dev.municipalities)
+
+
+def test_link_partition_stalls_sync_writes_loses_nothing_and_keeps_one_primary(configured, vm, dev):
+    _, report, _ = drill("link-partition")
+    assert_recovered(report)
+    for m in report["municipalities"]:
+        assert m["primaries_seen"] == [1]  # never two primaries, never none
+        assert m["integrity"]["after_primary"] == m["integrity"]["after_replica"]  # the replica caught up
+    stalled = {m["id"]: m["rto_seconds"] for m in report["municipalities"]}
+    assert stalled["a-city"] >= 10.0 > stalled["c-village"]  # sync waits out the cut; async goes on
+    assert_normal(vm, dev.municipalities)
