@@ -76,7 +76,10 @@ def _preflight(lab: Lab, scenario: str, pairs: list[Pair]) -> None:
     needed = {vm.name for vm in lab.topology.vms}
     if scenario == "failback":
         needed -= {vm.name for vm in lab.topology.vms if vm.site == "center"}
-    stopped = sorted(vm for vm in needed if not lab.running(vm))
+    try:
+        stopped = sorted(vm for vm in needed if not lab.running(vm))
+    except LabError as exc:
+        raise DrillInvalid(str(exc)) from None
     if stopped:
         raise DrillInvalid(f"VMs not running: {', '.join(stopped)}; run `lgcloud up --stack {lab.stack}`")
     if scenario != "failback":
@@ -192,15 +195,56 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: str, municipality: str | None, 
     timeline.log(lab_step, "checksums taken", ", ".join(f"{k}: {v['primary'].split()[0]} rows" for k, v in before.items()))
 
     clerks = {p.id: Clerk(lab, p.id) for p in pairs}
-    for clerk in clerks.values():
-        clerk.start()
+    try:
+        for clerk in clerks.values():
+            clerk.start()
+        injection, errors, extra = _exercise(lab, scenario, pairs, clerks, timeline)
+        time.sleep(1.0)  # a last second of writes on the recovered service
+    finally:
+        attempts = {p.id: _stop(clerks[p.id]) for p in pairs}
+    timeline.log(lab_step, "clerks stopped", ", ".join(f"{k}: {len(v)} attempts" for k, v in attempts.items()))
+
+    results = []
+    for p in pairs:
+        primary = _primary_of(lab, p)
+        codes = [a.code for a in attempts[p.id] if a.acknowledged]
+        outcome = Outcome(p, attempts[p.id], _present(lab, primary, codes))
+        integrity = _integrity(lab, scenario, p, primary, before[p.id])
+        results.append(_judge(cfg, outcome, injection, integrity))
+    if scenario == "link-partition":
+        for r in results:
+            samples = extra["primaries"][r["id"]]
+            if any(s != 1 for s in samples):
+                r["passed"] = False
+                r["problems"].append("more or fewer than one primary was seen during the partition")
+            r["primaries_seen"] = sorted(set(samples))
+    finished = time.time()
+    state = failover_state(lab.stack)
+    return {
+        "scenario": scenario, "description": SCENARIOS[scenario], "stack": lab.stack,
+        "started": started, "injection": injection, "finished": finished,
+        "passed": not errors and all(r["passed"] for r in results),
+        "errors": errors, "municipalities": results,
+        "timeline": [vars(s) for s in timeline.steps],
+        "state_after": _state_after(lab, state),
+    }
+
+
+def _stop(clerk: Clerk) -> list[Attempt]:
+    try:
+        return clerk.stop()
+    except LabError:  # a terminal that cannot be reached: its clerk wrote nothing we can count
+        return []
+
+
+def _exercise(lab: Lab, scenario: str, pairs: list[Pair], clerks: dict[str, Clerk],
+              timeline: Timeline) -> tuple[float, list[str], dict]:
+    """Warm up, inject, let the runbook recover, wait until the offices are served again."""
     warm = time.time()
     for p in pairs:
         if not clerks[p.id].wait_served(warm, 30):
-            for c in clerks.values():
-                c.stop()
             raise LabError(f"{p.terminal} gets no acknowledged write before the drill; check `lgcloud status`")
-    timeline.log(lab_step, "clerks writing", f"{len(clerks)} office(s), one registration every 0.2 s each")
+    timeline.log("lab", "clerks writing", f"{len(clerks)} office(s), one registration every 0.2 s each")
     time.sleep(1.0)
 
     stop = threading.Event()
@@ -234,7 +278,7 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: str, municipality: str | None, 
             injection = time.time()
             center = [vm.name for vm in lab.topology.vms if vm.site == "center"]
             list(pool.map(lab.kill, center))
-            timeline.log(lab_step, "injected: center lost", f"{len(center)} VMs powered off", injection)
+            timeline.log("lab", "injected: center lost", f"{len(center)} VMs powered off", injection)
         elif scenario == "db-loss":
             p = pairs[0]
             futures = [pool.submit(guarded(watch_and_fail_over(p, p.db, lambda l, q, t: failover(l, q, t, scenario))))]
@@ -257,7 +301,7 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: str, municipality: str | None, 
             extra["primaries"] = _partition(lab, pairs, timeline, injection)
         elif scenario == "failback":
             injection = time.time()
-            timeline.log(lab_step, "failback started", ", ".join(p.id for p in pairs), injection)
+            timeline.log("lab", "failback started", ", ".join(p.id for p in pairs), injection)
             center_returns(lab, pairs, timeline)
             futures = [pool.submit(guarded(lambda p=p: failback(lab, p, timeline))) for p in pairs]
 
@@ -270,35 +314,7 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: str, municipality: str | None, 
         stop.set()
         for f in futures:
             f.result(timeout=600)
-    time.sleep(1.0)  # a last second of writes on the recovered service
-    attempts = {p.id: clerks[p.id].stop() for p in pairs}
-    timeline.log(lab_step, "clerks stopped", ", ".join(f"{k}: {len(v)} attempts" for k, v in attempts.items()))
-
-    results = []
-    for p in pairs:
-        primary = _primary_of(lab, p)
-        codes = [a.code for a in attempts[p.id] if a.acknowledged]
-        outcome = Outcome(p, attempts[p.id], _present(lab, primary, codes))
-        integrity = _integrity(lab, scenario, p, primary, before[p.id])
-        results.append(_judge(cfg, outcome, injection, integrity))
-    if scenario == "link-partition":
-        for r in results:
-            samples = extra["primaries"][r["id"]]
-            if any(s != 1 for s in samples):
-                r["passed"] = False
-                r["problems"].append("more or fewer than one primary was seen during the partition")
-            r["primaries_seen"] = sorted(set(samples))
-    finished = time.time()
-    state = failover_state(lab.stack)
-    return {
-        "scenario": scenario, "description": SCENARIOS[scenario], "stack": lab.stack,
-        "started": started, "injection": injection, "finished": finished,
-        "passed": not errors and all(r["passed"] for r in results),
-        "errors": errors, "municipalities": results,
-        "timeline": [vars(s) for s in timeline.steps],
-        "state_after": _state_after(lab, state),
-    }
-
+    return injection, errors, extra
 
 def _integrity(lab: Lab, scenario: str, p: Pair, primary: str, before: dict) -> dict:
     """Rows from before the drill unchanged on the serving side; both sides equal when both run."""
