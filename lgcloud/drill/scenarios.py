@@ -277,7 +277,8 @@ def _exercise(lab: Lab, scenario: str, pairs: list[Pair], clerks: dict[str, Cler
             time.sleep(0.3)
             injection = time.time()
             center = [vm.name for vm in lab.topology.vms if vm.site == "center"]
-            list(pool.map(lab.kill, center))
+            with ThreadPoolExecutor(len(center)) as killers:  # the whole site at once, not one by one
+                list(killers.map(lab.kill, center))
             timeline.log("lab", "injected: center lost", f"{len(center)} VMs powered off", injection)
         elif scenario == "db-loss":
             p = pairs[0]
