@@ -248,8 +248,14 @@ def _drill(opts: Options) -> int:
         _fail(opts, f"{exc}")
         opts.err.print("nothing was changed")
         return EXIT_BAD_INPUT
-    except LabError as exc:
-        _fail(opts, f"the drill stopped: {exc}")
+    except (LabError, KeyboardInterrupt) as exc:
+        from .drill.runbook import failover_state
+
+        _fail(opts, f"the drill stopped: {exc or 'interrupted'}")
+        moved = failover_state(cfg.stack)
+        opts.err.print(f"served from the backup site: {', '.join(moved)}; `lgcloud drill failback --stack {cfg.stack}` "
+                       "switches back" if moved else
+                       f"nothing failed over; `lgcloud up --stack {cfg.stack}` starts any VM the drill stopped")
         return EXIT_FAILED
     directory = write_report(report, opts.args.report)
     if opts.args.json:

@@ -127,6 +127,8 @@ def _gateway_release(lab: Lab, pair: Pair, timeline: Timeline) -> None:
 
 def failover(lab: Lab, pair: Pair, timeline: Timeline, scenario: str) -> None:
     """Fence the center's primary, promote the backup replica, move the service address, verify."""
+    # Recorded first: a failover cut short still leaves a state that `drill failback` repairs.
+    _record(lab.stack, pair.id, {"since": time.time(), "scenario": scenario, "site": "backup"})
     with timeline.step(pair.id, "fence the center primary") as note:
         lab.kill(pair.db)  # STONITH: a primary that might still run is stopped first
         # standby.signal on its disk: started again, it can only come up read-only.
@@ -140,7 +142,6 @@ def failover(lab: Lab, pair: Pair, timeline: Timeline, scenario: str) -> None:
             raise LabError(f"{pair.replica} did not finish promotion within 30 s")
         timeline_id = int(lab.sql(pair.replica, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
         note(f"{pair.replica} is primary (timeline {timeline_id}); no standby until failback")
-    _record(lab.stack, pair.id, {"since": time.time(), "scenario": scenario, "site": "backup"})
     _gateway_release(lab, pair, timeline)
     with timeline.step(pair.id, "take service address at the backup") as note:
         lab.run("gateway-standby", f"lgcloud-service-address take {pair.service_address}", timeout=10)
