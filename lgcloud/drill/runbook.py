@@ -16,7 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..keys import state_dir
 from .lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
@@ -47,21 +48,16 @@ class Timeline:
         self.on_step(step)
         return step
 
-    def step(self, municipality: str, name: str):
+    @contextmanager
+    def step(self, municipality: str, name: str) -> Iterator[Callable[[str], None]]:
         """Time a step: ``with timeline.step(m, "promote") as note: note("…")``."""
-        timeline = self
-
-        class _Timed:
-            def __enter__(self):
-                self.started, self.detail = time.time(), ""
-                return lambda detail: setattr(self, "detail", detail)
-
-            def __exit__(self, kind, error, tb):
-                detail = self.detail if kind is None else f"FAILED: {error}"
-                timeline.log(municipality, name, detail, self.started)
-                return False
-
-        return _Timed()
+        started, detail = time.time(), [""]
+        try:
+            yield lambda text: detail.__setitem__(0, text)
+        except BaseException as error:
+            self.log(municipality, name, f"FAILED: {error}", started)
+            raise
+        self.log(municipality, name, detail[0], started)
 
 
 # --- which site serves each municipality ---
@@ -76,7 +72,15 @@ def failover_state(stack: str) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+_state_lock = threading.Lock()  # municipalities fail over in parallel
+
+
 def _record(stack: str, municipality: str, entry: dict | None) -> None:
+    with _state_lock:
+        _write_state(stack, municipality, entry)
+
+
+def _write_state(stack: str, municipality: str, entry: dict | None) -> None:
     state = failover_state(stack)
     if entry is None:
         state.pop(municipality, None)
