@@ -8,6 +8,7 @@ STACK ?= dev
 
 up: host images venv
 	$(VENV)/bin/lgcloud up --stack $(STACK)
+	$(VENV)/bin/lgcloud exporter --stack $(STACK) --detach
 	$(VENV)/bin/lgcloud configure --stack $(STACK)
 	@echo "lab $(STACK) ready: ssh -F .lgcloud/$(STACK)/ssh_config a-city-terminal, then curl http://jumin.a-city.lgwan.test/healthz"
 
@@ -15,6 +16,7 @@ test: host images venv
 	$(VENV)/bin/pytest -p no:cacheprovider
 
 down: venv
+	$(VENV)/bin/lgcloud exporter --stack $(STACK) --stop
 	$(VENV)/bin/lgcloud down --stack $(STACK)
 
 host:

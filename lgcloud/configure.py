@@ -21,6 +21,7 @@ from typing import Callable
 import yaml
 
 from .config import PROJECT_ROOT, StackConfig
+from .exporter import EXPORTER_PORT
 from .keys import ensure_keypair, state_dir
 from .topology import Topology, plan
 
@@ -107,6 +108,7 @@ def build_inventory(cfg: StackConfig, running: set[str] | None = None) -> dict:
             "lgcloud_stack": cfg.stack, "lgcloud_mgmt_cidr": str(cfg.segments.mgmt),
             "lgcloud_interconnect_cidr": str(cfg.segments.interconnect),
             "lgcloud_controller": str(cfg.segments.mgmt.network_address + 1),
+            "lgcloud_exporter_port": EXPORTER_PORT,  # `lgcloud exporter` on the controller
             "lgcloud_monitor": topology.vm("monitor").addresses["mgmt"],
             "lgcloud_municipalities": _municipalities(cfg, topology),
         },

@@ -1,0 +1,222 @@
+"""SLA targets: their validation in the stack config, and the evaluation against Prometheus
+(with a Prometheus stand-in: what is asked, and how each answer is judged)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from lgcloud.cli import main
+from lgcloud.config import ConfigInvalid, load_stack, parse, read_file, stack_file
+from lgcloud.sla import (EXIT_MISSED, EXIT_NOT_EVALUATED, PrometheusUnreachable, evaluate, exit_code, judge,
+                         queries, served_systems)
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return load_stack("dev")
+
+
+def values_with(change: dict) -> dict:
+    values = copy.deepcopy(read_file(stack_file("dev")))
+    for key, value in change.items():
+        node = values
+        *path, last = key.split(".")
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[last] = value
+    return values
+
+
+def problems(change: dict) -> list[str]:
+    with pytest.raises(ConfigInvalid) as caught:
+        parse(values_with(change), "dev")
+    return [f"{p.path}: {p.message}" for p in caught.value.problems]
+
+
+# --- targets in the stack config ---------------------------------------------------------------
+
+def test_the_stack_targets_apply_where_a_municipality_states_none(dev):
+    target = dev.sla_for(dev.municipality("a-city"), "jumin")
+    assert (target.availability_percent, target.rpo_seconds, target.window) == (99.9, 0, "30d"), target
+
+
+def test_a_municipality_overrides_only_the_keys_it_states(dev):
+    target = dev.sla_for(dev.municipality("c-village"), "jumin")
+    assert (target.rpo_seconds, target.availability_percent) == (5, 99.9), target
+
+
+def test_without_a_stack_sla_the_standard_levels_apply():
+    values = values_with({})
+    values.pop("sla")
+    for m in values["municipalities"]:
+        m.pop("sla", None)
+    cfg = parse(values, "dev")
+    target = cfg.sla_for(cfg.municipalities[0], "jumin")
+    assert (target.availability_percent, target.rto_seconds, target.rpo_seconds) == (99.5, 12 * 3600, 86400)
+
+
+@pytest.mark.parametrize("key, value, path", [
+    ("sla.window", "30x", "lgcloud:sla.window"),
+    ("sla.window", "0d", "lgcloud:sla.window"),
+    ("sla.availability_percent", 100.5, "lgcloud:sla.availability_percent"),
+    ("sla.latency_p95_ms", 0, "lgcloud:sla.latency_p95_ms"),
+    ("sla.rpo_seconds", -1, "lgcloud:sla.rpo_seconds"),
+    ("sla.uptime", 99, "lgcloud:sla.uptime"),
+    ("municipalities.2.sla", {"kokuho": {"rpo_seconds": 5}}, "lgcloud:municipalities[2].sla"),
+    ("municipalities.2.sla", {"jumin": {"window": "soon"}}, "lgcloud:municipalities[2].sla.jumin.window"),
+])
+def test_a_bad_target_is_refused_with_its_key_path(key, value, path):
+    found = problems({key: value})
+    assert any(p.startswith(path + ":") for p in found), found
+
+
+def test_validate_refuses_a_bad_target_with_exit_2(tmp_path, capsys):
+    document = yaml.safe_load(stack_file("dev").read_text(encoding="utf-8"))
+    document["config"]["lgcloud:sla"]["window"] = "a month"
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    assert main(["validate", "--file", str(path), "--offline"]) == 2
+    assert "lgcloud:sla.window" in capsys.readouterr().err
+
+
+# --- judging one measurement --------------------------------------------------------------------
+
+@pytest.mark.parametrize("objective, target, measured, status, margin", [
+    ("availability", 99.9, 99.95, "met", 0.05),
+    ("availability", 99.9, 99.9, "met", 0.0),
+    ("availability", 99.9, 98.0, "missed", -1.9),
+    ("latency_p95", 500, 120, "met", 380),
+    ("latency_p95", 500, 501, "missed", -1),
+    ("rpo", 0, 0, "met", 0),
+    ("rpo", 5, 7.5, "missed", -2.5),
+    ("rto", 30, 12, "met", 18),
+])
+def test_a_measurement_is_met_or_missed_with_its_margin(objective, target, measured, status, margin):
+    got_status, got_margin = judge(objective, target, measured)
+    assert got_status == status and got_margin == pytest.approx(margin), (objective, got_status, got_margin)
+
+
+def test_no_measurement_is_no_data_never_met():
+    assert judge("availability", 99.9, None) == ("no data", None)
+
+
+def test_every_query_covers_the_window_asked_for():
+    for name, expr in queries("17m").items():
+        assert "[17m]" in expr or name == "rto", (name, expr)
+
+
+def test_the_lab_serves_jumin():
+    assert "jumin" in served_systems()
+
+
+# --- evaluating the stack against a Prometheus stand-in -----------------------------------------
+
+class FakePrometheus:
+    """Answers each kind of query from a table: {"availability": {(municipality, system): value}, …}."""
+
+    def __init__(self, answers: dict | None = None, down: bool = False):
+        self.answers = answers or {}
+        self.down = down
+        self.asked: list[str] = []
+
+    def query(self, expr: str, at=None):
+        self.asked.append(expr)
+        if self.down:
+            raise PrometheusUnreachable("Prometheus at http://test does not answer (refused)")
+        kind = next((k for marker, k in (("count_over_time", "probes"), ("quantile_over_time", "latency_p95"),
+                                          ("postgresql_rpo", "rpo"), ("drill", "rto")) if marker in expr),
+                    "availability")
+        keys = ("municipality", "system") if kind in ("availability", "probes", "latency_p95") else ("municipality",)
+        return [(dict(zip(keys, key)), value) for key, value in self.answers.get(kind, {}).items()]
+
+
+def healthy(cfg, **overrides) -> FakePrometheus:
+    answers = {
+        "availability": {(m.id, "jumin"): 100.0 for m in cfg.municipalities},
+        "probes": {(m.id, "jumin"): 720 for m in cfg.municipalities},
+        "latency_p95": {(m.id, "jumin"): 12.0 for m in cfg.municipalities},
+        "rpo": {(m.id,): 0.0 for m in cfg.municipalities},
+        "rto": {(m.id,): 9.0 for m in cfg.municipalities},
+    }
+    for kind, values in overrides.items():
+        answers[kind] = {**answers[kind], **values}
+    return FakePrometheus(answers)
+
+
+def statuses(rows, municipality=None, objective=None) -> set[str]:
+    return {r.status for r in rows if r.system == "jumin" and municipality in (None, r.municipality)
+            and objective in (None, r.objective)}
+
+
+def test_a_healthy_lab_meets_every_target(dev):
+    rows = evaluate(dev, healthy(dev), "1h")
+    assert statuses(rows) == {"met"} and exit_code(rows) == 0, [(r.municipality, r.objective, r.status) for r in rows]
+
+
+def test_systems_the_lab_does_not_serve_are_not_served_and_never_met(dev):
+    rows = evaluate(dev, healthy(dev), "1h")
+    unserved = {r.status for r in rows if r.system != "jumin"}
+    assert unserved == {"not served"}, unserved
+
+
+def test_a_missed_target_fails_only_its_municipality(dev):
+    rows = evaluate(dev, healthy(dev, availability={("a-city", "jumin"): 97.0}), "1h")
+    assert statuses(rows, "a-city", "availability") == {"missed"}
+    assert statuses(rows, "b-town") == {"met"} and statuses(rows, "c-village") == {"met"}
+    assert exit_code(rows) == EXIT_MISSED
+
+
+def test_the_async_municipality_is_held_to_its_own_rpo(dev):
+    rows = evaluate(dev, healthy(dev, rpo={("c-village",): 3.0, ("a-city",): 3.0}), "1h")
+    assert statuses(rows, "c-village", "rpo") == {"met"} and statuses(rows, "a-city", "rpo") == {"missed"}
+
+
+def test_missing_samples_are_no_data_and_not_met(dev):
+    prometheus = healthy(dev)
+    prometheus.answers["rto"] = {}
+    rows = evaluate(dev, prometheus, "1h")
+    assert statuses(rows, objective="rto") == {"no data"}
+    assert exit_code(rows) == EXIT_NOT_EVALUATED
+
+
+def test_an_unreachable_prometheus_is_reported_for_every_target(dev):
+    rows = evaluate(dev, FakePrometheus(down=True), "1h")
+    assert statuses(rows) == {"Prometheus unreachable"} and exit_code(rows) == EXIT_NOT_EVALUATED
+
+
+def test_probes_of_a_municipality_the_stack_does_not_declare_are_reported(dev):
+    rows = evaluate(dev, healthy(dev, availability={("x-town", "jumin"): 100.0}), "1h")
+    assert [r.status for r in rows if r.municipality == "x-town"] == ["unknown municipality"]
+    assert exit_code(rows) == EXIT_NOT_EVALUATED
+
+
+def test_each_target_is_evaluated_over_its_own_window_unless_one_is_given(dev):
+    prometheus = healthy(dev)
+    evaluate(dev, prometheus)
+    assert all("[30d]" in q for q in prometheus.asked if "drill" not in q), prometheus.asked
+
+
+@pytest.mark.parametrize("window", ["", "5", "1y", "-1h", "0s"])
+def test_a_bad_window_is_refused_before_asking(dev, window):
+    prometheus = healthy(dev)
+    with pytest.raises(ValueError, match="--window"):
+        evaluate(dev, prometheus, window)
+    assert prometheus.asked == []
+
+
+def test_an_unknown_municipality_is_refused_naming_the_known_ones(dev):
+    with pytest.raises(ValueError, match="a-city, b-town, c-village"):
+        evaluate(dev, healthy(dev), "1h", ["d-town"])
+
+
+def test_the_cli_refuses_a_bad_window_with_exit_2(capsys):
+    assert main(["sla", "--stack", "dev", "--window", "forever"]) == 2
+    assert "--window" in capsys.readouterr().err
+
+
+def test_a_drill_in_which_the_service_never_came_back_misses_the_rto(dev):
+    rows = evaluate(dev, healthy(dev, rto={("b-town",): float("inf")}), "1h")
+    assert statuses(rows, "b-town", "rto") == {"missed"} and exit_code(rows) == EXIT_MISSED
