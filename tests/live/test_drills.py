@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from lgcloud.access import wait_for_ssh
 from lgcloud.drill.runbook import failover_state
 
 from .conftest import STACK
@@ -113,6 +114,7 @@ def test_fenced_primary_cannot_take_writes_when_it_comes_back(db_loss, vm, lab):
     docker("network", "connect", "--ip", lab.vm("a-city-db").addresses["interconnect"],
            f"lgcloud-{STACK}-interconnect", container)
     docker("start", container)
+    assert wait_for_ssh({"a-city-db": lab.vm("a-city-db").addresses["mgmt"]}) == []
     old = vm("a-city-db")
     old.run("sv -w 30 start postgresql")
     assert old.file("/var/lib/postgresql/15/main/standby.signal").exists
