@@ -5,13 +5,15 @@
 Works on a throwaway copy of the dev stack named `benchcfg` on 10.112/16 (never on `dev`):
 1. a cold `up`, then the first configure and a no-change second one with lgcloud's settings;
 2. the stack made anew, then the first configure with plain ansible-playbook defaults
-   (5 forks, no pipelining, facts gathered implicitly), for the ratio.
+   (5 forks, no pipelining, a pty per command, facts gathered implicitly), for the ratio.
 The second run should take under a third of the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -25,12 +27,21 @@ from lgcloud.configure import configure
 from lgcloud.engine import running_vms
 
 OCTET = 112
-DEFAULTS = {"ANSIBLE_FORKS": "5", "ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHERING": "implicit"}
+DEFAULTS = {"ANSIBLE_FORKS": "5", "ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHERING": "implicit",
+            "ANSIBLE_PARAMIKO_PTY": "True"}
+
+
+CONTROLLER: list[dict[str, float]] = []  # per configure: the controller's CPU seconds and the load before
 
 
 def _configure(path: Path, settings: dict[str, str] | None = None) -> tuple[float, int]:
     cfg = parse(read_file(path), stack_name(path), str(path))
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # ansible-playbook and its workers
     outcome = configure(cfg, running=running_vms(cfg), settings=settings)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CONTROLLER.append({"cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
+                       "loadavg_before": load})
     if outcome.rc != 0:
         raise SystemExit(f"configure failed; see {outcome.artifacts}")
     return outcome.seconds, sum(r.changed for r in outcome.hosts.values())
@@ -59,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                                           f"({second / first:.2f} of the first; target < 0.33)"),
         ("first run, ansible defaults", f"{plain:.1f} s"),
         ("lgcloud settings / defaults", f"{first / plain:.2f}x"),
+        ("controller CPU (first, second, defaults)", ", ".join(f"{c['cpu_s']:.0f} s" for c in CONTROLLER)),
+        ("load average before each", ", ".join(f"{c['loadavg_before']:.1f}" for c in CONTROLLER)),
     ])
-    print(f"results: {save('configure', {'first_s': first, 'second_s': second, 'defaults_first_s': plain, 'second_changed': second_changed})}")
+    print(f"results: {save('configure', {'first_s': first, 'second_s': second, 'defaults_first_s': plain, 'second_changed': second_changed, 'controller': CONTROLLER})}")
     return 0
 
 

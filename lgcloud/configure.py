@@ -38,6 +38,9 @@ ANSIBLE_SETTINGS = {
     "ANSIBLE_NOCOLOR": "True",
     "ANSIBLE_RETRY_FILES_ENABLED": "False",
     "ANSIBLE_PARAMIKO_LOOK_FOR_KEYS": "False",
+    # No pseudo-terminal per command: one thing less for the VM's sshd to set up, and a script's
+    # stderr stays out of the stdout the roles read.
+    "ANSIBLE_PARAMIKO_PTY": "False",
 }
 
 

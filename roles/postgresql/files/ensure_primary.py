@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""Ensure what a primary holds for its replica and its app, in one run; print a JSON report.
+
+Run as root on the server (ansible.builtin.script): it becomes the OS user postgres and connects
+over the Unix socket (peer auth). It ensures, changing only what differs:
+
+- the replication role and the application role, logins with the stack's passwords;
+- the replica's physical replication slot;
+- the application database, owned by the application role;
+
+and reports the cluster's system identifier, which the replica must share::
+
+    {"changes": ["role replicator: created", ...], "system_identifier": "7312..."}
+
+The passwords come from the environment (POSTGRESQL_REPLICATION_PASSWORD, POSTGRESQL_APP_PASSWORD),
+are checked against the stored SCRAM-SHA-256 verifiers and, only when they differ, sent already
+hashed, so the plain text never reaches the server or its log. Passwords are expected in ASCII (the
+stack generates URL-safe tokens): no SASLprep is applied. One connection, one Python start-up: the
+VM has a fraction of a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import pwd
+import secrets
+
+import psycopg2
+from psycopg2 import sql
+
+ITERATIONS = 4096  # PostgreSQL's scram_iterations default
+
+
+def _keys(password: str, salt: bytes, iterations: int) -> tuple[str, str]:
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    return (base64.b64encode(hashlib.sha256(client_key).digest()).decode(),
+            base64.b64encode(server_key).decode())
+
+
+def matches(verifier: str | None, password: str) -> bool:
+    """True if `verifier` (pg_authid.rolpassword) is the SCRAM-SHA-256 verifier of `password`."""
+    try:
+        method, rest = verifier.split("$", 1)
+        parameters, keys = rest.split("$")
+        iterations, salt = parameters.split(":")
+        stored_key, server_key = keys.split(":")
+        expected = _keys(password, base64.b64decode(salt), int(iterations))
+    except (AttributeError, ValueError):
+        return False
+    return method == "SCRAM-SHA-256" and all(
+        hmac.compare_digest(a, b) for a, b in zip(expected, (stored_key, server_key)))
+
+
+def verifier_of(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    stored_key, server_key = _keys(password, salt, ITERATIONS)
+    return f"SCRAM-SHA-256${ITERATIONS}:{base64.b64encode(salt).decode()}${stored_key}:{server_key}"
+
+
+def ensure_role(cursor, name: str, password: str, replication: bool) -> list[str]:
+    """A login role `name` with `password`, allowed to stream WAL or not."""
+    role = sql.Identifier(name)
+    may_replicate = sql.SQL("REPLICATION" if replication else "NOREPLICATION")
+    cursor.execute("SELECT rolcanlogin, rolreplication, rolpassword FROM pg_authid WHERE rolname = %s", (name,))
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+            role, may_replicate, sql.Literal(verifier_of(password))))
+        return [f"role {name}: created"]
+    changes = []
+    can_login, can_replicate, current = row
+    if not can_login or can_replicate != replication:
+        cursor.execute(sql.SQL("ALTER ROLE {} LOGIN {}").format(role, may_replicate))
+        changes.append(f"role {name}: attributes")
+    if not matches(current, password):
+        cursor.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(verifier_of(password))))
+        changes.append(f"role {name}: password")
+    return changes
+
+
+def ensure_slot(cursor, slot: str) -> list[str]:
+    """The replica's physical slot, reserving WAL from now on."""
+    cursor.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    if cursor.fetchone():
+        return []
+    cursor.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+    return [f"slot {slot}: created"]
+
+
+def ensure_database(cursor, name: str, owner: str, encoding: str, locale: str) -> list[str]:
+    """The application database, created from template0 and owned by `owner`."""
+    cursor.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,))
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LOCALE {}").format(
+            sql.Identifier(name), sql.Identifier(owner), sql.Literal(encoding), sql.Literal(locale)))
+        return [f"database {name}: created"]
+    if row[0] != owner:
+        cursor.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(owner)))
+        return [f"database {name}: owner"]
+    return []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replication-user", required=True)
+    parser.add_argument("--app-user", required=True)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--encoding", default="UTF8")
+    parser.add_argument("--locale", default="C.UTF-8")
+    parser.add_argument("--slot", required=True, help="the replica's physical replication slot")
+    parser.add_argument("--socket-dir", default="/var/run/postgresql")
+    parser.add_argument("--port", default="5432")
+    args = parser.parse_args()
+
+    postgres = pwd.getpwnam("postgres")
+    os.setgid(postgres.pw_gid)
+    os.setuid(postgres.pw_uid)
+    # Never wait for a synchronous standby that may not exist yet.
+    connection = psycopg2.connect(host=args.socket_dir, port=args.port, dbname="postgres", user="postgres",
+                                  options="-c synchronous_commit=local")
+    connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+    with connection.cursor() as cursor:
+        changes = ensure_role(cursor, args.replication_user, os.environ["POSTGRESQL_REPLICATION_PASSWORD"], True)
+        changes += ensure_role(cursor, args.app_user, os.environ["POSTGRESQL_APP_PASSWORD"], False)
+        changes += ensure_slot(cursor, args.slot)
+        changes += ensure_database(cursor, args.database, args.app_user, args.encoding, args.locale)
+        cursor.execute("SELECT system_identifier FROM pg_control_system()")
+        system_identifier = str(cursor.fetchone()[0])
+    connection.close()
+    print(json.dumps({"changes": changes, "system_identifier": system_identifier}))
+
+
+if __name__ == "__main__":
+    main()

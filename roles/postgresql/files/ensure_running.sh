@@ -1,0 +1,21 @@
+#!/bin/sh
+# Ensure runit keeps postgresql up, then wait until it accepts connections; print `started` if it
+# had to be started, `running` if it already was.
+# Usage: ensure_running.sh TIMEOUT SOCKET_DIR PORT
+set -eu
+timeout=$1 socket_dir=$2 port=$3
+# A service linked a moment ago has no runsv yet: runsvdir looks every 5 s.
+for _ in $(seq "$timeout"); do
+  sv status postgresql >/dev/null 2>&1 && break
+  sleep 1
+done
+case "$(sv status postgresql)" in
+  run:*) echo running ;;
+  *) sv up postgresql >/dev/null; echo started ;;
+esac
+for _ in $(seq "$timeout"); do
+  pg_isready -q -h "$socket_dir" -p "$port" && exit 0
+  sleep 1
+done
+echo "postgresql does not accept connections after ${timeout} s" >&2
+exit 1
