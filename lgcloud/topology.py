@@ -123,8 +123,9 @@ def plan(cfg: StackConfig) -> Topology:
             addresses[f"{m.id}-{site}"] = _host(m.segments[site], _CLOSED_HOSTS["gateway"], role)
         vms.append(VmPlan(role, "gateway", site, "shared", cfg.allocations.gateway, addresses,
                           {"mgmt": operators}))
-    for role in ("monitor", "bastion"):
-        vms.append(VmPlan(role, role, "center", "shared", getattr(cfg.allocations, role),
+    # The monitor watches from the backup site: it must see the center fail, not fail with it.
+    for role, site in (("monitor", "backup"), ("bastion", "center")):
+        vms.append(VmPlan(role, role, site, "shared", getattr(cfg.allocations, role),
                           mgmt(_MGMT_HOSTS[role], role), {"mgmt": operators}))
 
     for index, m in enumerate(cfg.municipalities):

@@ -60,7 +60,7 @@ BAD = {
     "terminal on a service address": ("lgcloud:municipalities.0.terminal", "10.100.1.253",
                                       ["municipalities[0].terminal", "b-town's service address"]),
     "beyond capacity": ("lgcloud:sites.backup.capacity.vcpus", 1,
-                        ["lgcloud:sites.backup.capacity.vcpus", "allocated 3.5"]),
+                        ["lgcloud:sites.backup.capacity.vcpus", "allocated 4"]),
     "unknown site": ("lgcloud:municipalities.0.segments.osaka", "10.100.30.0/24",
                      ["municipalities[0].segments", "unknown site 'osaka'"]),
     "unknown site in sites": ("lgcloud:sites.osaka", {"capacity": {"vcpus": 1, "memory_mb": 512}},
