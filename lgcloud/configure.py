@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 from collections import Counter, defaultdict
@@ -28,6 +29,8 @@ from .topology import Topology, plan
 __all__ = ["HostResult", "Outcome", "build_inventory", "configure", "stack_secrets", "summarise"]
 
 PLAYBOOK = "site.yml"
+# A host's result line in an event's stdout: `changed: [host]`, alone or after the task's banner.
+CHANGED_LINE = re.compile(r"^changed: ", re.MULTILINE)
 # Settings chosen for speed (see benchmarks/configure.py): parallel hosts, one SSH round trip
 # per task, facts gathered once and cached for the run.
 ANSIBLE_SETTINGS = {
@@ -156,6 +159,9 @@ def configure(cfg: StackConfig, running: set[str], limit: str | None = None, che
     extravars.parent.mkdir(exist_ok=True)
     extravars.touch(mode=0o600)
     extravars.write_text(json.dumps(stack_secrets(cfg.stack)))
+    # Runner writes a run's cmdline to env/cmdline once and reads it on every later run that passes
+    # none: without this, the runs after a `--check` would all be checks too.
+    (data_dir / "env" / "cmdline").unlink(missing_ok=True)
     hosts: dict[str, HostResult] = defaultdict(HostResult)
     current = {"task": ""}
 
@@ -171,8 +177,9 @@ def configure(cfg: StackConfig, running: set[str], limit: str | None = None, che
         state = kind.removeprefix("runner_on_")
         if state == "ok":
             result.ok += 1
-            # A no_log task's result is censored, changed flag included; its stdout line is not.
-            if data.get("res", {}).get("changed") or event.get("stdout", "").lstrip().startswith("changed:"):
+            # A no_log task's result is censored, changed flag included; its stdout line is not (after
+            # the task's banner, which a free strategy prints with each host's result).
+            if data.get("res", {}).get("changed") or CHANGED_LINE.search(event.get("stdout", "")):
                 result.changed += 1
                 state = "changed"
         elif state == "failed" and not data.get("ignore_errors"):

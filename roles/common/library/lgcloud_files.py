@@ -55,6 +55,12 @@ options:
       validate:
         description: Command run on a new content before it is put in place, the temporary file as C(%s).
         type: str
+      unsafe_writes:
+        description:
+          - Write the content into the file itself when it cannot be replaced by a rename (a file Docker
+            bind-mounts, like C(/etc/hosts)), as O(ansible.builtin.lineinfile#module:unsafe_writes) does.
+        type: bool
+        default: false
 author: lgcloud
 """
 
@@ -66,6 +72,7 @@ changed_paths:
   returned: always
 """
 
+import errno
 import grp
 import os
 import pwd
@@ -75,6 +82,9 @@ import stat
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+
+# In check mode, the id of an owner or group that does not exist yet: no path has it.
+UNKNOWN_ID = -2
 
 ENTRY = {
     "path": {"type": "str", "required": True},
@@ -87,6 +97,7 @@ ENTRY = {
     "owner": {"type": "str"},
     "group": {"type": "str"},
     "validate": {"type": "str"},
+    "unsafe_writes": {"type": "bool", "default": False},
 }
 
 
@@ -105,6 +116,8 @@ class Files:
             uid = pwd.getpwnam(entry["owner"]).pw_uid if entry["owner"] else -1
             gid = grp.getgrnam(entry["group"]).gr_gid if entry["group"] else -1
         except KeyError as exc:
+            if self.check:  # an account an earlier task would have created: the path would change
+                return UNKNOWN_ID, UNKNOWN_ID
             self.fail(entry["path"], f"no such owner or group: {exc}")
         return uid, gid
 
@@ -149,7 +162,16 @@ class Files:
                 rc, out, err = self.module.run_command(command)
                 if rc != 0:
                     self.fail(path, f"validation failed ({entry['validate']}): {(err or out).strip()}")
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                if not entry["unsafe_writes"] or exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM):
+                    raise
+                # A bind-mounted file cannot be renamed over: write into it (not atomic).
+                with open(path, "wb") as handle:
+                    handle.write(data)
+                if entry["mode"] or entry["owner"] or entry["group"]:
+                    self._attributes(entry, path, True)
         finally:
             if os.path.lexists(tmp):
                 os.unlink(tmp)

@@ -1,0 +1,1 @@
+../../common/library/lgcloud_files.py
