@@ -155,7 +155,9 @@ def test_a_stopped_app_vm_misses_its_availability_and_fires_its_alert(stopped_ap
 
     url = prometheus_url(load_stack(STACK))
     found = until(lambda: firing(url, "SlaAvailabilityBurnRate"), 150, "SlaAvailabilityBurnRate firing", every=5)
-    assert found == {stopped_app}, f"the alert should fire for {stopped_app} alone: {found}"
+    # Others may fire too on a loaded host: one failed 5 s probe in 5 minutes already burns a 99.9 %
+    # budget 14.4 times over; their availability staying met is asserted above.
+    assert stopped_app in found, f"the alert should fire for {stopped_app}: {found}"
     runbooks = {a["annotations"]["runbook_url"] for a in alerts(url) if a["labels"]["alertname"] ==
                 "SlaAvailabilityBurnRate"}
     assert runbooks == {"docs/runbooks.md#slaavailabilityburnrate"}, runbooks
