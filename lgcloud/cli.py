@@ -138,12 +138,14 @@ def _preview(opts: Options) -> int:
 
 
 def _down(opts: Options) -> int:
+    from .drill.runbook import forget_failovers
     from .engine import destroy
 
     started = time.monotonic()
     cfg = opts.config()
     with opts.err.status(f"removing stack {cfg.stack} …"):
         changes = destroy(cfg, _progress(opts))
+    forget_failovers(cfg.stack)  # the VMs a drill moved are gone with the stack
     opts.err.print(f"[green]✓[/] stack {cfg.stack}: removed {len(changes)} resources "
                    f"({time.monotonic() - started:.1f}s)")
     return 0

@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 from ..keys import state_dir
 from .lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
-__all__ = ["Step", "Timeline", "center_returns", "detect", "failback", "failover", "failover_state", "restart_app"]
+__all__ = ["Step", "Timeline", "center_returns", "detect", "failback", "failover", "failover_state", "forget_failovers",
+           "restart_app"]
 
 
 @dataclass
@@ -73,6 +74,12 @@ def failover_state(stack: str) -> dict[str, dict]:
 
 
 _state_lock = threading.Lock()  # municipalities fail over in parallel
+
+
+def forget_failovers(stack: str) -> None:
+    """The stack is gone: nothing is served from anywhere any more."""
+    with _state_lock:
+        _state_path(stack).unlink(missing_ok=True)
 
 
 def _record(stack: str, municipality: str, entry: dict | None) -> None:
