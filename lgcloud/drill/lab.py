@@ -97,7 +97,11 @@ class Lab:
         """Pull the plug: no shutdown, no flush, as a power loss would."""
         c = self.container(vm)
         if c.status == "running":
-            c.kill()
+            try:
+                c.kill()
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: it stopped meanwhile (the injection got there first)
+                    raise
         self.forget(vm)
 
     def start(self, vm: str) -> None:
