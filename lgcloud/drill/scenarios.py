@@ -99,14 +99,20 @@ def _checksum(lab: Lab, vm: str, until: str | None = None) -> str:
     return lab.sql(vm, _TABLE_SUM + where)
 
 
-def _in_sync(lab: Lab, primary: str, replica: str, timeout: float = 30) -> tuple[str, str]:
-    """Checksums of both sides once the replica has replayed everything the primary wrote."""
+def _caught_up(lab: Lab, primary: str, replica: str, timeout: float) -> str | None:
+    """Wait until the replica has replayed everything the primary had written; that position, or None."""
     target = lab.sql(primary, "SELECT pg_current_wal_lsn()")
     deadline = time.monotonic() + timeout
     while lab.sql(replica, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") != "t":
         if time.monotonic() > deadline:
-            break
+            return None
         time.sleep(0.2)
+    return target
+
+
+def _in_sync(lab: Lab, primary: str, replica: str, timeout: float = 30) -> tuple[str, str]:
+    """Checksums of both sides once the replica has caught up (or at `timeout`: they then differ)."""
+    _caught_up(lab, primary, replica, timeout)
     return _checksum(lab, primary), _checksum(lab, replica)
 
 
@@ -346,12 +352,9 @@ def _partition(lab: Lab, pairs: list[Pair], timeline: Timeline, injection: float
     timeline.log("lab", "interconnect restored", f"after {restored - injection:.1f} s", restored)
     for p in pairs:
         with timeline.step(p.id, "replica catches up") as note:
-            target = lab.sql(p.db, "SELECT pg_current_wal_lsn()")
-            deadline = time.monotonic() + 60
-            while lab.sql(p.replica, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") != "t":
-                if time.monotonic() > deadline:
-                    raise LabError(f"{p.replica} did not catch up within 60 s of the link's return")
-                time.sleep(0.2)
+            target = _caught_up(lab, p.db, p.replica, 60)
+            if target is None:
+                raise LabError(f"{p.replica} did not catch up within 60 s of the link's return")
             note(f"{p.replica} replayed up to {target}")
     return samples
 

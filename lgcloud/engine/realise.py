@@ -50,7 +50,7 @@ def connect(endpoint: str | None = None) -> docker.DockerClient:
         where = endpoint or "the local socket"
         raise EngineError(
             f"no Docker Engine answers at {where} ({exc.__class__.__name__}); "
-            "run `make engine` (installs Debian's docker.io and starts dockerd) or fix the site's endpoint"
+            "run `make host` (installs Debian's docker.io and starts dockerd) or fix the site's endpoint"
         ) from None
 
 
