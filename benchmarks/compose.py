@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
-from lgcloud.components.vm import ingress_policy
-from lgcloud.config import StackConfig, parse, read_file, stack_file, stack_name
-from lgcloud.keys import ensure_keypair
-from lgcloud.topology import Topology, plan
+from lgcloud.program.vm import ingress_policy
+from lgcloud.model.config import parse, read_file, stack_file, stack_name
+from lgcloud.model.schema import StackConfig
+from lgcloud.state.keys import ensure_keypair
+from lgcloud.model.topology import Topology, plan
 
 __all__ = ["compose", "compose_command", "load", "readdress"]
 

@@ -22,8 +22,8 @@ import yaml
 
 from common import LGCLOUD, print_table, run, save
 from compose import readdress
-from lgcloud.config import parse, read_file, stack_file, stack_name
-from lgcloud.configure import configure
+from lgcloud.model.config import parse, read_file, stack_file, stack_name
+from lgcloud.ops.configure import configure
 from lgcloud.engine import running_vms
 
 OCTET = 112

@@ -15,8 +15,8 @@ import subprocess
 import sys
 
 from common import print_table, save
-from lgcloud.access import ssh_config_path
-from lgcloud.config import load_stack
+from lgcloud.ops.access import ssh_config_path
+from lgcloud.model.config import load_stack
 
 # Runs on the terminal: `clients` threads share `requests` registrations; prints latencies.
 LOAD = r"""

@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 
 from common import LGCLOUD, print_table, save
-from lgcloud.access import ssh_config_path
-from lgcloud.config import load_stack
-from lgcloud.exporter import cgroup_paths, usage_from_cgroup
-from lgcloud.keys import state_dir
+from lgcloud.ops.access import ssh_config_path
+from lgcloud.model.config import load_stack
+from lgcloud.model.naming import vm_resource
+from lgcloud.observe.exporter import cgroup_paths, usage_from_cgroup
+from lgcloud.state.directory import state_dir
 
 CLK = os.sysconf("SC_CLK_TCK")
 MONITORING = ("prometheus",)  # comm of every monitoring process starts with it (15-char truncated)
@@ -95,7 +96,7 @@ def overhead(stack: str, seconds: float) -> dict:
         lab_memory += exporter_host[2] / 2**20
     cpu = sum(v[0] for v in per_process.values())
     memory = sum(v[1] for v in per_process.values())
-    monitor_vm = f"lgcloud-{stack}-monitor"
+    monitor_vm = vm_resource(stack, "monitor")
     return {"seconds": seconds, "lab_vcpus": lab_cpu, "lab_memory_mb": lab_memory,
             "monitoring_vcpus": cpu, "monitoring_rss_mb": memory,
             "cpu_share": cpu / lab_cpu if lab_cpu else None, "memory_share": memory / lab_memory,
@@ -105,12 +106,14 @@ def overhead(stack: str, seconds: float) -> dict:
 
 def _time_evaluate(stack: str, url: str, runs: int) -> float:
     """Median seconds of the PromQL evaluation alone, in-process (no interpreter start-up)."""
-    from lgcloud.sla import Prometheus, evaluate
+    from lgcloud.observe.prometheus import Prometheus
+    from lgcloud.observe.sla import evaluate, probed_systems
 
-    cfg, times = load_stack(stack), []
+    cfg, times, prometheus = load_stack(stack), [], Prometheus(url)
+    served = probed_systems(prometheus)
     for _ in range(runs):
         started = time.monotonic()
-        evaluate(cfg, Prometheus(url), "1h")
+        evaluate(cfg, prometheus, served, "1h")
         times.append(time.monotonic() - started)
     return sorted(times)[len(times) // 2]
 
@@ -127,10 +130,10 @@ def _time_sla(stack: str, runs: int, *extra: str) -> dict:
         rows = json.loads(result.stdout)["results"]
     times.sort()
     url = extra[1] if extra else None
-    from lgcloud.sla import prometheus_url
+    from lgcloud.state.facts import lab_facts
 
     return {"median_s": times[len(times) // 2], "min_s": times[0], "rows": len(rows),
-            "evaluate_s": _time_evaluate(stack, url or prometheus_url(load_stack(stack)), runs),
+            "evaluate_s": _time_evaluate(stack, url or lab_facts(stack).prometheus_url, runs),
             "statuses": sorted({r["status"] for r in rows})}
 
 

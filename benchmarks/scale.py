@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import LGCLOUD, print_table, run, save
 from lgcloud.engine import connect
-from lgcloud.engine.realise import STACK_LABEL
+from lgcloud.model.naming import STACK_LABEL
 
 STACK = "scale"
 CGROUP = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 with the cgroupfs driver, as on the lab host

@@ -20,10 +20,10 @@ import yaml
 
 from common import LGCLOUD, print_table, run, save
 from compose import compose, compose_command, load, readdress
-from lgcloud.access import wait_for_ssh
-from lgcloud.config import stack_file
-from lgcloud.keys import ensure_keypair
-from lgcloud.topology import plan
+from lgcloud.ops.access import wait_for_ssh
+from lgcloud.model.config import stack_file
+from lgcloud.state.keys import ensure_keypair
+from lgcloud.model.topology import plan
 
 PROJECT = "benchcompose"
 LGCLOUD_OCTET, COMPOSE_OCTET = 110, 111

@@ -2,7 +2,7 @@
 
 import pulumi
 
-from lgcloud.config import from_pulumi_config
+from lgcloud.model.config import from_pulumi_config
 from lgcloud.program import build
 
 build(from_pulumi_config(pulumi.get_stack()))

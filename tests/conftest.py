@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lgcloud.config import load_stack
+from lgcloud.model.config import load_stack
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,19 @@
 
 from .realise import Change, EngineError, Realiser, connect
 from .runner import Outcome, run_program
-from .stack import destroy, inventory, running_vms
+from .stack import SegmentState, VmState, destroy, engine_conflicts, inventory, running_vms
 
-__all__ = ["Change", "EngineError", "Outcome", "Realiser", "connect", "destroy", "inventory", "run_program",
-           "running_vms"]
+__all__ = [
+    "Change",
+    "EngineError",
+    "Outcome",
+    "Realiser",
+    "SegmentState",
+    "VmState",
+    "connect",
+    "destroy",
+    "engine_conflicts",
+    "inventory",
+    "run_program",
+    "running_vms",
+]

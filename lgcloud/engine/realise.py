@@ -17,18 +17,19 @@ from dataclasses import dataclass, field
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 
+from ..errors import OperatorError
+from ..model.naming import STACK_LABEL
 from .translate import Attachment, ContainerSpec, NetworkSpec, Upload
 
-__all__ = ["Change", "EngineError", "Realiser", "RESOURCE_LABEL", "STACK_LABEL", "connect"]
+__all__ = ["RESOURCE_LABEL", "Change", "EngineError", "Realiser", "connect"]
 
-STACK_LABEL = "lgcloud.stack"
 RESOURCE_LABEL = "lgcloud.engine.resource"
 DIGEST_LABEL = "lgcloud.engine.digest"
 _NEVER_STARTED = "0001-01-01T00:00:00Z"
 
 
-class EngineError(Exception):
-    """A failure the operator must act on; the message says what to do."""
+class EngineError(OperatorError):
+    """The engine could not do what the program declares; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from typing import Any
 
 from docker.errors import DockerException
 
-from ..config import PROJECT_ROOT, StackConfig
+from ..model.schema import StackConfig
+from ..paths import PROGRAM
 from .realise import Change, EngineError, Realiser
 from .translate import CONTAINER, NETWORK, PROVIDER, Unsupported, container_spec, network_spec
 
@@ -64,8 +65,7 @@ def _config_strings(values: dict[str, Any]) -> dict[str, str]:
     return {f"lgcloud:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
-def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser,
-                root: Path = PROJECT_ROOT) -> Outcome:
+def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser, program: Path = PROGRAM) -> Outcome:
     """Run ``stacks/__main__.py`` for `cfg` against `realiser`; prune what it no longer declares."""
     import pulumi
     from pulumi.runtime import config as pulumi_config
@@ -86,7 +86,7 @@ def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser,
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        runpy.run_path(str(root / "stacks" / "__main__.py"), run_name="__main__")
+        runpy.run_path(str(program), run_name="__main__")
         _sync_await(wait_for_rpcs())
         outputs = _sync_await(pulumi.Output.from_input(settings.get_root_resource().outputs).future())
     except (EngineError, Unsupported):

@@ -6,17 +6,21 @@ import ipaddress
 import time
 from dataclasses import dataclass
 
-from ..config import NAMESPACE, Problem, StackConfig
-from .realise import RESOURCE_LABEL, STACK_LABEL, Change, connect
+from ..model.config import NAMESPACE, Problem
+from ..model.naming import (MUNICIPALITY_LABEL, NAME_LABEL, ROLE_LABEL, SITE_LABEL, STACK_LABEL, endpoint_or_default,
+                            segment_key)
+from ..model.schema import StackConfig
+from ..model.topology import plan
+from .realise import RESOURCE_LABEL, Change, connect
 
-__all__ = ["VmState", "destroy", "endpoints", "engine_conflicts", "inventory", "running_vms"]
+__all__ = ["SegmentState", "VmState", "destroy", "endpoints", "engine_conflicts", "inventory", "running_vms"]
 
 
 def endpoints(cfg: StackConfig) -> list[str | None]:
     """The distinct Docker endpoints of the stack's sites (None: the local default)."""
     found = []
     for site in cfg.sites.values():
-        endpoint = None if site.endpoint == "unix:///var/run/docker.sock" else site.endpoint
+        endpoint = endpoint_or_default(site.endpoint)
         if endpoint not in found:
             found.append(endpoint)
     return found
@@ -55,24 +59,32 @@ class VmState:
     addresses: dict[str, str]
 
 
-def inventory(cfg: StackConfig) -> tuple[list[VmState], list[dict]]:
+@dataclass(frozen=True)
+class SegmentState:
+    name: str
+    subnet: str | None
+    internal: bool
+
+
+def inventory(cfg: StackConfig) -> tuple[list[VmState], list[SegmentState]]:
     """The stack's VMs and segments as the engines report them now."""
-    vms, segments = [], []
+    vms: list[VmState] = []
+    segments: list[SegmentState] = []
     for endpoint in endpoints(cfg):
         api = connect(endpoint).api
         for c in api.containers(all=True, filters=_stack_filter(cfg.stack)):
             labels = c["Labels"]
             nets = c.get("NetworkSettings", {}).get("Networks") or {}
             vms.append(VmState(
-                name=labels.get("lgcloud.name", ""), container=c["Names"][0].lstrip("/"),
-                site=labels.get("lgcloud.site", ""), municipality=labels.get("lgcloud.municipality", ""),
-                role=labels.get("lgcloud.role", ""), state=c["State"],
-                addresses={net.removeprefix(f"lgcloud-{cfg.stack}-"): v.get("IPAddress", "") for net, v in nets.items()},
+                name=labels.get(NAME_LABEL, ""), container=c["Names"][0].lstrip("/"),
+                site=labels.get(SITE_LABEL, ""), municipality=labels.get(MUNICIPALITY_LABEL, ""),
+                role=labels.get(ROLE_LABEL, ""), state=c["State"],
+                addresses={segment_key(cfg.stack, net): v.get("IPAddress", "") for net, v in nets.items()},
             ))
         for n in api.networks(filters=_stack_filter(cfg.stack)):
             config = (n.get("IPAM") or {}).get("Config") or [{}]
-            segments.append({"name": n["Name"], "subnet": config[0].get("Subnet"), "internal": n.get("Internal", False)})
-    return sorted(vms, key=lambda v: v.name), sorted(segments, key=lambda s: s["name"])
+            segments.append(SegmentState(n["Name"], config[0].get("Subnet"), bool(n.get("Internal", False))))
+    return sorted(vms, key=lambda v: v.name), sorted(segments, key=lambda s: s.name)
 
 
 def running_vms(cfg: StackConfig) -> set[str]:
@@ -90,8 +102,6 @@ def _segment_path(cfg: StackConfig, key: str) -> str:
 
 def engine_conflicts(cfg: StackConfig) -> list[Problem]:
     """Segments of `cfg` that overlap a network already on the engine and not of this stack."""
-    from ..topology import plan
-
     problems = []
     for endpoint in endpoints(cfg):
         api = connect(endpoint).api

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import OperatorError
+
 __all__ = ["ContainerSpec", "NetworkSpec", "Unsupported", "container_spec", "network_spec"]
 
 NETWORK = "docker:index/network:Network"
@@ -21,10 +23,10 @@ PROVIDER = "pulumi:providers:docker"
 _IGNORED = {"__defaults"}
 
 
-class Unsupported(Exception):
+class Unsupported(OperatorError):
     """A resource type or input the embedded engine cannot realise."""
 
-    def __init__(self, typ: str, name: str, what: str):
+    def __init__(self, typ: str, name: str, what: str) -> None:
         super().__init__(
             f"{typ} {name!r}: {what} is not supported by the embedded engine; "
             "remove it from the program or run this stack with the Pulumi CLI"

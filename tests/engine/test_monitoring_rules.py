@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from lgcloud.config import PROJECT_ROOT
+from lgcloud.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.engine
 

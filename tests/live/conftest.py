@@ -10,8 +10,8 @@ from functools import cache
 import pytest
 import testinfra
 
-from lgcloud.access import ssh_config_path
-from lgcloud.topology import plan
+from lgcloud.ops.access import ssh_config_path
+from lgcloud.model.topology import plan
 
 STACK = "dev"
 

@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
-from lgcloud.access import wait_for_ssh
-from lgcloud.drill.runbook import failover_state
+from lgcloud.ops.access import wait_for_ssh
+from lgcloud.model.naming import segment_resource, vm_resource
+from lgcloud.state.failover import served_from_backup
 
 from .conftest import STACK
 
@@ -44,7 +45,7 @@ def assert_recovered(report: dict, bound: float = CI_RTO_BOUND) -> None:
 
 def assert_normal(vm, municipalities) -> None:
     """Center primaries, backup replicas streaming, service addresses at the center gateway."""
-    assert failover_state(STACK) == {}
+    assert served_from_backup(STACK) == {}
     for m in municipalities:
         in_recovery = "chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'"
         assert vm(f"{m.id}-db").check_output(in_recovery) == "f"
@@ -75,7 +76,7 @@ def test_site_loss_timeline_runs_detect_fence_promote_move_verify(site_loss):
 
 
 def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm):
-    assert set(failover_state(STACK)) == {"a-city", "b-town", "c-village"}
+    assert set(served_from_backup(STACK)) == {"a-city", "b-town", "c-village"}
     assert vm("a-city-db-replica").check_output("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
     assert "10.100.1.254" in vm("gateway-standby").check_output("lgcloud-service-address list").split()
     result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK],
@@ -91,7 +92,7 @@ def test_failback_after_site_loss_switches_back_without_loss(site_loss, vm, dev)
 
 @pytest.fixture(scope="module")
 def db_loss(configured):
-    if failover_state(STACK):
+    if served_from_backup(STACK):
         pytest.fail("the lab is not normal before db-loss: an earlier failback did not finish")
     return drill("db-loss", "--municipality", "012025")[1]
 
@@ -99,7 +100,7 @@ def db_loss(configured):
 def test_db_loss_fails_over_only_that_municipality(db_loss, vm):
     assert_recovered(db_loss)
     assert [m["id"] for m in db_loss["municipalities"]] == ["a-city"]
-    assert set(failover_state(STACK)) == {"a-city"}
+    assert set(served_from_backup(STACK)) == {"a-city"}
     # Ｂ町 was not touched: its center database is still primary.
     assert vm("b-town-db").check_output("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
 
@@ -107,12 +108,12 @@ def test_db_loss_fails_over_only_that_municipality(db_loss, vm):
 def test_fenced_primary_cannot_take_writes_when_it_comes_back(db_loss, vm, lab):
     """Powered on by someone, the old primary does not boot while its ports are cut; with its
     interconnect port repaired it boots read-only, still cut from its app's segment."""
-    container = f"lgcloud-{STACK}-a-city-db"
+    container = vm_resource(STACK, "a-city-db")
     docker = lambda *a: subprocess.run(["docker", *a], check=True, capture_output=True, text=True).stdout
     docker("start", container)
     assert docker("wait", container).strip() != "0"  # vm-init stops it: its firewall cannot be placed
     docker("network", "connect", "--ip", lab.vm("a-city-db").addresses["interconnect"],
-           f"lgcloud-{STACK}-interconnect", container)
+           segment_resource(STACK, "interconnect"), container)
     docker("start", container)
     assert wait_for_ssh({"a-city-db": lab.vm("a-city-db").addresses["mgmt"]}) == []
     old = vm("a-city-db")
@@ -136,7 +137,7 @@ def test_drill_refuses_bad_input_and_changes_nothing(configured):
     assert "nothing to fail back" in err
     code, _, err = drill("site-loss", "--municipality", "a-city", expect=2)
     assert "drop --municipality" in err
-    assert failover_state(STACK) == {}
+    assert served_from_backup(STACK) == {}
 
 
 def test_app_loss_restarts_the_app_in_place(configured, vm, dev):

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from lgcloud.config import load_stack
+from lgcloud.model.config import load_stack
 
 from .conftest import probe
 from .offices import call

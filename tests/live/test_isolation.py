@@ -16,8 +16,8 @@ import socket
 
 import pytest
 
-from lgcloud.config import load_stack
-from lgcloud.topology import Topology, VmPlan, plan
+from lgcloud.model.config import load_stack
+from lgcloud.model.topology import Topology, VmPlan, plan
 
 from .conftest import probe
 

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lgcloud.codes import my_number_check_digit, my_number_is_valid
-from lgcloud.config import load_stack
+from lgcloud.model.codes import my_number_check_digit, my_number_is_valid
+from lgcloud.model.config import load_stack
 
 from .offices import call
 

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from lgcloud.config import load_stack
+from lgcloud.model.config import load_stack
 
 pytestmark = pytest.mark.live
 

@@ -11,10 +11,12 @@ import time
 
 import pytest
 
-from lgcloud.access import ssh_config_path
-from lgcloud.config import load_stack
-from lgcloud.keys import state_dir
-from lgcloud.sla import Prometheus, prometheus_url, served_systems
+from lgcloud.ops.access import ssh_config_path
+from lgcloud.model.config import load_stack
+from lgcloud.state.directory import state_dir
+from lgcloud.model.naming import vm_resource
+from lgcloud.observe.prometheus import Prometheus
+from lgcloud.state.facts import lab_facts
 
 pytestmark = pytest.mark.live
 
@@ -44,12 +46,12 @@ def until(check, seconds: float, what: str, every: float = 3):
 def prometheus(configured):
     result = lgcloud("exporter", "--detach")  # what `make up` starts
     assert result.returncode == 0, result.stderr
-    return Prometheus(prometheus_url(load_stack(STACK)))
+    return Prometheus(lab_facts(STACK).prometheus_url)
 
 
 def expected_targets(lab) -> dict[str, int]:
     cfg = load_stack(STACK)
-    probed = sum(1 for m in cfg.municipalities for s in served_systems() if s in m.systems)
+    probed = sum(1 for m in cfg.municipalities for s in lab_facts(STACK).probed_systems if s in m.systems)
     return {"prometheus": 1, "node": len(lab.vms), "postgresql": 2 * len(cfg.municipalities),
             "haproxy": 2, "probe": probed, "lgcloud": 1}
 
@@ -125,7 +127,7 @@ def firing(url: str, alertname: str) -> set[str]:
 def stopped_app(prometheus):
     # Precondition: every office sees its service healthy, and no budget is burning; without it
     # "the others stay met" could not be judged.
-    url = prometheus_url(load_stack(STACK))
+    url = lab_facts(STACK).prometheus_url
 
     def baseline():
         _, rows = sla("1m")
@@ -133,7 +135,7 @@ def stopped_app(prometheus):
                         and r["status"] != "not served"}
         return set(availability.values()) == {"met"} and not firing(url, "SlaAvailabilityBurnRate")
     until(baseline, 180, "a healthy baseline: every office served, no budget burning", every=10)
-    container = f"lgcloud-{STACK}-{VICTIM}-app"
+    container = vm_resource(STACK, f"{VICTIM}-app")
     subprocess.run(["docker", "stop", "-t", "2", container], check=True, capture_output=True)
     try:
         yield VICTIM
@@ -153,7 +155,7 @@ def test_a_stopped_app_vm_misses_its_availability_and_fires_its_alert(stopped_ap
     others = {m: s for m, s in availability.items() if m != stopped_app}
     assert set(others.values()) == {"met"}, f"the others should stay met: {availability}"
 
-    url = prometheus_url(load_stack(STACK))
+    url = lab_facts(STACK).prometheus_url
     found = until(lambda: firing(url, "SlaAvailabilityBurnRate"), 150, "SlaAvailabilityBurnRate firing", every=5)
     # Others may fire too on a loaded host: one failed 5 s probe in 5 minutes already burns a 99.9 %
     # budget 14.4 times over; their availability staying met is asserted above.
@@ -179,13 +181,13 @@ def docker_stats(containers: list[str]) -> dict[str, tuple[float, float]]:
 
 def test_the_utilization_report_agrees_with_docker_stats(prometheus, tmp_path):
     busy, idle = f"{VICTIM}-app", "b-town-db"
-    names = {f"lgcloud-{STACK}-{n}": n for n in (busy, idle)}
+    names = {vm_resource(STACK, n): n for n in (busy, idle)}
     # A busy loop on one app VM (capped at its allocation): a clear CPU figure to compare. Once it
     # runs, wait out the recording rule's 1-minute rate so that the report sees only the loop.
     loop = subprocess.Popen(["ssh", "-F", str(ssh_config_path(STACK)), busy,
                              "timeout 150 sh -c 'while :; do :; done'"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    container = f"lgcloud-{STACK}-{busy}"
+    container = vm_resource(STACK, busy)
     try:
         until(lambda: docker_stats([container])[container][0] > 0.1, 90, f"the loop running on {busy}", every=1)
         time.sleep(62)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from lgcloud.config import load_stack
-from lgcloud.topology import plan
+from lgcloud.model.config import load_stack
+from lgcloud.model.topology import plan
 
 pytestmark = pytest.mark.live
 VMS = [v.name for v in plan(load_stack("dev")).vms]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from lgcloud.drill.lab import Pair
-from lgcloud.drill.load import Attempt
-from lgcloud.drill.report import markdown
-from lgcloud.drill.scenarios import Outcome, _judge, _recovery
+from lgcloud.ops.drill.clerk import Attempt
+from lgcloud.ops.drill.lab import Pair
+from lgcloud.ops.drill.measure import Outcome, judge, recovery
+from lgcloud.ops.drill.report import DrillReport, Integrity, markdown
+from lgcloud.ops.drill.runbook import Step
 
 INJECTION = 1000.0
 
@@ -20,6 +21,10 @@ def miss(t: float) -> Attempt:
     return Attempt(t - 1.0, t, None, None)
 
 
+INTACT = Integrity(before={"at": "t", "primary": "1 x", "replica": "1 x"}, kept_rows_after="1 x", ok=True)
+CHANGED = Integrity(before={"at": "t", "primary": "1 x", "replica": "1 x"}, kept_rows_after="2 y", ok=False)
+
+
 def pair(dev, municipality: str) -> Pair:
     m = dev.municipality(municipality)
     return Pair(m.id, m.code, m.name, m.replication, f"{m.id}-db", f"{m.id}-db-replica", f"{m.id}-app",
@@ -28,49 +33,49 @@ def pair(dev, municipality: str) -> Pair:
 
 def test_rto_is_the_gap_from_the_injection_to_the_first_acknowledgement():
     log = [ack(999.8, "a"), miss(1001.0), miss(1002.0), ack(1002.6, "b"), ack(1002.8, "c")]
-    assert _recovery(log, INJECTION) == pytest.approx(2.6)
+    assert recovery(log, INJECTION) == pytest.approx(2.6)
 
 
 def test_rto_is_the_longest_gap_when_the_outage_comes_later():
     log = [ack(1000.2, "a"), ack(1000.4, "b"), miss(1001.4), miss(1002.4), ack(1004.4, "c")]
-    assert _recovery(log, INJECTION) == pytest.approx(4.0)
+    assert recovery(log, INJECTION) == pytest.approx(4.0)
 
 
 def test_an_office_not_served_at_the_end_has_no_rto():
-    assert _recovery([ack(1000.5, "a"), miss(1002.0)], INJECTION) is None
-    assert _recovery([ack(999.0, "a")], INJECTION) is None
+    assert recovery([ack(1000.5, "a"), miss(1002.0)], INJECTION) is None
+    assert recovery([ack(999.0, "a")], INJECTION) is None
 
 
 def test_a_lost_acknowledged_write_fails_a_synchronous_municipality(dev):
     log = [ack(999.5, "a"), ack(999.9, "b"), ack(1001.5, "c")]
-    verdict = _judge(dev, Outcome(pair(dev, "a-city"), log, {"a", "c"}), INJECTION, {"ok": True})
-    assert verdict["lost_writes"] == 1 and verdict["lost_codes"] == ["b"]
-    assert verdict["rpo_seconds"] == pytest.approx(0.1)
-    assert not verdict["passed"] and "1 acknowledged write(s) lost" in verdict["problems"]
+    verdict = judge(dev, Outcome(pair(dev, "a-city"), log, {"a", "c"}), INJECTION, INTACT)
+    assert verdict.lost_writes == 1 and verdict.lost_codes == ["b"]
+    assert verdict.rpo_seconds == pytest.approx(0.1)
+    assert not verdict.passed and "1 acknowledged write(s) lost" in verdict.problems
 
 
 def test_an_asynchronous_municipality_may_lose_what_its_rpo_allows(dev):
     log = [ack(994.0, "a"), ack(998.0, "b"), ack(999.9, "c"), ack(1001.5, "d")]
-    within = _judge(dev, Outcome(pair(dev, "c-village"), log, {"a", "b", "d"}), INJECTION, {"ok": True})
-    assert within["passed"] and within["lost_writes"] == 1 and within["targets"]["rpo_seconds"] == 5
-    beyond = _judge(dev, Outcome(pair(dev, "c-village"), log, {"d"}), INJECTION, {"ok": True})
-    assert not beyond["passed"] and beyond["rpo_seconds"] == pytest.approx(6.0)
+    within = judge(dev, Outcome(pair(dev, "c-village"), log, {"a", "b", "d"}), INJECTION, INTACT)
+    assert within.passed and within.lost_writes == 1 and within.targets.rpo_seconds == 5
+    beyond = judge(dev, Outcome(pair(dev, "c-village"), log, {"d"}), INJECTION, INTACT)
+    assert not beyond.passed and beyond.rpo_seconds == pytest.approx(6.0)
 
 
 def test_rto_over_the_target_or_changed_data_fails(dev):
-    slow = _judge(dev, Outcome(pair(dev, "b-town"), [ack(1031.0, "a")], {"a"}), INJECTION, {"ok": True})
-    assert not slow["passed"] and "over the target 30 s" in slow["problems"][0]
-    changed = _judge(dev, Outcome(pair(dev, "b-town"), [ack(1001.0, "a")], {"a"}), INJECTION, {"ok": False})
-    assert not changed["passed"]
+    slow = judge(dev, Outcome(pair(dev, "b-town"), [ack(1031.0, "a")], {"a"}), INJECTION, INTACT)
+    assert not slow.passed and "over the target 30 s" in slow.problems[0]
+    changed = judge(dev, Outcome(pair(dev, "b-town"), [ack(1001.0, "a")], {"a"}), INJECTION, CHANGED)
+    assert not changed.passed
 
 
 def test_the_markdown_report_shows_verdicts_timeline_and_state(dev):
-    verdict = _judge(dev, Outcome(pair(dev, "a-city"), [ack(1002.0, "a")], {"a"}), INJECTION, {"ok": True})
-    report = {"scenario": "db-loss", "description": "one primary dies", "stack": "dev", "started": 990.0,
-              "injection": INJECTION, "finished": 1010.0, "passed": True, "errors": [],
-              "municipalities": [verdict], "state_after": "served from the backup site: a-city",
-              "timeline": [{"at": 1000.5, "municipality": "a-city", "name": "promote the backup replica",
-                            "detail": "a-city-db-replica is primary", "seconds": 0.2}]}
+    verdict = judge(dev, Outcome(pair(dev, "a-city"), [ack(1002.0, "a")], {"a"}), INJECTION, INTACT)
+    report = DrillReport(scenario="db-loss", description="one primary dies", stack="dev", started=990.0,
+                         injection=INJECTION, finished=1010.0, passed=True, errors=[], municipalities=[verdict],
+                         state_after="served from the backup site: a-city",
+                         timeline=[Step(1000.5, "a-city", "promote the backup replica",
+                                        "a-city-db-replica is primary", 0.2)])
     page = markdown(report)
     assert "# Drill `db-loss` on stack `dev`: PASSED" in page
     assert "| Ａ市 (012025) | sync | 2.00 s | 30 s | 0.00 s | 0 s | 1 of 1 | 0 | ok | met |" in page

@@ -9,9 +9,9 @@ from datetime import datetime
 import pytest
 from prometheus_client import CollectorRegistry
 
-from lgcloud.config import load_stack
-from lgcloud.exporter import LabCollector, VmUsage, cgroup_paths, usage_from_cgroup
-from lgcloud.utilization import Server, cost_split, size_for_peak, utilization
+from lgcloud.model.config import load_stack
+from lgcloud.observe.exporter import LabCollector, VmUsage, cgroup_paths, usage_from_cgroup
+from lgcloud.observe.utilization import Server, cost_split, size_for_peak, utilization
 
 MIB = 1024 * 1024
 

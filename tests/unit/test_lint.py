@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lgcloud.config import PROJECT_ROOT
+from lgcloud.paths import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 

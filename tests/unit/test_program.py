@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from lgcloud.topology import plan
+from lgcloud.model.topology import plan
 
 MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
 SHARED_VMS = ("gateway", "gateway-standby", "monitor", "bastion")

@@ -9,9 +9,18 @@ import pytest
 import yaml
 
 from lgcloud.cli import main
-from lgcloud.config import ConfigInvalid, load_stack, parse, read_file, stack_file
-from lgcloud.sla import (EXIT_MISSED, EXIT_NOT_EVALUATED, PrometheusUnreachable, evaluate, exit_code, judge,
-                         queries, served_systems)
+from lgcloud.model.config import ConfigInvalid, load_stack, parse, read_file, stack_file
+from lgcloud.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_EVALUATED, OperatorError
+from lgcloud.observe.prometheus import PrometheusUnreachable
+from lgcloud.observe.sla import evaluate, judge, probed_systems, queries
+
+SERVED = ("jumin",)  # what the dev lab's offices probe
+
+
+def rows_of(cfg, prometheus, window=None, municipalities=()):
+    """The evaluation of every target, and the exit code `lgcloud sla` gives it."""
+    report = evaluate(cfg, prometheus, SERVED, window, municipalities)
+    return report.evaluations, report.exit_code
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +117,16 @@ def test_every_query_covers_the_window_asked_for():
         assert "[17m]" in expr or name == "rto", (name, expr)
 
 
-def test_the_lab_serves_jumin():
-    assert "jumin" in served_systems()
+def test_the_systems_served_are_those_prometheus_holds_probes_of(dev):
+    assert probed_systems(healthy(dev)) == ("jumin",)
 
 
 # --- evaluating the stack against a Prometheus stand-in -----------------------------------------
 
 class FakePrometheus:
     """Answers each kind of query from a table: {"availability": {(municipality, system): value}, …}."""
+
+    url = "http://test"
 
     def __init__(self, answers: dict | None = None, down: bool = False):
         self.answers = answers or {}
@@ -152,64 +163,66 @@ def statuses(rows, municipality=None, objective=None) -> set[str]:
 
 
 def test_a_healthy_lab_meets_every_target(dev):
-    rows = evaluate(dev, healthy(dev), "1h")
-    assert statuses(rows) == {"met"} and exit_code(rows) == 0, [(r.municipality, r.objective, r.status) for r in rows]
+    rows, code = rows_of(dev, healthy(dev), "1h")
+    assert statuses(rows) == {"met"} and code == 0, [(r.municipality, r.objective, r.status) for r in rows]
 
 
 def test_systems_the_lab_does_not_serve_are_not_served_and_never_met(dev):
-    rows = evaluate(dev, healthy(dev), "1h")
+    rows, code = rows_of(dev, healthy(dev), "1h")
     unserved = {r.status for r in rows if r.system != "jumin"}
     assert unserved == {"not served"}, unserved
 
 
 def test_a_missed_target_fails_only_its_municipality(dev):
-    rows = evaluate(dev, healthy(dev, availability={("a-city", "jumin"): 97.0}), "1h")
+    rows, code = rows_of(dev, healthy(dev, availability={("a-city", "jumin"): 97.0}), "1h")
     assert statuses(rows, "a-city", "availability") == {"missed"}
     assert statuses(rows, "b-town") == {"met"} and statuses(rows, "c-village") == {"met"}
-    assert exit_code(rows) == EXIT_MISSED
+    assert code == EXIT_FAILED
 
 
 def test_the_async_municipality_is_held_to_its_own_rpo(dev):
-    rows = evaluate(dev, healthy(dev, rpo={("c-village",): 3.0, ("a-city",): 3.0}), "1h")
+    rows, code = rows_of(dev, healthy(dev, rpo={("c-village",): 3.0, ("a-city",): 3.0}), "1h")
     assert statuses(rows, "c-village", "rpo") == {"met"} and statuses(rows, "a-city", "rpo") == {"missed"}
 
 
 def test_missing_samples_are_no_data_and_not_met(dev):
     prometheus = healthy(dev)
     prometheus.answers["rto"] = {}
-    rows = evaluate(dev, prometheus, "1h")
+    rows, code = rows_of(dev, prometheus, "1h")
     assert statuses(rows, objective="rto") == {"no data"}
-    assert exit_code(rows) == EXIT_NOT_EVALUATED
+    assert code == EXIT_NOT_EVALUATED
 
 
 def test_an_unreachable_prometheus_is_reported_for_every_target(dev):
-    rows = evaluate(dev, FakePrometheus(down=True), "1h")
-    assert statuses(rows) == {"Prometheus unreachable"} and exit_code(rows) == EXIT_NOT_EVALUATED
+    rows, code = rows_of(dev, FakePrometheus(down=True), "1h")
+    assert statuses(rows) == {"Prometheus unreachable"} and code == EXIT_NOT_EVALUATED
 
 
 def test_probes_of_a_municipality_the_stack_does_not_declare_are_reported(dev):
-    rows = evaluate(dev, healthy(dev, availability={("x-town", "jumin"): 100.0}), "1h")
+    rows, code = rows_of(dev, healthy(dev, availability={("x-town", "jumin"): 100.0}), "1h")
     assert [r.status for r in rows if r.municipality == "x-town"] == ["unknown municipality"]
-    assert exit_code(rows) == EXIT_NOT_EVALUATED
+    assert code == EXIT_NOT_EVALUATED
 
 
 def test_each_target_is_evaluated_over_its_own_window_unless_one_is_given(dev):
     prometheus = healthy(dev)
-    evaluate(dev, prometheus)
+    evaluate(dev, prometheus, SERVED)
     assert all("[30d]" in q for q in prometheus.asked if "drill" not in q), prometheus.asked
 
 
 @pytest.mark.parametrize("window", ["", "5", "1y", "-1h", "0s"])
 def test_a_bad_window_is_refused_before_asking(dev, window):
     prometheus = healthy(dev)
-    with pytest.raises(ValueError, match="--window"):
-        evaluate(dev, prometheus, window)
+    with pytest.raises(OperatorError, match="--window") as refused:
+        evaluate(dev, prometheus, SERVED, window)
+    assert refused.value.exit_code == EXIT_BAD_INPUT
     assert prometheus.asked == []
 
 
 def test_an_unknown_municipality_is_refused_naming_the_known_ones(dev):
-    with pytest.raises(ValueError, match="a-city, b-town, c-village"):
-        evaluate(dev, healthy(dev), "1h", ["d-town"])
+    with pytest.raises(OperatorError, match="a-city, b-town, c-village") as refused:
+        evaluate(dev, healthy(dev), SERVED, "1h", ["d-town"])
+    assert refused.value.exit_code == EXIT_BAD_INPUT
 
 
 def test_the_cli_refuses_a_bad_window_with_exit_2(capsys):
@@ -218,5 +231,5 @@ def test_the_cli_refuses_a_bad_window_with_exit_2(capsys):
 
 
 def test_a_drill_in_which_the_service_never_came_back_misses_the_rto(dev):
-    rows = evaluate(dev, healthy(dev, rto={("b-town",): float("inf")}), "1h")
-    assert statuses(rows, "b-town", "rto") == {"missed"} and exit_code(rows) == EXIT_MISSED
+    rows, code = rows_of(dev, healthy(dev, rto={("b-town",): float("inf")}), "1h")
+    assert statuses(rows, "b-town", "rto") == {"missed"} and code == EXIT_FAILED

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lgcloud.cli import main
-from lgcloud.config import stack_file
+from lgcloud.model.config import stack_file
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,92 @@
+"""``lgcloud up`` and ``lgcloud preview``: make the stack what its config declares, or show what
+that would change."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ..engine import Change, EngineError, Realiser, engine_conflicts, run_program
+from ..model.config import ConfigInvalid
+from ..model.naming import segment_resource, vm_resource
+from ..ops.access import wait_for_ssh, write_ssh_config
+from .options import Options
+
+__all__ = ["add", "show_change"]
+
+_MARKS = {"create": "[green]+[/]", "replace": "[yellow]±[/]", "start": "[cyan]▶[/]", "delete": "[red]-[/]",
+          "unchanged": "[dim]=[/]"}
+
+
+def show_change(opts: Options) -> Callable[[Change], None]:
+    """Progress on stderr, one line per change (unchanged ones too with -v)."""
+    def show(change: Change) -> None:
+        if change.action != "unchanged" or opts.flag("verbose"):
+            opts.output.err.print(f" {_MARKS[change.action]} {change.action:9} {change.kind:9} {change.name} "
+                                  f"[dim]{change.seconds:.1f}s[/]")
+    return show
+
+
+def _summary(opts: Options, changes: list[Change], seconds: float, preview: bool) -> None:
+    counts = Counter(change.action for change in changes)
+    unchanged = counts.pop("unchanged", 0)
+    if not counts:
+        opts.output.done(f"no changes: {unchanged} resources already as declared ({seconds:.1f}s)")
+    else:
+        parts = ", ".join(f"{n} {action}" for action, n in counts.items())
+        opts.output.done(f"{'would change' if preview else 'changed'}: {parts}; {unchanged} unchanged ({seconds:.1f}s)")
+
+
+def _deploy(opts: Options, preview: bool) -> int:
+    started = time.monotonic()
+    values = opts.values()
+    cfg = opts.config()
+    problems = engine_conflicts(cfg)
+    if problems:
+        raise ConfigInvalid(str(opts.path), problems)
+    realiser = Realiser(cfg.stack, preview=preview, on_change=show_change(opts))
+    with opts.output.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
+        outcome = run_program(cfg, values, realiser)
+    if preview:
+        _summary(opts, outcome.changes, time.monotonic() - started, preview)
+        if opts.flag("json"):
+            opts.output.json({"stack": cfg.stack, "changes": [
+                {"action": c.action, "kind": c.kind, "name": c.name} for c in outcome.changes]})
+        return 0
+    vms: dict[str, Any] = outcome.outputs["vms"]
+    ssh_config = write_ssh_config(cfg.stack, vms)
+    mgmt = segment_resource(cfg.stack, "mgmt")
+    with opts.output.err.status("waiting for every VM to answer SSH …"):
+        silent = wait_for_ssh({name: vm["addresses"][mgmt] for name, vm in vms.items()})
+    if silent:
+        raise EngineError(f"VMs up but not answering SSH within 60 s: {', '.join(silent)}",
+                          f"see `docker logs {vm_resource(cfg.stack, '<vm>')}`")
+    _summary(opts, outcome.changes, time.monotonic() - started, preview)
+    if opts.flag("json"):
+        opts.output.json(outcome.outputs)
+    else:
+        opts.output.table(f"stack {cfg.stack}", ("vm", "site", "role", "mgmt address"),
+                          [(name, vm["site"], vm["role"], vm["addresses"].get(mgmt, "")) for name, vm in vms.items()],
+                          caption=f"reach a VM with: ssh -F {ssh_config} <vm>")
+    return 0
+
+
+def _up(opts: Options) -> int:
+    return _deploy(opts, preview=False)
+
+
+def _preview(opts: Options) -> int:
+    return _deploy(opts, preview=True)
+
+
+def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    for name, run, text, json_text in (
+            ("up", _up, "create or update the stack to match its config", "print the stack outputs as JSON"),
+            ("preview", _preview, "show what `up` would change, changing nothing", "print the changes as JSON")):
+        sub = verbs.add_parser(name, parents=[common], help=text, description=text)
+        sub.add_argument("--json", action="store_true", help=json_text)
+        sub.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")
+        sub.set_defaults(run=run)

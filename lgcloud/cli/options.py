@@ -1,0 +1,50 @@
+"""What every verb is given: the parsed arguments, the stack they name, and where to write."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model.config import parse, read_file, stack_file, stack_name
+from ..model.schema import StackConfig
+from .output import Output
+
+__all__ = ["Options", "common_flags"]
+
+
+def common_flags() -> argparse.ArgumentParser:
+    """The flags every verb takes, declared once: which stack."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stack", default="dev", help="stack name: stacks/Pulumi.<stack>.yaml (default: dev)")
+    common.add_argument("--file", help="a stack config file (Pulumi.<stack>.yaml) instead of --stack")
+    return common
+
+
+@dataclass
+class Options:
+    """One verb's run: its arguments and its output."""
+
+    args: argparse.Namespace
+    output: Output
+
+    @property
+    def path(self) -> Path:
+        return Path(self.args.file) if self.args.file else stack_file(self.args.stack)
+
+    @property
+    def stack(self) -> str:
+        return stack_name(self.path) if self.args.file else str(self.args.stack)
+
+    def values(self) -> dict[str, Any]:
+        """The stack's config values, not yet validated (the engine hands them to the program)."""
+        return read_file(self.path)
+
+    def config(self) -> StackConfig:
+        """The stack's config, validated; ConfigInvalid (exit 2) names every problem."""
+        return parse(self.values(), self.stack, str(self.path))
+
+    def flag(self, name: str) -> bool:
+        """A verb's own switch (--json, -v): False for verbs that do not take it."""
+        return bool(getattr(self.args, name, False))

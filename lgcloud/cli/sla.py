@@ -1,0 +1,78 @@
+"""``lgcloud sla``: every SLA target against the lab's Prometheus (exit 1: missed, 3: not evaluable)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..model.schema import BUSINESS_SYSTEMS
+from ..observe.prometheus import Prometheus
+from ..observe.sla import (MET, MISSED, NO_DATA, NOT_SERVED, UNKNOWN, UNREACHABLE, SlaReport, check_request, evaluate,
+                            probed_systems)
+from ..state.facts import lab_facts
+from .options import Options
+
+__all__ = ["add"]
+
+_COLOURS = {MET: "green", MISSED: "red", NO_DATA: "yellow", UNREACHABLE: "red", UNKNOWN: "magenta", NOT_SERVED: "dim"}
+
+
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "%":
+        return f"{value:.3f} %"
+    return f"{value:,.0f} {unit}" if abs(value) >= 100 or value == int(value) else f"{value:.2f} {unit}"
+
+
+def _show(opts: Options, report: SlaReport) -> None:
+    """The table an SLM meeting reads; notes on stderr."""
+    rows = []
+    for r in report.evaluations:
+        if r.status == NOT_SERVED:
+            continue
+        margin = "—" if r.margin is None else ("+" if r.margin >= 0 else "") + _number(r.margin, r.unit)
+        rows.append((f"{r.name} {r.municipality}" if r.name else r.municipality,
+                     f"{BUSINESS_SYSTEMS.get(r.system, r.system)} {r.system}", r.objective,
+                     r.window if r.objective in ("availability", "latency_p95", "rpo") else "last",
+                     _number(r.target, r.unit), _number(r.measured, r.unit), f"[{_COLOURS[r.status]}]{r.status}[/]",
+                     margin, "" if r.status == UNREACHABLE else r.detail))
+    opts.output.table(f"SLA of stack {report.stack} ({report.prometheus})",
+                      ("municipality", "system", "objective", "window", "target", "measured", "status", "margin",
+                       "note"), rows, right=("target", "measured", "margin"))
+    unreachable = next((r.detail for r in report.evaluations if r.status == UNREACHABLE), "")
+    if unreachable:
+        opts.output.fail(unreachable, f"is stack {report.stack} up and configured (`make up`)?")
+    unserved = sorted({f"{r.municipality}/{r.system}" for r in report.evaluations if r.status == NOT_SERVED})
+    if unserved:
+        opts.output.note(f"not evaluated (the lab runs no service for them): {', '.join(unserved)}")
+    counts = {s: sum(r.status == s for r in report.evaluations) for s in _COLOURS if s != NOT_SERVED}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    opts.output.note(f"{'✓' if report.exit_code == 0 else '✗'} {summary}")
+
+
+def run(opts: Options) -> int:
+    cfg = opts.config()
+    check_request(cfg, opts.args.window, opts.args.municipality or ())
+    if opts.args.prometheus:  # another Prometheus than the monitor's: what it probes is what is served
+        prometheus = Prometheus(opts.args.prometheus)
+        served = probed_systems(prometheus)
+    else:
+        facts = lab_facts(cfg.stack)
+        prometheus, served = Prometheus(facts.prometheus_url), facts.probed_systems
+    report = evaluate(cfg, prometheus, served, opts.args.window, opts.args.municipality or ())
+    if opts.flag("json"):
+        opts.output.json(report.to_json())
+    else:
+        _show(opts, report)
+    return report.exit_code
+
+
+def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    sub = verbs.add_parser("sla", parents=[common], help="evaluate every SLA target against the lab's Prometheus "
+                           "(exit 1: missed, 3: some target not evaluable)")
+    sub.add_argument("--window", help="period to evaluate over, e.g. 1h or 30d (default: each target's own)")
+    sub.add_argument("--municipality", action="append", help="only this municipality (id or code; repeatable)")
+    sub.add_argument("--prometheus", help="Prometheus URL (default: the monitor's, as the last configure set it "
+                     "up); the systems evaluated are then those it holds office probes of")
+    sub.add_argument("--json", action="store_true", help="machine-readable results")
+    sub.set_defaults(run=run)

@@ -1,0 +1,103 @@
+"""The lab's naming conventions, each defined once: resource names, labels, engine endpoints,
+identifiers derived from a municipality's id, and the ports the controller serves.
+
+    >>> vm_resource("dev", "a-city-db")
+    'lgcloud-dev-a-city-db'
+    >>> segment_key("dev", "lgcloud-dev-interconnect")
+    'interconnect'
+    >>> replica_slot("a-city")
+    'a_city_replica'
+    >>> service_url("jumin", "a-city")
+    'http://jumin.a-city.lgwan.test'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: the schema imports this module
+    from .schema import StackConfig
+
+__all__ = [
+    "EXPORTER_PORT",
+    "LABELS",
+    "LOCAL_ENDPOINT",
+    "MUNICIPALITY_LABEL",
+    "NAME_LABEL",
+    "ROLE_LABEL",
+    "SERVICE_DOMAIN",
+    "SHARED",
+    "SITE_LABEL",
+    "STACK_LABEL",
+    "endpoint_or_default",
+    "identifier",
+    "labels",
+    "municipality_ids",
+    "replica_slot",
+    "segment_key",
+    "segment_resource",
+    "service_url",
+    "vm_resource",
+]
+
+# The local Docker Engine; a site that names it is served by the client's default connection.
+LOCAL_ENDPOINT = "unix:///var/run/docker.sock"
+# What the shared base (共通基盤) is called where a municipality would be: labels, metrics, inventory.
+SHARED = "shared"
+# Domain of the services' names as the offices resolve them (<system>.<municipality>.lgwan.test).
+SERVICE_DOMAIN = "lgwan.test"
+# `lgcloud exporter` on the controller, at the mgmt segment's first address.
+EXPORTER_PORT = 9480
+
+# The labels every container and network of the lab carries, in this order.
+LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")
+STACK_LABEL, SITE_LABEL, MUNICIPALITY_LABEL, ROLE_LABEL, NAME_LABEL = LABELS
+
+
+def _resource(stack: str, name: str) -> str:
+    return f"lgcloud-{stack}-{name}"
+
+
+def vm_resource(stack: str, vm: str) -> str:
+    """The container that stands in for VM `vm` of `stack`."""
+    return _resource(stack, vm)
+
+
+def segment_resource(stack: str, segment: str) -> str:
+    """The Docker network of segment `segment` of `stack`."""
+    return _resource(stack, segment)
+
+
+def segment_key(stack: str, network: str) -> str:
+    """The segment a Docker network of `stack` stands for (the inverse of ``segment_resource``)."""
+    return network.removeprefix(_resource(stack, ""))
+
+
+def labels(stack: str, site: str, municipality: str, role: str, name: str) -> dict[str, str]:
+    """The labels of one container or network; `municipality` is a code or ``SHARED``."""
+    return dict(zip(LABELS, (stack, site, municipality, role, name)))
+
+
+def endpoint_or_default(endpoint: str) -> str | None:
+    """A site's Docker endpoint for the client: None for the local engine (the client's default)."""
+    return None if endpoint == LOCAL_ENDPOINT else endpoint
+
+
+def identifier(municipality: str) -> str:
+    """A municipality id where `-` cannot stand (Ansible groups, SQL names, HAProxy backends)."""
+    return municipality.replace("-", "_")
+
+
+def replica_slot(municipality: str) -> str:
+    """The physical slot on a primary, and the application_name of its standby."""
+    return f"{identifier(municipality)}_replica"
+
+
+def service_url(system: str, municipality: str) -> str:
+    """What an office asks for: the service by name, through the gateway."""
+    return f"http://{system}.{municipality}.{SERVICE_DOMAIN}"
+
+
+def municipality_ids(cfg: StackConfig) -> dict[str, str]:
+    """地方公共団体コード -> id, with the shared base under its own name."""
+    return {SHARED: SHARED, **{m.code: m.id for m in cfg.municipalities}}

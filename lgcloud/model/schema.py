@@ -1,0 +1,245 @@
+"""The stack config's schema: what an operator may declare, each key checked on its own.
+
+Checks that span several keys (uniqueness, the address plan, capacity) are in ``config``::
+
+    >>> Allocation(vcpus=0.5, memory_mb=512).vcpus
+    0.5
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from .codes import local_government_check_digit, local_government_code_is_valid
+from .naming import LOCAL_ENDPOINT
+
+__all__ = [
+    "BUSINESS_SYSTEMS",
+    "SITES",
+    "WIDE_SEGMENTS",
+    "Allocation",
+    "Allocations",
+    "Municipality",
+    "Site",
+    "SlaTarget",
+    "StackConfig",
+    "duration_seconds",
+]
+
+# 業務 a/b/c of the seed: the business systems a municipality may run in the center.
+BUSINESS_SYSTEMS: dict[str, str] = {
+    "jumin": "住民記録",
+    "zei": "税",
+    "fukushi": "福祉",
+    "kokuho": "国民健康保険",
+}
+SITES = ("center", "backup")
+# Segments shared by the whole stack; each municipality also gets one closed segment per site.
+WIDE_SEGMENTS = ("mgmt", "lgwan", "ipvpn", "shared", "interconnect", "internet")
+
+
+def _cidr(value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value)
+    except (ValueError, TypeError) as exc:
+        hint = ""
+        try:
+            hint = f"; did you mean {ipaddress.IPv4Network(value, strict=False)}?"
+        except (ValueError, TypeError):
+            pass
+        raise ValueError(f"not an IPv4 CIDR ({exc}){hint}") from None
+
+
+def _address(value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not an IPv4 address ({exc})") from None
+
+
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
+Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_address)]
+Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Allocation(_Strict):
+    """What one VM is given: virtual CPUs and memory."""
+
+    vcpus: float = Field(gt=0, le=64)
+    memory_mb: int = Field(ge=64, le=262_144)
+
+
+class Site(_Strict):
+    """A data center: where its Docker Engine answers and what its hypervisors hold."""
+
+    endpoint: str = LOCAL_ENDPOINT
+    capacity: Allocation
+
+
+class Segments(_Strict):
+    mgmt: Cidr
+    lgwan: Cidr
+    ipvpn: Cidr
+    shared: Cidr
+    interconnect: Cidr
+    internet: Cidr
+
+
+class Allocations(_Strict):
+    """Allocation per kind of VM; a municipality may override its own."""
+
+    app: Allocation = Allocation(vcpus=0.5, memory_mb=512)
+    db: Allocation = Allocation(vcpus=0.5, memory_mb=1024)
+    terminal: Allocation = Allocation(vcpus=0.25, memory_mb=256)
+    gateway: Allocation = Allocation(vcpus=0.5, memory_mb=256)
+    monitor: Allocation = Allocation(vcpus=0.5, memory_mb=1024)
+    bastion: Allocation = Allocation(vcpus=0.25, memory_mb=256)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: Any) -> int:
+    """Seconds in a Prometheus-style duration such as ``90s``, ``30m``, ``1h`` or ``30d``."""
+    text = str(value).strip()
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise ValueError(f"not a duration: write a whole number and one of s, m, h, d, w, e.g. '30d' (got {value!r})")
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _duration(value: Any) -> str:
+    duration_seconds(value)
+    return str(value).strip()
+
+
+Duration = Annotated[str, BeforeValidator(_duration)]
+
+
+class SlaTarget(_Strict):
+    """Service levels of one business system. The defaults are the standard levels that the
+    guidelines for municipal systems ask of core systems (稼働率 99.5 %, RTO 12 h, RPO one business
+    day); a stack states stricter values where the lab does better."""
+
+    availability_percent: float = Field(99.5, gt=0, le=100)
+    window: Duration = "30d"  # the period the availability is contracted over
+    latency_p95_ms: int = Field(3000, gt=0)
+    rto_seconds: float = Field(12 * 3600, gt=0)
+    rpo_seconds: float = Field(24 * 3600, ge=0)
+
+
+class SlaOverride(_Strict):
+    """A municipality's own targets for one system; keys left out keep the stack's."""
+
+    availability_percent: float | None = Field(None, gt=0, le=100)
+    window: Duration | None = None
+    latency_p95_ms: int | None = Field(None, gt=0)
+    rto_seconds: float | None = Field(None, gt=0)
+    rpo_seconds: float | None = Field(None, ge=0)
+
+
+class MunicipalityAllocations(_Strict):
+    app: Allocation | None = None
+    db: Allocation | None = None
+    terminal: Allocation | None = None
+
+
+class Municipality(_Strict):
+    """A municipality joining the center (Ａ市, Ｂ町, Ｃ村 …)."""
+
+    id: Slug
+    name: str = Field(min_length=1, max_length=40)
+    code: str
+    access: Literal["lgwan", "ipvpn"]
+    systems: tuple[str, ...] = Field(min_length=1)
+    segments: dict[str, Cidr]
+    terminal: Address
+    replication: Literal["sync", "async"] = "sync"
+    allocation: MunicipalityAllocations = MunicipalityAllocations()
+    # Per business system, over the stack's `sla`; only the keys given are overridden.
+    sla: dict[str, SlaOverride] = {}
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, code: str) -> str:
+        if len(code) != 6 or not code.isdigit():
+            raise ValueError("a 地方公共団体コード is six digits, e.g. '131016'")
+        if not local_government_code_is_valid(code):
+            expected = local_government_check_digit(code[:5])
+            raise ValueError(f"wrong check digit: {code[:5]} takes {expected}, not {code[5]}")
+        return code
+
+    @field_validator("systems")
+    @classmethod
+    def _systems(cls, systems: tuple[str, ...]) -> tuple[str, ...]:
+        for system in systems:
+            if system not in BUSINESS_SYSTEMS:
+                known = ", ".join(BUSINESS_SYSTEMS)
+                raise ValueError(f"unknown business system {system!r}; known: {known}")
+        return systems
+
+    @field_validator("segments")
+    @classmethod
+    def _segments(cls, segments: dict[str, Cidr]) -> dict:
+        for site in segments:
+            if site not in SITES:
+                raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
+        for site in SITES:
+            if site not in segments:
+                raise ValueError(f"no closed segment declared for site {site!r}")
+        return segments
+
+    @field_validator("sla")
+    @classmethod
+    def _sla(cls, sla: dict[str, SlaOverride], info: ValidationInfo) -> dict:
+        for system in sla:
+            if system not in info.data.get("systems", ()):
+                raise ValueError(f"SLA for {system!r}, a system this municipality does not run; "
+                                 "add it to systems or remove the target")
+        return sla
+
+    def allocation_for(self, kind: str, defaults: Allocations) -> Allocation:
+        return getattr(self.allocation, kind, None) or getattr(defaults, kind)
+
+
+class StackConfig(_Strict):
+    """Everything one stack declares; see Pulumi.yaml for each key's meaning."""
+
+    stack: str = Field(pattern=r"^[a-z][a-z0-9]{0,11}$")
+    image: str = "lgcloud/vm:latest"
+    sites: dict[str, Site]
+    segments: Segments
+    allocations: Allocations = Allocations()
+    municipalities: tuple[Municipality, ...] = Field(min_length=1)
+    sla: SlaTarget = SlaTarget()  # every system of every municipality, unless it states its own
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, sites: dict[str, Site]) -> dict[str, Site]:
+        for name in sites:
+            if name not in SITES:
+                raise ValueError(f"unknown site {name!r}; sites are {', '.join(SITES)}")
+        if "center" not in sites:
+            raise ValueError("the joint-use center (site 'center') is missing")
+        if "backup" not in sites:
+            raise ValueError("the backup site (site 'backup') is missing: data needs an off-site copy")
+        return sites
+
+    def municipality(self, code: str) -> Municipality:
+        for m in self.municipalities:
+            if m.code == code or m.id == code:
+                return m
+        raise KeyError(code)
+
+    def sla_for(self, municipality: Municipality, system: str) -> SlaTarget:
+        """The targets one municipality's system is held to: its own over the stack's."""
+        own = municipality.sla.get(system)
+        overrides = own.model_dump(exclude_none=True) if own else {}
+        return SlaTarget.model_validate({**self.sla.model_dump(), **overrides})

@@ -1,0 +1,161 @@
+"""The stack's topology as plain data: segments, VMs, their addresses and ingress policy.
+
+The Pulumi program turns this plan into resources; validation, the compose file of the
+benchmark and the tests read the same plan, so the address rules live only here::
+
+    >>> from lgcloud.model.config import load_stack
+    >>> [vm.name for vm in plan(load_stack("dev")).vms][:2]
+    ['gateway', 'gateway-standby']
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .naming import SHARED
+from .schema import Allocation, StackConfig
+
+__all__ = ["SegmentPlan", "Topology", "VmPlan", "plan"]
+
+# Fixed host numbers on the segments shared by the whole stack.
+_MGMT_HOSTS = {"bastion": 2, "monitor": 3, "gateway": 4, "gateway-standby": 5}
+_MGMT_FIRST_MUNICIPAL = 10  # then five per municipality, in config order
+_WAN_HOSTS = {"gateway": 2, "gateway-standby": 3}  # on lgwan, ipvpn and shared
+_CLOSED_HOSTS = {"gateway": 2, "app": 10, "db": 11}  # on a municipality's closed segment
+_MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """A network segment: a Docker network on the site that hosts it."""
+
+    key: str  # "lgwan", or "<municipality>-<site>" for a closed segment
+    cidr: ipaddress.IPv4Network
+    site: str
+    municipality: str  # the 地方公共団体コード, or SHARED
+    internal: bool
+    purpose: str
+
+    @property
+    def router(self) -> str:
+        """The segment's own first address, held by the Docker Engine's bridge."""
+        return str(self.cidr.network_address + 1)
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    """A VM: where it runs, what it is, which segments it sits on and who may reach it."""
+
+    name: str
+    role: str
+    site: str  # "center", "backup", or "office" for a municipality's terminal
+    municipality: str  # code, or SHARED
+    allocation: Allocation
+    addresses: dict[str, str]  # segment key -> IPv4 address
+    # segment key -> sources allowed to open connections on that segment (absent: open)
+    ingress: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topology:
+    segments: tuple[SegmentPlan, ...]
+    vms: tuple[VmPlan, ...]
+    # municipality id -> the address its office uses for its services on its access segment.
+    # Held by the gateway of the site serving it; a failover moves it, the name stays.
+    service_addresses: dict[str, str] = field(default_factory=dict)
+    # The host that runs the engine, Ansible and the exporter: the mgmt segment's first address,
+    # which the host's bridge holds.
+    controller: str = ""
+
+    def segment(self, key: str) -> SegmentPlan:
+        return next(s for s in self.segments if s.key == key)
+
+    def vm(self, name: str) -> VmPlan:
+        return next(v for v in self.vms if v.name == name)
+
+    def allocated(self, site: str) -> Allocation:
+        at_site = [v.allocation for v in self.vms if v.site == site]
+        return Allocation.model_construct(
+            vcpus=sum(a.vcpus for a in at_site), memory_mb=sum(a.memory_mb for a in at_site)
+        )
+
+
+def _host(cidr: ipaddress.IPv4Network, number: int, what: str) -> str:
+    address = cidr.network_address + number
+    if address >= cidr.broadcast_address:
+        raise ValueError(f"segment {cidr} is too small for {what} (host number {number})")
+    return str(address)
+
+
+def plan(cfg: StackConfig) -> Topology:
+    """Derive every segment and VM of a validated stack config."""
+    seg = cfg.segments
+    segments = [
+        SegmentPlan("mgmt", seg.mgmt, "center", SHARED, True, "operations: bastion, monitoring, SSH"),
+        SegmentPlan("lgwan", seg.lgwan, "center", SHARED, True, "LGWAN: offices to LGWAN-ASP services"),
+        SegmentPlan("ipvpn", seg.ipvpn, "center", SHARED, True, "IP-VPN: a carrier's closed VPN"),
+        SegmentPlan("shared", seg.shared, "center", SHARED, True, "共通基盤: the shared base"),
+        SegmentPlan("interconnect", seg.interconnect, "center", SHARED, True, "center to backup: replication"),
+        SegmentPlan("internet", seg.internet, "center", SHARED, False, "citizen-facing portal only"),
+    ]
+    for m in cfg.municipalities:
+        for site in ("center", "backup"):
+            segments.append(SegmentPlan(f"{m.id}-{site}", m.segments[site], site, m.code, True,
+                                        f"{m.name} マイナンバー利用事務系 at {site}"))
+
+    controller = str(seg.mgmt.network_address + 1)
+    operators = (controller, _host(seg.mgmt, _MGMT_HOSTS["bastion"], "the bastion"),
+                 _host(seg.mgmt, _MGMT_HOSTS["monitor"], "the monitor"))
+
+    def mgmt(number: int, what: str) -> dict[str, str]:
+        return {"mgmt": _host(seg.mgmt, number, what)}
+
+    # Service addresses count down from the top of the access segment, in config order.
+    service_addresses: dict[str, str] = {}
+    for m in cfg.municipalities:
+        segment = getattr(seg, m.access)
+        taken = sum(1 for other in service_addresses if cfg.municipality(other).access == m.access)
+        service_addresses[m.id] = _host(segment, segment.num_addresses - 2 - taken, f"{m.id}'s service address")
+
+    vms: list[VmPlan] = []
+    for role, site in (("gateway", "center"), ("gateway-standby", "backup")):
+        addresses = mgmt(_MGMT_HOSTS[role], role)
+        for wan in ("lgwan", "ipvpn", "shared"):
+            addresses[wan] = _host(getattr(seg, wan), _WAN_HOSTS[role], role)
+        for m in cfg.municipalities:
+            addresses[f"{m.id}-{site}"] = _host(m.segments[site], _CLOSED_HOSTS["gateway"], role)
+        vms.append(VmPlan(role, "gateway", site, SHARED, cfg.allocations.gateway, addresses,
+                          {"mgmt": operators}))
+    # The monitor watches from the backup site: it must see the center fail, not fail with it.
+    for role, site in (("monitor", "backup"), ("bastion", "center")):
+        vms.append(VmPlan(role, role, site, SHARED, getattr(cfg.allocations, role),
+                          mgmt(_MGMT_HOSTS[role], role), {"mgmt": operators}))
+
+    for index, m in enumerate(cfg.municipalities):
+        first = _MGMT_FIRST_MUNICIPAL + index * len(_MUNICIPAL_ROLES)
+        number = {role: first + k for k, role in enumerate(_MUNICIPAL_ROLES)}
+        link = {role: _host(seg.interconnect, 10 + index * 2 + k, f"{m.id}'s databases")
+                for k, role in enumerate(("db", "db-replica"))}
+        for role, site, kind, host in (
+            ("app", "center", "app", "app"),
+            ("db", "center", "db", "db"),
+            ("app-standby", "backup", "app", "app"),
+            ("db-replica", "backup", "db", "db"),
+        ):
+            addresses = mgmt(number[role], f"{m.id}-{role}")
+            addresses[f"{m.id}-{site}"] = _host(m.segments[site], _CLOSED_HOSTS[host], f"{m.id}-{role}")
+            ingress: dict[str, tuple[str, ...]] = {"mgmt": operators}
+            if kind == "db":
+                peer = "db-replica" if role == "db" else "db"
+                addresses["interconnect"] = link[role]
+                ingress["interconnect"] = (link[peer],)
+            vms.append(VmPlan(f"{m.id}-{role}", role, site, m.code,
+                              m.allocation_for(kind, cfg.allocations), addresses, ingress))
+        gateways = tuple(next(v for v in vms if v.name == g).addresses[m.access]
+                         for g in ("gateway", "gateway-standby"))
+        vms.append(VmPlan(f"{m.id}-terminal", "terminal", "office", m.code,
+                          m.allocation_for("terminal", cfg.allocations),
+                          {**mgmt(number["terminal"], f"{m.id}-terminal"), m.access: str(m.terminal)},
+                          {"mgmt": operators, m.access: gateways}))
+    return Topology(tuple(segments), tuple(vms), service_addresses, controller)

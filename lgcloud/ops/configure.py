@@ -1,0 +1,153 @@
+"""``lgcloud configure``: Ansible makes every VM what it is.
+
+The inventory is generated from the live lab (the VMs the engine reports running) and the
+stack's plan; the playbook, its roles and its module library live beside each other at the
+project root. ansible-runner keeps its artifacts under the stack's state directory::
+
+    lgcloud configure --stack dev --limit 'municipality_a_city'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..model.schema import StackConfig
+from ..paths import PLAYBOOK, PROJECT_ROOT, ROLES_DIR
+from ..state.directory import state_dir, write_atomic
+from ..state.facts import record_facts
+from ..state.keys import ensure_keypair
+from ..state.secrets import stack_secrets
+from .inventory import build_inventory
+
+__all__ = ["ConfigureSummary", "HostResult", "configure"]
+
+# A host's result line in an event's stdout: `changed: [host]`, alone or after the task's banner.
+CHANGED_LINE = re.compile(r"^changed: ", re.MULTILINE)
+# Settings chosen for speed (see benchmarks/configure.py): parallel hosts, one SSH round trip
+# per task, facts gathered once and cached for the run.
+ANSIBLE_SETTINGS = {
+    "ANSIBLE_FORKS": "25",
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_HOST_KEY_CHECKING": "False",
+    "ANSIBLE_GATHERING": "smart",
+    "ANSIBLE_NOCOLOR": "True",
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_PARAMIKO_LOOK_FOR_KEYS": "False",
+    # No pseudo-terminal per command: one thing less for the VM's sshd to set up, and a script's
+    # stderr stays out of the stdout the roles read.
+    "ANSIBLE_PARAMIKO_PTY": "False",
+}
+
+
+@dataclass
+class HostResult:
+    """What one VM's run came to: task counts and, for failures, what went wrong."""
+
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConfigureSummary:
+    """One configure run: runner's status and exit code, each host's result, where the artifacts are."""
+
+    status: str
+    rc: int
+    hosts: dict[str, HostResult]
+    artifacts: Path
+    seconds: float
+    check: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.rc == 0
+
+    def total(self, what: str) -> int:
+        """The sum over every host of one count: ``ok``, ``changed``, ``failed`` or ``unreachable``."""
+        return sum(getattr(result, what) for result in self.hosts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rc": self.rc, "seconds": round(self.seconds, 2), "check": self.check,
+                "hosts": {host: asdict(result) for host, result in self.hosts.items()}}
+
+
+def configure(cfg: StackConfig, running: set[str], limit: str | None = None, check: bool = False,
+              on_event: Callable[[str, str, str], None] = lambda host, task, state: None,
+              settings: dict[str, str] | None = None) -> ConfigureSummary:
+    """Run the site playbook on the stack's running VMs; report per host."""
+    import ansible_runner
+
+    started = time.monotonic()
+    data_dir = state_dir(cfg.stack) / "ansible"
+    (data_dir / "inventory").mkdir(parents=True, exist_ok=True)
+    (data_dir / "env").mkdir(exist_ok=True)
+    inventory = data_dir / "inventory" / "lab.yml"
+    document = build_inventory(cfg, ensure_keypair(cfg.stack).private, running)
+    write_atomic(inventory, yaml.safe_dump(document, allow_unicode=True, sort_keys=False), 0o600)
+    # Secrets reach Ansible through runner's extravars file, never a command line or a label.
+    write_atomic(data_dir / "env" / "extravars", json.dumps(stack_secrets(cfg.stack).as_extravars()), 0o600)
+    # Runner writes a run's cmdline to env/cmdline once and reads it on every later run that passes
+    # none: without this, the runs after a `--check` would all be checks too.
+    (data_dir / "env" / "cmdline").unlink(missing_ok=True)
+    hosts: dict[str, HostResult] = defaultdict(HostResult)
+    published: dict[str, Any] = {}  # what the roles handed over with set_stats
+    current = {"task": ""}
+
+    def handle(event: dict[str, Any]) -> bool:
+        data = event.get("event_data", {})
+        kind = event.get("event", "")
+        if kind == "playbook_on_task_start":
+            current["task"] = data.get("task", "")
+        elif kind == "playbook_on_stats":
+            published.update(data.get("artifact_data") or {})
+        host = data.get("host")
+        if not host or not kind.startswith("runner_on_"):
+            return True
+        result = hosts[host]
+        state = kind.removeprefix("runner_on_")
+        if state == "ok":
+            result.ok += 1
+            # A no_log task's result is censored, changed flag included; its stdout line is not (after
+            # the task's banner, which a free strategy prints with each host's result).
+            if data.get("res", {}).get("changed") or CHANGED_LINE.search(event.get("stdout", "")):
+                result.changed += 1
+                state = "changed"
+        elif state == "failed" and not data.get("ignore_errors"):
+            result.failed += 1
+            message = data.get("res", {}).get("msg") or data.get("res", {}).get("stderr") or ""
+            result.failures.append(f"{data.get('task')}: {str(message).strip()[:400]}")
+        elif state == "unreachable":
+            result.unreachable += 1
+            result.failures.append(f"unreachable: {data.get('res', {}).get('msg', '')}")
+        elif state == "skipped":
+            result.skipped += 1
+        on_event(host, data.get("task", current["task"]), state)
+        return True
+
+    runner = ansible_runner.run(
+        private_data_dir=str(data_dir), project_dir=str(PROJECT_ROOT), playbook=PLAYBOOK,
+        inventory=str(inventory), limit=limit, cmdline="--check --diff" if check else None,
+        envvars={**ANSIBLE_SETTINGS, **(settings or {}), "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+                 # ansible-playbook of the same environment as lgcloud, activated or not
+                 "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+        event_handler=handle, quiet=True, rotate_artifacts=5,
+    )
+    if not check:
+        record_facts(cfg.stack, published)
+    return ConfigureSummary(runner.status, runner.rc, dict(hosts), Path(runner.config.artifact_dir),
+                            time.monotonic() - started, check)

@@ -1,0 +1,84 @@
+"""A clerk at an office terminal, registering residents at a steady rate during a drill.
+
+The generator (``files/lgcloud-clerk``) runs inside the terminal VM (python3, stdlib only), goes
+through the gateway by the service's name as a clerk's client would, and appends one JSON line
+per attempt to its log: ``{"sent": t0, "done": t1, "status": 201, "code": "<住民票コード>"}`` —
+`code` only when the service acknowledged the write. The drill reads the log afterwards: it is
+the office's own record of what the service promised to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .lab import Lab
+
+__all__ = ["Attempt", "Clerk"]
+
+GENERATOR = Path(__file__).with_name("files") / "lgcloud-clerk"
+LOG = "/var/log/lgcloud-clerk.jsonl"
+SCRIPT = "/usr/local/bin/lgcloud-clerk"
+STOP = "/run/lgcloud-clerk.stop"
+PID = "/run/lgcloud-clerk.pid"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    sent: float
+    done: float
+    status: int | None
+    code: str | None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.code is not None
+
+
+def _entries(text: str) -> list[dict]:
+    found = []
+    for line in text.splitlines():
+        try:
+            found.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by the stop: not acknowledged to anyone
+    return found
+
+
+class Clerk:
+    """The load generator on one municipality's office terminal."""
+
+    def __init__(self, lab: Lab, municipality: str, interval: float = 0.2) -> None:
+        self.lab, self.pair, self.interval = lab, lab.pair(municipality), interval
+
+    def start(self) -> None:
+        vm = self.pair.terminal
+        self.lab.run(vm, f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG}",
+                     stdin=GENERATOR.read_text(encoding="utf-8"))
+        args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP))
+        self.lab.run(vm, f"setsid nohup {args} >/dev/null 2>&1 < /dev/null & echo $! > {PID}")
+
+    def stop(self) -> list[Attempt]:
+        vm = self.pair.terminal
+        self.lab.run(vm, f"touch {STOP}; while kill -0 $(cat {PID}) 2>/dev/null; do sleep 0.1; done", timeout=10)
+        return self.attempts()
+
+    def attempts(self) -> list[Attempt]:
+        log = self.lab.run(self.pair.terminal, f"cat {LOG} 2>/dev/null || true")
+        return [Attempt(e["sent"], e["done"], e.get("status"), e.get("code")) for e in _entries(log)]
+
+    def acknowledged_since(self, moment: float) -> bool:
+        """Whether a write sent after `moment` has been acknowledged (the office is served again)."""
+        tail = self.lab.run(self.pair.terminal, f"tail -n 20 {LOG} 2>/dev/null || true")
+        return any(e.get("code") and e["sent"] >= moment for e in _entries(tail))
+
+    def wait_served(self, since: float, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.acknowledged_since(since):
+                return True
+            time.sleep(0.3)
+        return False

@@ -1,0 +1,139 @@
+"""The drill: inject a disaster while the offices write, let the runbook recover, measure.
+
+Every drill follows one script: check the lab is in the state the scenario starts from, take
+checksums of the data, start a clerk at each affected office, inject, let the runbook detect and
+recover on its own (it is not told when the injection happened), wait until each office is served
+again, then compare the clerks' logs with the surviving databases row by row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from ...model.schema import StackConfig
+from ...state.failover import Failover, served_from_backup
+from .clerk import Attempt, Clerk
+from .lab import Lab, LabError, Pair
+from .measure import Outcome, checksum, in_sync, integrity, judge, present, primary_of
+from .report import DrillReport
+from .runbook import Step, Timeline
+from .scenarios import SCENARIOS, DrillInvalid, Exercise, Scenario
+
+__all__ = ["SERVED_TIMEOUT", "run_drill"]
+
+SERVED_TIMEOUT = 90.0  # how long an office may wait to be served again before the drill says it was not
+
+
+def run_drill(cfg: StackConfig, scenario: str, municipality: str | None = None,
+              on_step: Callable[[Step], None] = lambda step: None) -> DrillReport:
+    """Run one drill on the stack's lab and return its report (not yet written)."""
+    if scenario not in SCENARIOS:
+        raise DrillInvalid(f"unknown scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)}")
+    lab = Lab(cfg)
+    try:
+        return _drill(lab, cfg, SCENARIOS[scenario](), municipality, Timeline(on_step=on_step))
+    finally:
+        lab.close()
+
+
+def _preflight(lab: Lab, scenario: Scenario, pairs: list[Pair]) -> None:
+    try:
+        stopped = sorted(vm for vm in scenario.needed(lab) if not lab.running(vm))
+    except LabError as exc:
+        raise DrillInvalid(str(exc)) from None
+    if stopped:
+        raise DrillInvalid(f"VMs not running: {', '.join(stopped)}; run `lgcloud up --stack {lab.stack}`")
+    if not scenario.from_backup:
+        for p in pairs:
+            if lab.sql(p.db, f"SELECT state FROM pg_stat_replication WHERE application_name = '{p.slot}'") != "streaming":
+                raise DrillInvalid(f"{p.replica} does not stream from {p.db}; run `lgcloud configure --stack {lab.stack}`")
+
+
+def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | None,
+           timeline: Timeline) -> DrillReport:
+    pairs = scenario.affected(lab, municipality)
+    _preflight(lab, scenario, pairs)
+    started = time.time()
+
+    # Data before: both sides agree (or, on failback, the serving side's rows as they are).
+    before: dict[str, dict[str, str]] = {}
+    for p in pairs:
+        primary = primary_of(lab, p)
+        snapshot = lab.sql(primary, "SELECT now()")
+        if scenario.from_backup:
+            before[p.id] = {"at": snapshot, "primary": checksum(lab, primary)}
+        else:
+            a, b = in_sync(lab, p.db, p.replica)
+            before[p.id] = {"at": snapshot, "primary": a, "replica": b}
+    timeline.log("lab", "checksums taken", ", ".join(f"{k}: {v['primary'].split()[0]} rows" for k, v in before.items()))
+
+    clerks = {p.id: Clerk(lab, p.id) for p in pairs}
+    try:
+        for clerk in clerks.values():
+            clerk.start()
+        injection, errors = _exercise(lab, scenario, pairs, clerks, timeline)
+        time.sleep(1.0)  # a last second of writes on the recovered service
+    finally:
+        attempts = {p.id: _stop(clerks[p.id]) for p in pairs}
+    timeline.log("lab", "clerks stopped", ", ".join(f"{k}: {len(v)} attempts" for k, v in attempts.items()))
+
+    results = []
+    for p in pairs:
+        primary = primary_of(lab, p)
+        codes = [a.code for a in attempts[p.id] if a.code]
+        outcome = Outcome(p, attempts[p.id], present(lab, primary, codes))
+        result = judge(cfg, outcome, injection, integrity(lab, p, primary, before[p.id], not scenario.from_backup))
+        scenario.judge(result)
+        results.append(result)
+    return DrillReport(
+        scenario=scenario.name, description=scenario.description, stack=lab.stack,
+        started=started, injection=injection, finished=time.time(),
+        passed=not errors and all(r.passed for r in results), errors=errors, municipalities=results,
+        timeline=list(timeline.steps), state_after=_state_after(lab.stack, served_from_backup(lab.stack)),
+    )
+
+
+def _stop(clerk: Clerk) -> list[Attempt]:
+    try:
+        return clerk.stop()
+    except LabError:  # a terminal that cannot be reached: its clerk wrote nothing we can count
+        return []
+
+
+def _exercise(lab: Lab, scenario: Scenario, pairs: list[Pair], clerks: dict[str, Clerk],
+              timeline: Timeline) -> tuple[float, list[str]]:
+    """Warm up, inject, let the runbook recover, wait until the offices are served again."""
+    warm = time.time()
+    for p in pairs:
+        if not clerks[p.id].wait_served(warm, 30):
+            raise LabError(f"{p.terminal} gets no acknowledged write before the drill; check `lgcloud status`")
+    timeline.log("lab", "clerks writing", f"{len(clerks)} office(s), one registration every 0.2 s each")
+    time.sleep(1.0)
+
+    with ThreadPoolExecutor(max(4, len(pairs) * 2)) as pool:
+        exercise = Exercise(lab, pairs, timeline, pool)
+        try:
+            scenario.watch(exercise)
+            if exercise.tasks:
+                time.sleep(0.3)  # the watchers have their first heartbeats
+            injection = scenario.inject(exercise)
+            scenario.restore(exercise)
+            if scenario.waits_for_offices:
+                for p in pairs:
+                    if not clerks[p.id].wait_served(injection, SERVED_TIMEOUT):
+                        exercise.errors.append(f"{p.terminal} was not served again within {SERVED_TIMEOUT:.0f} s")
+        finally:
+            exercise.stop.set()  # watchers that never saw a miss end here, whatever happened
+        for task in exercise.tasks:
+            task.result(timeout=600)
+    return injection, exercise.errors
+
+
+def _state_after(stack: str, served: dict[str, Failover]) -> str:
+    if not served:
+        return "normal: every municipality is served from the center, replicated to the backup site"
+    return (f"served from the backup site: {', '.join(served)} (the center's databases are fenced: stopped or "
+            f"cut off, standby.signal on disk). `lgcloud configure` refuses to run in this state; "
+            f"`lgcloud drill failback --stack {stack}` rebuilds the center and switches back")

@@ -1,0 +1,216 @@
+"""The running lab as a drill sees it: VMs (containers), their shells over SSH, their databases.
+
+Drills act where an operator would: on the sites' hypervisors (the Docker Engines) for what a VM
+cannot do to itself — killing it, cutting its network ports, writing to the disk of a stopped VM —
+and inside the VMs over SSH on mgmt (paramiko, one kept-open session per VM) for the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import socket
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+
+import docker
+import paramiko
+
+from ...engine.realise import connect
+from ...errors import OperatorError
+from ...model.naming import endpoint_or_default, replica_slot, segment_resource, service_url, vm_resource
+from ...model.schema import Municipality, StackConfig
+from ...model.topology import Topology, plan
+from ...state.keys import ensure_keypair
+from ...state.secrets import stack_secrets
+
+__all__ = ["Lab", "LabError", "Pair"]
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_DATA = "/var/lib/postgresql/15/main"
+REPLICATION_USER = "replicator"  # roles/postgresql/defaults/main.yml
+
+
+class LabError(OperatorError):
+    """The lab is not in a state the drill can work from; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One municipality's database pair and the names around it."""
+
+    id: str
+    code: str
+    name: str
+    replication: str
+    db: str  # VM names
+    replica: str
+    app: str
+    app_standby: str
+    terminal: str
+    slot: str  # replication slot and application_name of whichever side is the standby
+    service_address: str
+    url: str  # what the office uses
+
+
+class Lab:
+    def __init__(self, cfg: StackConfig) -> None:
+        self.cfg = cfg
+        self.topology: Topology = plan(cfg)
+        self.stack = cfg.stack
+        # One client per site endpoint; both are the local engine unless the stack says otherwise.
+        self._engines = {site: connect(endpoint_or_default(spec.endpoint)) for site, spec in cfg.sites.items()}
+        self._key = paramiko.Ed25519Key.from_private_key_file(str(ensure_keypair(cfg.stack).private))
+        self._sessions: dict[str, paramiko.SSHClient] = {}
+        self._lock = threading.Lock()
+        self.pairs = {m.id: self._pair(m) for m in cfg.municipalities}
+
+    def _pair(self, m: Municipality) -> Pair:
+        return Pair(m.id, m.code, m.name, m.replication, f"{m.id}-db", f"{m.id}-db-replica", f"{m.id}-app",
+                    f"{m.id}-app-standby", f"{m.id}-terminal", replica_slot(m.id),
+                    self.topology.service_addresses[m.id], service_url("jumin", m.id))
+
+    def pair(self, municipality: str) -> Pair:
+        for p in self.pairs.values():
+            if municipality in (p.id, p.code):
+                return p
+        known = ", ".join(f"{p.id} ({p.code})" for p in self.pairs.values())
+        raise LabError(f"no municipality {municipality!r} in stack {self.stack}; known: {known}")
+
+    # --- the hypervisor's view ---
+
+    def container(self, vm: str):
+        site = self.topology.vm(vm).site
+        engine = self._engines.get(site, self._engines["center"])  # offices live with the center
+        try:
+            return engine.containers.get(vm_resource(self.stack, vm))
+        except docker.errors.NotFound:
+            raise LabError(f"VM {vm} does not exist; run `lgcloud up --stack {self.stack}`") from None
+
+    def running(self, vm: str) -> bool:
+        c = self.container(vm)
+        c.reload()
+        return c.status == "running"
+
+    def kill(self, vm: str) -> None:
+        """Pull the plug: no shutdown, no flush, as a power loss would."""
+        c = self.container(vm)
+        if c.status == "running":
+            try:
+                c.kill()
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: it stopped meanwhile (the injection got there first)
+                    raise
+        self.forget(vm)
+
+    def start(self, vm: str) -> None:
+        c = self.container(vm)
+        c.reload()
+        if c.status != "running":
+            c.start()
+        self.forget(vm)
+
+    def network(self, segment: str):
+        return self._engines[self.topology.segment(segment).site].networks.get(segment_resource(self.stack, segment))
+
+    def attached(self, vm: str, segment: str) -> bool:
+        c = self.container(vm)
+        c.reload()
+        return segment_resource(self.stack, segment) in c.attrs["NetworkSettings"]["Networks"]
+
+    def cut(self, vm: str, segment: str) -> None:
+        """Disable the VM's port on a segment (works on a stopped VM too)."""
+        if self.attached(vm, segment):
+            self.network(segment).disconnect(self.container(vm), force=True)
+
+    def plug(self, vm: str, segment: str) -> None:
+        """Give the VM its port on a segment back, with its declared address."""
+        if not self.attached(vm, segment):
+            address = self.topology.vm(vm).addresses[segment]
+            self.network(segment).connect(self.container(vm), ipv4_address=address)
+
+    def write_file(self, vm: str, path: str, content: bytes, mode: int = 0o644, uid: int = 0) -> None:
+        """Write a file onto the VM's disk through the hypervisor: works while the VM is off."""
+        directory, _, name = path.rpartition("/")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(content), mode, uid, uid, time.time()
+            tar.addfile(info, io.BytesIO(content))
+        self.container(vm).put_archive(directory or "/", buffer.getvalue())
+
+    def read_file(self, vm: str, path: str) -> bytes:
+        """Read a file from the VM's disk through the hypervisor: works while the VM is off."""
+        stream, _ = self.container(vm).get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            return tar.extractfile(member).read()
+
+    # --- inside the VMs ---
+
+    def mgmt(self, vm: str) -> str:
+        return self.topology.vm(vm).addresses["mgmt"]
+
+    def alive(self, vm: str, timeout: float = 0.3) -> bool:
+        """A heartbeat: the VM's sshd accepts a connection on mgmt within `timeout`."""
+        try:
+            with socket.create_connection((self.mgmt(vm), 22), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    def wait_alive(self, vm: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.alive(vm, 1):
+            if time.monotonic() > deadline:
+                raise LabError(f"{vm} did not answer on mgmt within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def session(self, vm: str) -> paramiko.SSHClient:
+        with self._lock:
+            client = self._sessions.get(vm)
+            if client and client.get_transport() and client.get_transport().is_active():
+                return client
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # VMs are remade: keys are not pinned
+        client.connect(self.mgmt(vm), username="root", pkey=self._key, timeout=5, banner_timeout=5,
+                       auth_timeout=5, allow_agent=False, look_for_keys=False)
+        with self._lock:
+            self._sessions[vm] = client
+        return client
+
+    def forget(self, vm: str) -> None:
+        with self._lock:
+            client = self._sessions.pop(vm, None)
+        if client:
+            client.close()
+
+    def run(self, vm: str, command: str, stdin: str = "", timeout: float = 60, check: bool = True) -> str:
+        """Run a shell command on a VM; its stdout, or LabError naming the VM and stderr."""
+        try:
+            _, out, err = self.session(vm).exec_command(command, timeout=timeout)
+            if stdin:
+                out.channel.sendall(stdin.encode())
+            out.channel.shutdown_write()
+            text, error = out.read().decode(), err.read().decode()
+            status = out.channel.recv_exit_status()
+        except (OSError, paramiko.SSHException) as exc:
+            self.forget(vm)
+            raise LabError(f"{vm}: {exc.__class__.__name__}: {exc}") from None
+        if check and status != 0:
+            raise LabError(f"{vm}: `{command[:80]}` exited {status}: {error.strip()[-400:]}")
+        return text
+
+    def sql(self, vm: str, query: str, database: str = "jumin", timeout: float = 30) -> str:
+        """One statement through psql as postgres on the local socket; unaligned output."""
+        return self.run(vm, f"chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {database} "
+                            f"-c {shlex.quote(query)}", timeout=timeout).strip()
+
+    def replication_password(self) -> str:
+        return stack_secrets(self.stack).postgresql_replication_password
+
+    def close(self) -> None:
+        for vm in list(self._sessions):
+            self.forget(vm)

@@ -1,0 +1,116 @@
+"""What a drill measures: the data on both sides, and the clerks' logs turned into RTO, RPO and a
+verdict per municipality."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ...model.schema import StackConfig
+from ...state.failover import served_from_backup
+from .clerk import Attempt
+from .lab import Lab, Pair
+from .report import Integrity, MunicipalityResult, Targets
+
+__all__ = ["Outcome", "caught_up", "checksum", "in_sync", "integrity", "judge", "present", "primary_of", "recovery"]
+
+# Count and MD5 of every row, in 住民票コード order: equal sums, equal tables.
+_TABLE_SUM = ("SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.resident_code)), '-') "
+              "FROM residents t")
+
+
+@dataclass
+class Outcome:
+    """What one office saw and what the serving database holds of it."""
+
+    pair: Pair
+    attempts: list[Attempt]
+    present: set[str]  # acknowledged codes found on the surviving primary
+
+
+def checksum(lab: Lab, vm: str, until: str | None = None) -> str:
+    """Row count and MD5 of the residents table, or of the rows recorded up to `until`."""
+    where = f" WHERE t.recorded_at <= '{until}'" if until else ""
+    return lab.sql(vm, _TABLE_SUM + where)
+
+
+def caught_up(lab: Lab, primary: str, replica: str, timeout: float) -> str | None:
+    """Wait until the replica has replayed everything the primary had written; that position, or None."""
+    target = lab.sql(primary, "SELECT pg_current_wal_lsn()")
+    deadline = time.monotonic() + timeout
+    while lab.sql(replica, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") != "t":
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+    return target
+
+
+def in_sync(lab: Lab, primary: str, replica: str, timeout: float = 30) -> tuple[str, str]:
+    """Checksums of both sides once the replica has caught up (or at `timeout`: they then differ)."""
+    caught_up(lab, primary, replica, timeout)
+    return checksum(lab, primary), checksum(lab, replica)
+
+
+def primary_of(lab: Lab, pair: Pair) -> str:
+    """The VM serving the municipality's writes now."""
+    return pair.replica if pair.id in served_from_backup(lab.stack) else pair.db
+
+
+def present(lab: Lab, vm: str, codes: list[str]) -> set[str]:
+    """Which of the acknowledged 住民票コード the database on `vm` holds."""
+    if not codes:
+        return set()
+    found = lab.sql(vm, "SELECT resident_code FROM residents WHERE resident_code IN ("
+                        + ",".join(f"'{c}'" for c in codes) + ")")
+    return set(found.split())
+
+
+def integrity(lab: Lab, pair: Pair, primary: str, before: dict[str, str], both_sides_before: bool) -> Integrity:
+    """Rows from before the drill unchanged on the serving side; both sides equal when both run."""
+    kept = checksum(lab, primary, until=before["at"])
+    result = Integrity(before, kept, kept == before["primary"])
+    if both_sides_before:
+        result.ok = result.ok and before["primary"] == before["replica"]
+    standby = pair.replica if primary == pair.db else None
+    if standby and lab.running(standby):
+        result.after_primary, result.after_replica = in_sync(lab, primary, standby)
+        result.ok = result.ok and result.after_primary == result.after_replica
+    return result
+
+
+def recovery(attempts: list[Attempt], injection: float) -> float | None:
+    """The longest time the office went without an acknowledged write, from the injection on;
+    None when the office was not served at the end of the drill."""
+    after = sorted((a for a in attempts if a.done > injection), key=lambda a: a.done)
+    if not after or not after[-1].acknowledged:
+        return None
+    points = [injection, *(a.done for a in after if a.acknowledged)]
+    return max(b - a for a, b in zip(points, points[1:]))
+
+
+def judge(cfg: StackConfig, outcome: Outcome, injection: float, checked: Integrity) -> MunicipalityResult:
+    """The municipality's RTO and RPO against its targets, and the verdict."""
+    p = outcome.pair
+    target = cfg.sla_for(cfg.municipality(p.id), "jumin")
+    acked = [a for a in outcome.attempts if a.acknowledged]
+    lost = [a for a in acked if a.code not in outcome.present]
+    rto = recovery(outcome.attempts, injection)
+    rpo = max(0.0, max((injection - a.done for a in lost), default=0.0))
+    problems = []
+    if rto is None:
+        problems.append("the office was not served again")
+    elif rto > target.rto_seconds:
+        problems.append(f"RTO {rto:.1f} s over the target {target.rto_seconds:g} s")
+    if lost and (p.replication == "sync" or rpo > target.rpo_seconds):
+        problems.append(f"{len(lost)} acknowledged write(s) lost")
+    if not checked.ok:
+        problems.append("data before the drill changed or the sides differ")
+    return MunicipalityResult(
+        id=p.id, code=p.code, name=p.name, replication=p.replication,
+        rto_seconds=None if rto is None else round(rto, 3), rpo_seconds=round(rpo, 3),
+        lost_writes=len(lost), lost_codes=[a.code for a in lost if a.code],
+        acknowledged_writes=len(acked), attempts=len(outcome.attempts),
+        failed_attempts=len(outcome.attempts) - len(acked),
+        targets=Targets(target.rto_seconds, target.rpo_seconds), integrity=checked,
+        passed=not problems, problems=problems,
+    )

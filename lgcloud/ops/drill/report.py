@@ -1,0 +1,155 @@
+"""A drill's report: typed results, their one JSON form, and a Markdown page an operator reads.
+
+Reports go to ``.lgcloud/<stack>/drills/<time>-<scenario>/report.{json,md}``; the latest of each
+scenario also to ``drills/latest-<scenario>.json``, which the exporter publishes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...state.directory import state_dir, write_atomic
+from .runbook import Step
+
+__all__ = ["DrillReport", "Integrity", "MunicipalityResult", "Targets", "markdown", "write"]
+
+JST = dt.timezone(dt.timedelta(hours=9))
+
+
+@dataclass(frozen=True)
+class Targets:
+    rto_seconds: float
+    rpo_seconds: float
+
+
+@dataclass
+class Integrity:
+    """Checksums (row count and MD5 of every row) before and after the drill."""
+
+    before: dict[str, str]  # "at" (the instant), "primary", and "replica" unless failback
+    kept_rows_after: str  # the rows from before, read again on the serving side afterwards
+    ok: bool
+    after_primary: str | None = None  # both sides afterwards, where both run
+    after_replica: str | None = None
+
+
+@dataclass
+class MunicipalityResult:
+    """One municipality's figures and verdict."""
+
+    id: str
+    code: str
+    name: str
+    replication: str
+    rto_seconds: float | None  # None: the office was not served again
+    rpo_seconds: float
+    lost_writes: int
+    lost_codes: list[str]
+    acknowledged_writes: int
+    attempts: int
+    failed_attempts: int
+    targets: Targets
+    integrity: Integrity
+    passed: bool
+    problems: list[str]
+    primaries_seen: list[int] | None = None  # link-partition: the distinct counts sampled
+
+    def fail(self, problem: str) -> None:
+        self.passed = False
+        self.problems.append(problem)
+
+
+@dataclass
+class DrillReport:
+    scenario: str
+    description: str
+    stack: str
+    started: float  # epoch seconds
+    injection: float
+    finished: float
+    passed: bool
+    errors: list[str]
+    municipalities: list[MunicipalityResult]
+    timeline: list[Step] = field(default_factory=list)
+    state_after: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's one JSON form (what ``--json`` prints and report.json holds)."""
+        document = asdict(self)
+        for m in document["municipalities"]:
+            if m["primaries_seen"] is None:
+                del m["primaries_seen"]
+            for key in ("after_primary", "after_replica"):
+                if m["integrity"][key] is None:
+                    del m["integrity"][key]
+        return document
+
+
+def _clock(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, JST).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
+def markdown(report: DrillReport) -> str:
+    verdict = "PASSED" if report.passed else "FAILED"
+    day = dt.datetime.fromtimestamp(report.started, JST).strftime("%Y-%m-%d %H:%M:%S JST")
+    lines = [
+        f"# Drill `{report.scenario}` on stack `{report.stack}`: {verdict}",
+        "",
+        f"{report.description}.",
+        "",
+        f"Started {day}; injection at {_clock(report.injection)}; "
+        f"finished {report.finished - report.started:.1f} s after the start.",
+        "",
+        "## Per municipality",
+        "",
+        "| municipality | replication | RTO | target | RPO | target | acknowledged | lost | integrity | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in report.municipalities:
+        t = m.targets
+        lines.append(
+            f"| {m.name} ({m.code}) | {m.replication} | {_seconds(m.rto_seconds)} | "
+            f"{t.rto_seconds:g} s | {m.rpo_seconds:.2f} s | {t.rpo_seconds:g} s | "
+            f"{m.acknowledged_writes} of {m.attempts} | {m.lost_writes} | "
+            f"{'ok' if m.integrity.ok else 'DIFFERS'} | {'met' if m.passed else 'MISSED'} |")
+    problems = [f"- {m.id}: {p}" for m in report.municipalities for p in m.problems]
+    problems += [f"- {e}" for e in report.errors]
+    if problems:
+        lines += ["", "## Problems", "", *problems]
+    lines += ["", "## Timeline (JST)", "", "| at | who | step | took | detail |", "|---|---|---|---|---|"]
+    for s in sorted(report.timeline, key=lambda s: s.at):
+        took = f"{s.seconds:.2f} s" if s.seconds else ""
+        lines.append(f"| {_clock(s.at)} | {s.municipality} | {s.name} | {took} | {s.detail} |")
+    lines += [
+        "", "## How it was measured", "",
+        "- RTO: the longest time an office went without an acknowledged write, counted from the injection "
+        "(the clerk on the office terminal registers a resident every 0.2 s through the gateway).",
+        "- RPO: acknowledged writes missing from the database that serves afterwards, compared row by row "
+        "with the clerk's log; in seconds, how far before the injection the oldest lost write was acknowledged.",
+        "- Integrity: count and MD5 of every row of `residents`, ordered by 住民票コード, on both sides before "
+        "the drill; afterwards the rows from before must be unchanged, and both sides equal where both run.",
+        "", "## State after the drill", "", report.state_after, "",
+    ]
+    return "\n".join(lines)
+
+
+def write(report: DrillReport, directory: Path | None = None) -> Path:
+    """Write report.json and report.md; keep the latest result per scenario for the exporter."""
+    drills = state_dir(report.stack) / "drills"
+    stamp = dt.datetime.fromtimestamp(report.started, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    directory = Path(directory) if directory else drills / f"{stamp}-{report.scenario}"
+    directory.mkdir(parents=True, exist_ok=True)
+    document = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
+    (directory / "report.json").write_text(document, encoding="utf-8")
+    (directory / "report.md").write_text(markdown(report), encoding="utf-8")
+    drills.mkdir(parents=True, exist_ok=True)
+    write_atomic(drills / f"latest-{report.scenario}.json", document, 0o644)
+    return directory

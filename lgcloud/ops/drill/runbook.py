@@ -1,0 +1,272 @@
+"""Failover and failback of one municipality, as runbook code: each step timed and logged.
+
+The unit of failover is a municipality: its primary database, its app and its service address
+move together between the center and the backup site; which site serves it is recorded in the
+stack's state (``lgcloud.state.failover``) before the first step.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ...model.naming import identifier
+from ...state.failover import Failover, record_failback, record_failover
+from .lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
+
+__all__ = ["Step", "Timeline", "center_returns", "detect", "failback", "failover", "restart_app", "verify"]
+
+
+@dataclass
+class Step:
+    at: float  # epoch seconds
+    municipality: str
+    name: str
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Timeline:
+    steps: list[Step] = field(default_factory=list)
+    on_step: Callable[[Step], None] = lambda step: None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def log(self, municipality: str, name: str, detail: str = "", started: float | None = None) -> Step:
+        now = time.time()
+        step = Step(started or now, municipality, name, detail, now - started if started else 0.0)
+        with self._lock:
+            self.steps.append(step)
+        self.on_step(step)
+        return step
+
+    @contextmanager
+    def step(self, municipality: str, name: str) -> Iterator[Callable[[str], None]]:
+        """Time a step: ``with timeline.step(m, "promote") as note: note("…")``."""
+        started, detail = time.time(), [""]
+        try:
+            yield lambda text: detail.__setitem__(0, text)
+        except BaseException as error:
+            self.log(municipality, name, f"FAILED: {error}", started)
+            raise
+        self.log(municipality, name, detail[0], started)
+
+
+# --- detection ---
+
+def detect(lab: Lab, vm: str, stop: threading.Event, misses: int = 2, interval: float = 0.2) -> float | None:
+    """Watch a VM's heartbeat until `misses` in a row fail; the time of the first miss, or None if stopped."""
+    missed, first = 0, None
+    while not stop.is_set():
+        began = time.time()
+        if lab.alive(vm, timeout=0.3):
+            missed, first = 0, None
+        else:
+            missed, first = missed + 1, first or began
+            if missed >= misses:
+                return first
+        stop.wait(max(0.0, interval - (time.time() - began)))
+    return None
+
+
+# --- failover ---
+
+_RECORD = "/etc/lgcloud/service-addresses"
+_record_lock = threading.Lock()  # municipalities fail over in parallel; one record per gateway
+
+
+def _gateway_release(lab: Lab, pair: Pair, timeline: Timeline) -> None:
+    """The center gateway must not answer on the address again, now or after it comes back."""
+    with timeline.step(pair.id, "release service address at the center") as note:
+        if lab.running("gateway") and lab.alive("gateway"):
+            lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
+            note(f"{pair.service_address} released by the running center gateway")
+            return
+        # Fence the lost gateway on its disk: at boot it takes back only what its record lists.
+        with _record_lock:
+            held = lab.read_file("gateway", _RECORD).decode().split()
+            kept = [a for a in held if a != pair.service_address]
+            lab.write_file("gateway", _RECORD, "".join(f"{a}\n" for a in sorted(kept)).encode())
+        note(f"{pair.service_address} struck from the lost gateway's record")
+
+
+def failover(lab: Lab, pair: Pair, timeline: Timeline, scenario: str) -> None:
+    """Fence the center's primary, promote the backup replica, move the service address, verify."""
+    # Recorded first: a failover cut short still leaves a state that `drill failback` repairs.
+    record_failover(lab.stack, pair.id, Failover(time.time(), scenario))
+    with timeline.step(pair.id, "fence the center primary") as note:
+        lab.kill(pair.db)  # STONITH: a primary that might still run is stopped first
+        # standby.signal on its disk: started again, it can only come up read-only.
+        lab.write_file(pair.db, f"{PG_DATA}/standby.signal", b"", 0o600, uid=_postgres_uid(lab, pair.replica))
+        for segment in (f"{pair.id}-center", "interconnect"):
+            lab.cut(pair.db, segment)
+        note("stopped; standby.signal written to its disk; ports on its closed segment and interconnect cut")
+    with timeline.step(pair.id, "promote the backup replica") as note:
+        promoted = lab.sql(pair.replica, "SELECT pg_promote(true, 30)")
+        if promoted != "t":
+            raise LabError(f"{pair.replica} did not finish promotion within 30 s")
+        timeline_id = int(lab.sql(pair.replica, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
+        note(f"{pair.replica} is primary (timeline {timeline_id}); no standby until failback")
+    _gateway_release(lab, pair, timeline)
+    with timeline.step(pair.id, "take service address at the backup") as note:
+        lab.run("gateway-standby", f"lgcloud-service-address take {pair.service_address}", timeout=10)
+        note(f"{pair.service_address} held by gateway-standby, announced by gratuitous ARP")
+    verify(lab, pair, timeline, "primary")
+
+
+def verify(lab: Lab, pair: Pair, timeline: Timeline, expected: str, timeout: float = 20) -> None:
+    """From the office, as a clerk: the service answers and its database is writable."""
+    with timeline.step(pair.id, "verify from the office") as note:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = lab.run(pair.terminal, f"curl -s -m 2 {pair.url}/healthz || true", timeout=10)
+            if f'"database": "{expected}"' in out or f'"database":"{expected}"' in out:
+                note(f"{pair.url}/healthz from {pair.terminal}: {expected}")
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"{pair.terminal} does not get a {expected} from {pair.url}: {out.strip()[:200]}")
+            time.sleep(0.3)
+
+
+_UID: dict[str, int] = {}
+
+
+def _postgres_uid(lab: Lab, vm: str) -> int:
+    """postgres' uid, read from a running VM of the same image (the target may be off)."""
+    if "postgres" not in _UID:
+        _UID["postgres"] = int(lab.run(vm, "id -u postgres").strip())
+    return _UID["postgres"]
+
+
+# --- failback ---
+
+def _base_backup(lab: Lab, target: str, source_address: str, slot: str) -> None:
+    """Make `target` a fresh streaming standby of the primary at `source_address`."""
+    lab.run(target, "sv -w 60 stop postgresql >/dev/null || true", timeout=90)
+    # The password travels on stdin, never on a command line.
+    script = (f"set -eu; read -r PGPASSWORD; export PGPASSWORD; rm -rf {PG_DATA}; "
+              f"install -d -o postgres -g postgres -m 0700 {PG_DATA}; "
+              f"chpst -u postgres {PG_BIN}/pg_basebackup -h {source_address} -U {REPLICATION_USER} "
+              f"-d application_name={slot} -D {PG_DATA} -S {slot} -R -X stream -c fast -w")
+    lab.run(target, f"sh -c {shlex.quote(script)}", stdin=lab.replication_password() + "\n", timeout=300)
+    lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
+
+
+def _follow(lab: Lab, target: str, source_address: str, slot: str) -> None:
+    """Make a cleanly stopped former primary a standby of the new one, without copying data.
+
+    The new primary replayed the old one's final checkpoint before its promotion, so the old
+    one's history is a prefix of the new timeline and it can follow it from where it stopped."""
+    script = (f"set -eu; read -r password; conf={PG_DATA}/postgresql.auto.conf; "
+              "grep -v -e '^primary_conninfo' -e '^primary_slot_name' -e '^synchronous_standby_names' \"$conf\" > \"$conf.new\" || true; "
+              f"printf \"primary_conninfo = 'host={source_address} port=5432 user={REPLICATION_USER} "
+              f"password=%s application_name={slot}'\\nprimary_slot_name = '{slot}'\\n\" \"$password\" >> \"$conf.new\"; "
+              "chown postgres:postgres \"$conf.new\"; chmod 0600 \"$conf.new\"; mv \"$conf.new\" \"$conf\"; "
+              f"install -o postgres -g postgres -m 0600 /dev/null {PG_DATA}/standby.signal")
+    lab.run(target, f"sh -c {shlex.quote(script)}", stdin=lab.replication_password() + "\n", timeout=30)
+    lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
+
+
+def _ensure_slot(lab: Lab, vm: str, slot: str) -> None:
+    lab.sql(vm, f"SELECT pg_create_physical_replication_slot('{slot}', true) "
+                f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')")
+
+
+def _wait_streaming(lab: Lab, primary: str, slot: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while lab.sql(primary, f"SELECT state FROM pg_stat_replication WHERE application_name = '{slot}'") != "streaming":
+        if time.monotonic() > deadline:
+            raise LabError(f"the standby {slot} does not stream from {primary} after {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+def _wait_backend_up(lab: Lab, gateway: str, pair: Pair, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    backend = f"jumin_{identifier(pair.id)}"
+    while True:
+        csv = lab.run(gateway, f"curl -s -m 2 'http://{lab.mgmt(gateway)}:8404/stats;csv'", timeout=10)
+        rows = [line.split(",") for line in csv.splitlines() if line.startswith(backend + ",")]
+        if any(r[1] not in ("FRONTEND", "BACKEND") and r[17].startswith("UP") for r in rows):
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"{gateway} does not see {pair.id}'s app UP after {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+def center_returns(lab: Lab, pairs: list[Pair], timeline: Timeline) -> None:
+    """Power on whatever is off at the center; fenced databases come up read-only."""
+    with timeline.step("lab", "start the center's VMs") as note:
+        for pair in pairs:
+            lab.plug(pair.db, "interconnect")  # a VM's firewall is placed at boot, on the ports it has
+        center = [vm.name for vm in lab.topology.vms if vm.site == "center"]
+        off = [vm for vm in center if not lab.running(vm)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lab.start, off))
+            list(pool.map(lab.wait_alive, center))
+        note(f"{len(off)} VMs started; every center VM answers on mgmt")
+
+
+def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
+    """Rebuild the center as the replica, then switch the service back with no loss."""
+    center_db, backup_db = pair.db, pair.replica
+    with timeline.step(pair.id, "rebuild the center database as a standby") as note:
+        # Its port on the closed segment comes back now, so PostgreSQL listens there from its start;
+        # the old primary is gone with the base backup and a standby cannot take writes.
+        lab.plug(center_db, f"{pair.id}-center")
+        _ensure_slot(lab, backup_db, pair.slot)
+        _base_backup(lab, center_db, lab.topology.vm(backup_db).addresses["interconnect"], pair.slot)
+        _wait_streaming(lab, backup_db, pair.slot)
+        if pair.replication == "sync":
+            lab.sql(backup_db, f"ALTER SYSTEM SET synchronous_standby_names = '\"{pair.slot}\"'")
+            lab.sql(backup_db, "SELECT pg_reload_conf()")
+        note(f"fresh base backup over interconnect; streaming ({pair.replication}) from {backup_db}; "
+             "back on its closed segment, read-only")
+    with timeline.step(pair.id, "stop writes at the backup") as note:
+        lab.run("gateway-standby", f"lgcloud-service-address release {pair.service_address}", timeout=10)
+        lab.run(backup_db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
+        note("service address released; backup primary shut down cleanly (all WAL sent)")
+    with timeline.step(pair.id, "promote the center database") as note:
+        checkpoint = lab.run(backup_db, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}")
+        final = next(line.split(":", 1)[1].strip() for line in checkpoint.splitlines()
+                     if line.startswith("Latest checkpoint location"))
+        caught = lab.sql(center_db, f"SELECT pg_last_wal_replay_lsn() >= '{final}'::pg_lsn")
+        if caught != "t":
+            raise LabError(f"{center_db} has not replayed the backup's final checkpoint {final}; "
+                           "the backup stays the source of truth: start its postgresql and retry failback")
+        if lab.sql(center_db, "SELECT pg_promote(true, 30)") != "t":
+            raise LabError(f"{center_db} did not finish promotion within 30 s")
+        _ensure_slot(lab, center_db, pair.slot)
+        note(f"{center_db} replayed up to {final} and is primary")
+    record_failback(lab.stack, pair.id)
+    with timeline.step(pair.id, "make the backup a standby again") as note:
+        center_link = lab.topology.vm(center_db).addresses["interconnect"]
+        _follow(lab, backup_db, center_link, pair.slot)
+        try:
+            _wait_streaming(lab, center_db, pair.slot, timeout=15)
+            note(f"{backup_db} follows {center_db}'s new timeline ({pair.replication})")
+        except LabError:
+            _base_backup(lab, backup_db, center_link, pair.slot)
+            _wait_streaming(lab, center_db, pair.slot)
+            note(f"{backup_db} could not follow; rebuilt from a fresh base backup ({pair.replication})")
+    with timeline.step(pair.id, "take service address at the center") as note:
+        _wait_backend_up(lab, "gateway", pair)
+        lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
+        note(f"{pair.service_address} held by the center gateway again")
+    verify(lab, pair, timeline, "primary")
+
+
+def restart_app(lab: Lab, pair: Pair, timeline: Timeline) -> None:
+    """An app VM died: its hypervisor starts it again on the same site (its disk is intact)."""
+    with timeline.step(pair.id, "restart the app VM") as note:
+        lab.start(pair.app)
+        lab.wait_alive(pair.app)
+        note(f"{pair.app} started again")
+    with timeline.step(pair.id, "wait for the gateway to see the app") as note:
+        _wait_backend_up(lab, "gateway", pair)
+        note("HAProxy's health check passes")
+    verify(lab, pair, timeline, "primary")

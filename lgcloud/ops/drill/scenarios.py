@@ -1,0 +1,248 @@
+"""The drills' scenarios, each an object of the same shape: which municipalities it affects, what
+runbook watches, the injection, what restores the lab, and any figure of its own.
+
+    >>> sorted(SCENARIOS)
+    ['app-loss', 'db-loss', 'failback', 'link-partition', 'site-loss']
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ...errors import EXIT_BAD_INPUT, OperatorError
+from ...state.failover import served_from_backup
+from .lab import Lab, LabError, Pair
+from .measure import caught_up
+from .report import MunicipalityResult
+from .runbook import Timeline, center_returns, detect, failback, failover, restart_app
+
+__all__ = ["PARTITION_SECONDS", "SCENARIOS", "DrillInvalid", "Exercise", "Scenario"]
+
+PARTITION_SECONDS = 10.0
+
+
+class DrillInvalid(OperatorError):
+    """The drill cannot start from here (bad argument or lab state); nothing was changed."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "nothing was changed")
+
+
+@dataclass
+class Exercise:
+    """One drill under way: the lab, the municipalities it affects, and the runbook's tasks."""
+
+    lab: Lab
+    pairs: list[Pair]
+    timeline: Timeline
+    pool: ThreadPoolExecutor
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[str] = field(default_factory=list)
+    tasks: list[Future[None]] = field(default_factory=list)
+
+    def run(self, task: Callable[[], None]) -> None:
+        """Run a runbook task beside the drill; a failure fails the drill, reported."""
+        def guarded() -> None:
+            try:
+                task()
+            except Exception as exc:  # noqa: BLE001 - reported as the drill's error
+                self.errors.append(f"{exc.__class__.__name__}: {exc}")
+        self.tasks.append(self.pool.submit(guarded))
+
+    def watch(self, pair: Pair, vm: str, recover: Callable[[Lab, Pair, Timeline], None]) -> None:
+        """The runbook watches `vm`'s heartbeat and recovers `pair` once it is missed."""
+        def task() -> None:
+            noticed = detect(self.lab, vm, self.stop)
+            if noticed is None:
+                return
+            self.timeline.log(pair.id, "detected", f"{vm} missed its heartbeats", noticed)
+            recover(self.lab, pair, self.timeline)
+        self.run(task)
+
+
+class Scenario:
+    """A disaster and its recovery. Subclasses say what is injected and how the lab comes back."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    every_municipality: ClassVar[bool] = False  # the whole center or link: no --municipality
+    from_backup: ClassVar[bool] = False  # starts where municipalities are served from the backup site
+    waits_for_offices: ClassVar[bool] = True  # the runbook's own steps end with the office served
+
+    def affected(self, lab: Lab, municipality: str | None) -> list[Pair]:
+        """The municipalities the drill acts on; DrillInvalid when it cannot start from here."""
+        served = served_from_backup(lab.stack)
+        chosen = []
+        if municipality:
+            try:
+                chosen = [lab.pair(municipality)]
+            except LabError as exc:
+                raise DrillInvalid(str(exc)) from None
+        if self.from_backup:
+            if not served:
+                raise DrillInvalid("every municipality is served from the center already: nothing to fail back")
+            pairs = chosen or [lab.pairs[m] for m in served if m in lab.pairs]
+            for p in pairs:
+                if p.id not in served:
+                    raise DrillInvalid(f"{p.id} is served from the center already; failed over: {', '.join(served)}")
+            return pairs
+        if served:
+            raise DrillInvalid(f"served from the backup site since an earlier drill: {', '.join(served)}; "
+                               f"run `lgcloud drill failback --stack {lab.stack}` first")
+        if self.every_municipality:
+            if municipality:
+                raise DrillInvalid(f"{self.name} affects every municipality; drop --municipality")
+            return list(lab.pairs.values())
+        pairs = list(lab.pairs.values())
+        return chosen or [next((p for p in pairs if p.replication == "sync"), pairs[0])]
+
+    def needed(self, lab: Lab) -> set[str]:
+        """VMs that must run before the drill starts."""
+        return {vm.name for vm in lab.topology.vms}
+
+    def watch(self, exercise: Exercise) -> None:
+        """Start the runbook's watchers, before the injection (they are not told when it comes)."""
+
+    def inject(self, exercise: Exercise) -> float:
+        """Cause the disaster; return when it happened (epoch seconds)."""
+        raise NotImplementedError
+
+    def restore(self, exercise: Exercise) -> None:
+        """What brings the lab back once the disaster is injected, beyond the watchers' recovery."""
+
+    def judge(self, result: MunicipalityResult) -> None:
+        """A verdict of the scenario's own, added to the municipality's."""
+
+
+class SiteLoss(Scenario):
+    name = "site-loss"
+    description = "the whole center is lost while the offices write; every municipality fails over"
+    every_municipality = True
+
+    def watch(self, exercise: Exercise) -> None:
+        for p in exercise.pairs:
+            exercise.watch(p, p.db, lambda lab, pair, timeline: failover(lab, pair, timeline, self.name))
+
+    def inject(self, exercise: Exercise) -> float:
+        lab = exercise.lab
+        injection = time.time()
+        center = [vm.name for vm in lab.topology.vms if vm.site == "center"]
+        with ThreadPoolExecutor(len(center)) as killers:  # the whole site at once, not one by one
+            list(killers.map(lab.kill, center))
+        exercise.timeline.log("lab", "injected: center lost", f"{len(center)} VMs powered off", injection)
+        return injection
+
+
+class DbLoss(Scenario):
+    name = "db-loss"
+    description = "one municipality's primary database VM dies; that municipality fails over"
+
+    def watch(self, exercise: Exercise) -> None:
+        p = exercise.pairs[0]
+        exercise.watch(p, p.db, lambda lab, pair, timeline: failover(lab, pair, timeline, self.name))
+
+    def inject(self, exercise: Exercise) -> float:
+        p = exercise.pairs[0]
+        injection = time.time()
+        exercise.lab.kill(p.db)
+        exercise.timeline.log(p.id, f"injected: {p.db} lost", "powered off", injection)
+        return injection
+
+
+class AppLoss(Scenario):
+    name = "app-loss"
+    description = "one municipality's app VM dies; its hypervisor starts it again"
+
+    def watch(self, exercise: Exercise) -> None:
+        p = exercise.pairs[0]
+        exercise.watch(p, p.app, restart_app)
+
+    def inject(self, exercise: Exercise) -> float:
+        p = exercise.pairs[0]
+        injection = time.time()
+        exercise.lab.kill(p.app)
+        exercise.timeline.log(p.id, f"injected: {p.app} lost", "powered off", injection)
+        return injection
+
+
+class LinkPartition(Scenario):
+    name = "link-partition"
+    description = ("interconnect is cut between the sites for 10 s, then restored; nobody fails over: "
+                   "synchronous municipalities' writes stall (never acknowledged, so never lost) until the "
+                   "link returns, asynchronous ones go on")
+    every_municipality = True
+
+    def __init__(self) -> None:
+        self.primaries: dict[str, list[int]] = {}  # per municipality: primaries counted at each sample
+        self.injection = 0.0
+
+    def watch(self, exercise: Exercise) -> None:
+        # The runbook keeps watching the primaries: a cut link must not make it fail over.
+        for p in exercise.pairs:
+            exercise.watch(p, p.db, lambda lab, pair, timeline: failover(lab, pair, timeline, self.name))
+
+    def inject(self, exercise: Exercise) -> float:
+        """Cut the backup site's replicas from interconnect, and sample who is primary meanwhile."""
+        lab, pairs = exercise.lab, exercise.pairs
+        injection = time.time()
+        for p in pairs:
+            lab.cut(p.replica, "interconnect")
+        exercise.timeline.log("lab", "injected: interconnect cut", f"{len(pairs)} replica port(s) down", injection)
+        self.primaries = {p.id: [] for p in pairs}
+        deadline = time.time() + PARTITION_SECONDS
+        while time.time() < deadline:
+            for p in pairs:
+                primaries = sum(lab.sql(vm, "SELECT NOT pg_is_in_recovery()") == "t" for vm in (p.db, p.replica))
+                self.primaries[p.id].append(primaries)
+            time.sleep(0.5)
+        self.injection = injection
+        return injection
+
+    def restore(self, exercise: Exercise) -> None:
+        lab, timeline = exercise.lab, exercise.timeline
+        restored = time.time()
+        for p in exercise.pairs:
+            lab.plug(p.replica, "interconnect")
+        timeline.log("lab", "interconnect restored", f"after {restored - self.injection:.1f} s", restored)
+        for p in exercise.pairs:
+            with timeline.step(p.id, "replica catches up") as note:
+                target = caught_up(lab, p.db, p.replica, 60)
+                if target is None:
+                    raise LabError(f"{p.replica} did not catch up within 60 s of the link's return")
+                note(f"{p.replica} replayed up to {target}")
+
+    def judge(self, result: MunicipalityResult) -> None:
+        samples = self.primaries.get(result.id, [])
+        if any(s != 1 for s in samples):
+            result.fail("more or fewer than one primary was seen during the partition")
+        result.primaries_seen = sorted(set(samples))
+
+
+class Failback(Scenario):
+    name = "failback"
+    description = "the center is rebuilt as the replica, then service switches back with no loss"
+    from_backup = True
+    waits_for_offices = False
+
+    def needed(self, lab: Lab) -> set[str]:
+        return {vm.name for vm in lab.topology.vms if vm.site != "center"}
+
+    def inject(self, exercise: Exercise) -> float:
+        injection = time.time()
+        exercise.timeline.log("lab", "failback started", ", ".join(p.id for p in exercise.pairs), injection)
+        center_returns(exercise.lab, exercise.pairs, exercise.timeline)
+        return injection
+
+    def restore(self, exercise: Exercise) -> None:
+        for p in exercise.pairs:
+            exercise.run(lambda p=p: failback(exercise.lab, p, exercise.timeline))
+
+
+SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (SiteLoss, DbLoss, AppLoss, LinkPartition, Failback)}

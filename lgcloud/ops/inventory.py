@@ -1,0 +1,86 @@
+"""The Ansible inventory of a stack, generated from its plan and the VMs running now.
+
+Groups per site (``site_center``), per role (``role_db_replica``) and per municipality
+(``municipality_a_city``); one structure, ``lgcloud_municipalities``, tells every role what it
+needs of each municipality::
+
+    >>> from lgcloud.model.config import load_stack
+    >>> sorted(build_inventory(load_stack("dev"), key="id")["all"]["children"])[:3]
+    ['municipality_a_city', 'municipality_b_town', 'municipality_c_village']
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..model.naming import EXPORTER_PORT, SHARED, identifier, municipality_ids
+from ..model.schema import StackConfig
+from ..model.topology import Topology, plan
+
+__all__ = ["build_inventory", "group"]
+
+
+def group(name: str) -> str:
+    """An inventory group's name for a role or municipality (`-` is not allowed there)."""
+    return identifier(name)
+
+
+def _municipalities(cfg: StackConfig, topology: Topology) -> list[dict[str, Any]]:
+    """What roles need to know of each municipality, in one structure shared by all hosts."""
+    described = []
+    for m in cfg.municipalities:
+        vm = {role: topology.vm(f"{m.id}-{role}") for role in ("app", "app-standby", "db", "db-replica")}
+        described.append({
+            "id": m.id, "group": group(m.id), "code": m.code, "name": m.name, "access": m.access,
+            "gateway": topology.vm("gateway").addresses[m.access],
+            "gateway_standby": topology.vm("gateway-standby").addresses[m.access],
+            "service_address": topology.service_addresses[m.id],
+            "systems": list(m.systems), "replication": m.replication, "terminal": str(m.terminal),
+            "app": vm["app"].addresses[f"{m.id}-center"],
+            "app_standby": vm["app-standby"].addresses[f"{m.id}-backup"],
+            "db": vm["db"].addresses[f"{m.id}-center"],
+            "db_interconnect": vm["db"].addresses["interconnect"],
+            "db_replica": vm["db-replica"].addresses[f"{m.id}-backup"],
+            "db_replica_interconnect": vm["db-replica"].addresses["interconnect"],
+        })
+    return described
+
+
+def build_inventory(cfg: StackConfig, key: Path | str, running: set[str] | None = None) -> dict[str, Any]:
+    """An Ansible YAML inventory of the stack's VMs (only those `running`, when given), reached
+    as root with the private `key`."""
+    topology = plan(cfg)
+    ids = municipality_ids(cfg)
+    groups: dict[str, dict[str, Any]] = defaultdict(lambda: {"hosts": {}})
+    hosts = {}
+    for vm in topology.vms:
+        if running is not None and vm.name not in running:
+            continue
+        hosts[vm.name] = {
+            "ansible_host": vm.addresses["mgmt"],
+            "lgcloud_vm": vm.name, "lgcloud_role": vm.role, "lgcloud_site": vm.site,
+            "lgcloud_municipality": ids[vm.municipality],
+            "lgcloud_addresses": vm.addresses,
+        }
+        # Prefixed so that no group shares a name with a VM (the VM `gateway`, the role group `role_gateway`).
+        membership = [f"site_{vm.site}", f"role_{group(vm.role)}"]
+        if vm.municipality != SHARED:
+            membership.append(f"municipality_{group(ids[vm.municipality])}")
+        for name in membership:
+            groups[name]["hosts"][vm.name] = None
+    return {"all": {
+        "hosts": hosts,
+        "vars": {
+            "ansible_user": "root", "ansible_connection": "paramiko",
+            "ansible_ssh_private_key_file": str(key), "ansible_python_interpreter": "/usr/bin/python3",
+            "lgcloud_stack": cfg.stack, "lgcloud_mgmt_cidr": str(cfg.segments.mgmt),
+            "lgcloud_interconnect_cidr": str(cfg.segments.interconnect),
+            "lgcloud_controller": topology.controller,
+            "lgcloud_exporter_port": EXPORTER_PORT,  # `lgcloud exporter` on the controller
+            "lgcloud_monitor": topology.vm("monitor").addresses["mgmt"],
+            "lgcloud_municipalities": _municipalities(cfg, topology),
+        },
+        "children": dict(groups),
+    }}

@@ -1,0 +1,45 @@
+"""The SSH key pair of a stack, generated on first use and kept out of git.
+
+>>> key = ensure_keypair("dev")            # doctest: +SKIP
+>>> key.private.name                       # doctest: +SKIP
+'id_ed25519'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .directory import state_dir, write_atomic
+
+__all__ = ["KeyPair", "ensure_keypair"]
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: Path
+    public: Path
+
+    @property
+    def public_text(self) -> str:
+        return self.public.read_text(encoding="ascii").strip()
+
+
+def ensure_keypair(stack: str) -> KeyPair:
+    """Return the stack's key pair, creating it when it does not exist yet."""
+    directory = state_dir(stack)
+    pair = KeyPair(directory / "id_ed25519", directory / "id_ed25519.pub")
+    if pair.private.exists() and pair.public.exists():
+        return pair
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    # The private half first: a public key without its private half would be regenerated anyway.
+    write_atomic(pair.private, private, 0o600)
+    write_atomic(pair.public, public + f" lgcloud-{stack}\n".encode(), 0o644)
+    return pair

@@ -1,1 +1,0 @@
-../../common/library/lgcloud_files.py
