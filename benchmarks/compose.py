@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from lgcloud.program.vm import ingress_policy
 from lgcloud.model.config import parse, read_file, stack_file, stack_name
 from lgcloud.model.schema import StackConfig
-from lgcloud.state.keys import ensure_keypair
 from lgcloud.model.topology import Topology, plan
+from lgcloud.program.vm import ingress_policy
+from lgcloud.state.keys import ensure_keypair
 
 __all__ = ["compose", "compose_command", "load", "readdress"]
 
@@ -46,8 +46,12 @@ def load(path: Path, octet: int) -> StackConfig:
 def compose(topology: Topology, image: str, public_key: Path, project: str) -> dict[str, Any]:
     """One service per VM and one network per segment, as lgcloud's program declares them."""
     networks = {
-        s.key: {"name": f"{project}-{s.key}", "driver": "bridge", "internal": s.internal,
-                "ipam": {"config": [{"subnet": str(s.cidr), "gateway": s.router}]}}
+        s.key: {
+            "name": f"{project}-{s.key}",
+            "driver": "bridge",
+            "internal": s.internal,
+            "ipam": {"config": [{"subnet": str(s.cidr), "gateway": s.router}]},
+        }
         for s in topology.segments
     }
     services = {
@@ -61,8 +65,7 @@ def compose(topology: Topology, image: str, public_key: Path, project: str) -> d
             "environment": {"LGCLOUD_INGRESS": ingress_policy(vm, topology)},
             "volumes": [f"{public_key}:/etc/lgcloud/authorized_keys:ro"],
             "restart": "no",
-            "networks": {key: {"ipv4_address": address, "aliases": [vm.name]}
-                         for key, address in vm.addresses.items()},
+            "networks": {key: {"ipv4_address": address, "aliases": [vm.name]} for key, address in vm.addresses.items()},
         }
         for vm in topology.vms
     }

@@ -19,16 +19,20 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from common import LGCLOUD, print_table, run, save
 from compose import readdress
+
+from lgcloud.engine import running_vms
 from lgcloud.model.config import parse, read_file, stack_file, stack_name
 from lgcloud.ops.configure import configure
-from lgcloud.engine import running_vms
 
 OCTET = 112
-DEFAULTS = {"ANSIBLE_FORKS": "5", "ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHERING": "implicit",
-            "ANSIBLE_PARAMIKO_PTY": "True"}
+DEFAULTS = {
+    "ANSIBLE_FORKS": "5",
+    "ANSIBLE_PIPELINING": "False",
+    "ANSIBLE_GATHERING": "implicit",
+    "ANSIBLE_PARAMIKO_PTY": "True",
+}
 
 
 CONTROLLER: list[dict[str, float]] = []  # per configure: the controller's CPU seconds and the load before
@@ -40,8 +44,9 @@ def _configure(path: Path, settings: dict[str, str] | None = None) -> tuple[floa
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # ansible-playbook and its workers
     outcome = configure(cfg, running=running_vms(cfg), settings=settings)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CONTROLLER.append({"cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-                       "loadavg_before": load})
+    CONTROLLER.append(
+        {"cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1), "loadavg_before": load}
+    )
     if outcome.rc != 0:
         raise SystemExit(f"configure failed; see {outcome.artifacts}")
     return outcome.seconds, sum(r.changed for r in outcome.hosts.values())
@@ -52,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lgcloud-bench-") as tmp:
         path = Path(tmp) / "Pulumi.benchcfg.yaml"
         values = readdress(read_file(stack_file("dev")), OCTET)
-        path.write_text(yaml.safe_dump({"config": {f"lgcloud:{k}": v for k, v in values.items()}},
-                                       allow_unicode=True))
+        path.write_text(yaml.safe_dump({"config": {f"lgcloud:{k}": v for k, v in values.items()}}, allow_unicode=True))
         try:
             run(LGCLOUD, "up", "--file", str(path))
             first, first_changed = _configure(path)
@@ -64,16 +68,28 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             run(LGCLOUD, "down", "--file", str(path), check=False)
 
-    print_table("lgcloud configure, dev topology (19 VMs)", [
-        ("first run (lgcloud settings)", f"{first:.1f} s, {first_changed} changes"),
-        ("second run, nothing to change", f"{second:.1f} s, {second_changed} changes "
-                                          f"({second / first:.2f} of the first; target < 0.33)"),
-        ("first run, ansible defaults", f"{plain:.1f} s"),
-        ("lgcloud settings / defaults", f"{first / plain:.2f}x"),
-        ("controller CPU (first, second, defaults)", ", ".join(f"{c['cpu_s']:.0f} s" for c in CONTROLLER)),
-        ("load average before each", ", ".join(f"{c['loadavg_before']:.1f}" for c in CONTROLLER)),
-    ])
-    print(f"results: {save('configure', {'first_s': first, 'second_s': second, 'defaults_first_s': plain, 'second_changed': second_changed, 'controller': CONTROLLER})}")
+    print_table(
+        "lgcloud configure, dev topology (19 VMs)",
+        [
+            ("first run (lgcloud settings)", f"{first:.1f} s, {first_changed} changes"),
+            (
+                "second run, nothing to change",
+                f"{second:.1f} s, {second_changed} changes ({second / first:.2f} of the first; target < 0.33)",
+            ),
+            ("first run, ansible defaults", f"{plain:.1f} s"),
+            ("lgcloud settings / defaults", f"{first / plain:.2f}x"),
+            ("controller CPU (first, second, defaults)", ", ".join(f"{c['cpu_s']:.0f} s" for c in CONTROLLER)),
+            ("load average before each", ", ".join(f"{c['loadavg_before']:.1f}" for c in CONTROLLER)),
+        ],
+    )
+    figures = {
+        "first_s": first,
+        "second_s": second,
+        "defaults_first_s": plain,
+        "second_changed": second_changed,
+        "controller": CONTROLLER,
+    }
+    print(f"results: {save('configure', figures)}")
     return 0
 
 

@@ -27,15 +27,21 @@ PATRONI_SECONDS = 13.0  # Patroni with its default 30 s TTL, as measured by othe
 
 def drill(where: list[str], scenario: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run([LGCLOUD, "drill", scenario, *where, "--report", tmp],
-                                capture_output=True, text=True, timeout=1800)
+        result = subprocess.run(
+            [LGCLOUD, "drill", scenario, *where, "--report", tmp], capture_output=True, text=True, timeout=1800
+        )
         report_path = Path(tmp) / "report.json"
         if not report_path.exists():
-            raise SystemExit(f"`lgcloud drill {scenario}` wrote no report ({result.returncode}):\n{result.stderr[-3000:]}")
+            raise SystemExit(
+                f"`lgcloud drill {scenario}` wrote no report ({result.returncode}):\n{result.stderr[-3000:]}"
+            )
         report = json.loads(report_path.read_text())
     if result.returncode != 0:
-        print(f"  {scenario} FAILED: {report['errors']} "
-              f"{[m['problems'] for m in report['municipalities'] if m['problems']]}", file=sys.stderr)
+        print(
+            f"  {scenario} FAILED: {report['errors']} "
+            f"{[m['problems'] for m in report['municipalities'] if m['problems']]}",
+            file=sys.stderr,
+        )
     return report
 
 
@@ -54,11 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         loss = drill(where, "site-loss")
         back = drill(where, "failback")
         rtos = [m["rto_seconds"] for m in loss["municipalities"] if m["rto_seconds"] is not None]
-        runs.append({"site_loss": loss, "failback_passed": back["passed"],
-                     "rto_max": max(rtos) if rtos else None,
-                     "failback_rto_max": max((m["rto_seconds"] or 0) for m in back["municipalities"])})
-        print(f"run {i + 1}: site-loss RTO (slowest municipality) {runs[-1]['rto_max']:.2f} s, "
-              f"passed {loss['passed']}; failback passed {back['passed']}", file=sys.stderr)
+        runs.append(
+            {
+                "site_loss": loss,
+                "failback_passed": back["passed"],
+                "rto_max": max(rtos) if rtos else None,
+                "failback_rto_max": max((m["rto_seconds"] or 0) for m in back["municipalities"]),
+            }
+        )
+        print(
+            f"run {i + 1}: site-loss RTO (slowest municipality) {runs[-1]['rto_max']:.2f} s, "
+            f"passed {loss['passed']}; failback passed {back['passed']}",
+            file=sys.stderr,
+        )
 
     rto = sorted(r["rto_max"] for r in runs if r["rto_max"] is not None)
     by_mode: dict[str, dict] = {}
@@ -71,18 +85,30 @@ def main(argv: list[str] | None = None) -> int:
     municipalities = len(runs[0]["site_loss"]["municipalities"]) if runs else 0
     median = statistics.median(rto) if rto else float("nan")
     rows = [
-        ("runs (site-loss + failback)", f"{len(runs)}; all passed: {all(r['site_loss']['passed'] and r['failback_passed'] for r in runs)}"),
+        (
+            "runs (site-loss + failback)",
+            f"{len(runs)}; all passed: {all(r['site_loss']['passed'] and r['failback_passed'] for r in runs)}",
+        ),
         ("municipalities", str(municipalities)),
         ("site-loss RTO min / median / max", f"{rto[0]:.2f} / {median:.2f} / {rto[-1]:.2f} s" if rto else "—"),
         ("median vs Patroni ≈13 s", f"{median / PATRONI_SECONDS:.2f}x"),
         ("failback switch-back outage, max", f"{max(r['failback_rto_max'] for r in runs):.2f} s"),
     ]
     for mode, f in sorted(by_mode.items()):
-        rows.append((f"{mode}: lost / acknowledged writes, RPO max",
-                     f"{f['lost_writes']} / {f['acknowledged']}, {f['rpo_max']:.2f} s"))
+        rows.append(
+            (
+                f"{mode}: lost / acknowledged writes, RPO max",
+                f"{f['lost_writes']} / {f['acknowledged']}, {f['rpo_max']:.2f} s",
+            )
+        )
     print_table(f"site-loss drills on {args.stack}", rows)
-    summary = {"stack": args.stack, "municipalities": municipalities, "rto_seconds": rto,
-               "rpo": by_mode, "failback_outage_max": max(r["failback_rto_max"] for r in runs)}
+    summary = {
+        "stack": args.stack,
+        "municipalities": municipalities,
+        "rto_seconds": rto,
+        "rpo": by_mode,
+        "failback_outage_max": max(r["failback_rto_max"] for r in runs),
+    }
     print(f"results: {save(f'drills-{args.stack}', summary)}")
     return 0
 

@@ -15,8 +15,9 @@ import subprocess
 import sys
 
 from common import print_table, save
-from lgcloud.ops.access import ssh_config_path
+
 from lgcloud.model.config import load_stack
+from lgcloud.ops.access import ssh_config_path
 
 # Runs on the terminal: `clients` threads share `requests` registrations; prints latencies.
 LOAD = r"""
@@ -41,14 +42,31 @@ print(json.dumps({"seconds": time.perf_counter() - started, "latencies": latenci
 def measure(stack: str, municipality: str, total: int, clients: int) -> dict:
     url = f"http://jumin.{municipality}.lgwan.test/api/residents"
     result = subprocess.run(
-        ["ssh", "-F", str(ssh_config_path(stack)), f"{municipality}-terminal", "python3", "-", url, str(total),
-         str(clients)], input=LOAD, capture_output=True, text=True, timeout=600)
+        [
+            "ssh",
+            "-F",
+            str(ssh_config_path(stack)),
+            f"{municipality}-terminal",
+            "python3",
+            "-",
+            url,
+            str(total),
+            str(clients),
+        ],
+        input=LOAD,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise SystemExit(f"load from {municipality}-terminal failed:\n{result.stderr[-2000:]}")
     data = json.loads(result.stdout)
     latencies = data["latencies"]
-    return {"requests_per_s": total / data["seconds"], "p50_ms": 1000 * latencies[len(latencies) // 2],
-            "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1]}
+    return {
+        "requests_per_s": total / data["seconds"],
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,11 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_stack(args.stack)
     sync = next(m for m in cfg.municipalities if m.replication == "sync")
     async_ = next(m for m in cfg.municipalities if m.replication == "async")
-    figures = {m.id: {"replication": m.replication, **measure(args.stack, m.id, args.requests, args.clients)}
-               for m in (sync, async_)}
-    rows = [(f"{m} ({f['replication']})", f"{f['requests_per_s']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, "
-             f"p95 {f['p95_ms']:.1f} ms") for m, f in figures.items()]
-    rows.append(("sync / async throughput", f"{figures[sync.id]['requests_per_s'] / figures[async_.id]['requests_per_s']:.2f}x"))
+    figures = {
+        m.id: {"replication": m.replication, **measure(args.stack, m.id, args.requests, args.clients)}
+        for m in (sync, async_)
+    }
+    rows = [
+        (
+            f"{m} ({f['replication']})",
+            f"{f['requests_per_s']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, p95 {f['p95_ms']:.1f} ms",
+        )
+        for m, f in figures.items()
+    ]
+    rows.append(
+        ("sync / async throughput", f"{figures[sync.id]['requests_per_s'] / figures[async_.id]['requests_per_s']:.2f}x")
+    )
     print_table(f"住民記録 writes through the gateway, {args.requests} requests, {args.clients} clients", rows)
     print(f"results: {save('jumin_writes', {'requests': args.requests, 'clients': args.clients, **figures})}")
     return 0

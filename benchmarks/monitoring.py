@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 
 from common import LGCLOUD, print_table, save
-from lgcloud.ops.access import ssh_config_path
+
 from lgcloud.model.config import load_stack
 from lgcloud.model.naming import vm_resource
 from lgcloud.observe.exporter import cgroup_paths, usage_from_cgroup
+from lgcloud.ops.access import ssh_config_path
 from lgcloud.state.directory import state_dir
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -58,11 +59,13 @@ def _processes(pids: list[int]) -> dict[int, tuple[str, float, int]]:
 
 def _lab(stack: str) -> dict[str, tuple[list[int], dict[str, str]]]:
     """Container name -> (its PIDs, its cgroup paths)."""
-    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=lgcloud.stack={stack}"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=lgcloud.stack={stack}"], capture_output=True, text=True, check=True
+    ).stdout.split()
     lab = {}
-    for info in json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
-                                          check=True).stdout):
+    for info in json.loads(
+        subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True).stdout
+    ):
         paths = cgroup_paths(Path(f"/proc/{info['State']['Pid']}/cgroup").read_text())
         procs = Path("/sys/fs/cgroup/cpuacct", paths.get("cpuacct", "").lstrip("/"), "cgroup.procs")
         if not procs.exists():
@@ -82,6 +85,7 @@ def overhead(stack: str, seconds: float) -> dict:
 
     def monitoring(pid: int, comm: str) -> bool:
         return pid == exporter or comm.startswith(MONITORING)
+
     per_process: dict[str, list[float]] = {}
     for pid, (comm, cpu, rss) in after.items():
         if pid in before and monitoring(pid, comm):
@@ -97,11 +101,17 @@ def overhead(stack: str, seconds: float) -> dict:
     cpu = sum(v[0] for v in per_process.values())
     memory = sum(v[1] for v in per_process.values())
     monitor_vm = vm_resource(stack, "monitor")
-    return {"seconds": seconds, "lab_vcpus": lab_cpu, "lab_memory_mb": lab_memory,
-            "monitoring_vcpus": cpu, "monitoring_rss_mb": memory,
-            "cpu_share": cpu / lab_cpu if lab_cpu else None, "memory_share": memory / lab_memory,
-            "monitor_vm_memory_mb": cg_after[monitor_vm].memory_bytes / 2**20,
-            "per_process": {k: {"vcpus": v[0], "rss_mb": v[1]} for k, v in sorted(per_process.items())}}
+    return {
+        "seconds": seconds,
+        "lab_vcpus": lab_cpu,
+        "lab_memory_mb": lab_memory,
+        "monitoring_vcpus": cpu,
+        "monitoring_rss_mb": memory,
+        "cpu_share": cpu / lab_cpu if lab_cpu else None,
+        "memory_share": memory / lab_memory,
+        "monitor_vm_memory_mb": cg_after[monitor_vm].memory_bytes / 2**20,
+        "per_process": {k: {"vcpus": v[0], "rss_mb": v[1]} for k, v in sorted(per_process.items())},
+    }
 
 
 def _time_evaluate(stack: str, url: str, runs: int) -> float:
@@ -122,8 +132,12 @@ def _time_sla(stack: str, runs: int, *extra: str) -> dict:
     times = []
     for _ in range(runs):
         started = time.monotonic()
-        result = subprocess.run([LGCLOUD, "sla", "--stack", stack, "--window", "1h", "--json", *extra],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [LGCLOUD, "sla", "--stack", stack, "--window", "1h", "--json", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         times.append(time.monotonic() - started)
         if result.returncode == 2 or not result.stdout.strip():
             raise SystemExit(f"lgcloud sla --stack {stack} failed:\n{result.stderr[-2000:]}")
@@ -132,9 +146,13 @@ def _time_sla(stack: str, runs: int, *extra: str) -> dict:
     url = extra[1] if extra else None
     from lgcloud.state.facts import lab_facts
 
-    return {"median_s": times[len(times) // 2], "min_s": times[0], "rows": len(rows),
-            "evaluate_s": _time_evaluate(stack, url or lab_facts(stack).prometheus_url, runs),
-            "statuses": sorted({r["status"] for r in rows})}
+    return {
+        "median_s": times[len(times) // 2],
+        "min_s": times[0],
+        "rows": len(rows),
+        "evaluate_s": _time_evaluate(stack, url or lab_facts(stack).prometheus_url, runs),
+        "statuses": sorted({r["status"] for r in rows}),
+    }
 
 
 def _synthetic(stacks: list[str], hours: float = 1.0, step: int = 5) -> str:
@@ -144,17 +162,23 @@ def _synthetic(stacks: list[str], hours: float = 1.0, step: int = 5) -> str:
     end = int(time.time()) - 60
     start = end - int(hours * 3600)
     lines = []
-    families = {"probe_success": [], "probe_duration_seconds": [], "municipality:postgresql_rpo_seconds:max": [],
-                "lgcloud_drill_rto_seconds": []}
+    families = {
+        "probe_success": [],
+        "probe_duration_seconds": [],
+        "municipality:postgresql_rpo_seconds:max": [],
+        "lgcloud_drill_rto_seconds": [],
+    }
     for stack in stacks:
         for m in load_stack(stack).municipalities:
             probe = f'job="probe",municipality="{m.id}",system="jumin",stack="{stack}"'
             families["probe_success"].append((probe, lambda: 1 if rng.random() > 0.0005 else 0))
             families["probe_duration_seconds"].append((probe, lambda: round(rng.uniform(0.004, 0.03), 4)))
             families["municipality:postgresql_rpo_seconds:max"].append(
-                (f'municipality="{m.id}",stack="{stack}"', lambda: 0))
+                (f'municipality="{m.id}",stack="{stack}"', lambda: 0)
+            )
             families["lgcloud_drill_rto_seconds"].append(
-                (f'municipality="{m.id}",scenario="site-loss",stack="{stack}"', lambda: 12))
+                (f'municipality="{m.id}",scenario="site-loss",stack="{stack}"', lambda: 12)
+            )
     for name, series in families.items():
         lines.append(f"# TYPE {name} gauge")
         for labels, value in series:
@@ -165,26 +189,46 @@ def _synthetic(stacks: list[str], hours: float = 1.0, step: int = 5) -> str:
 
 
 def sla_times(stack: str, runs: int) -> dict:
-    figures = {f"lab Prometheus, {stack} ({len(load_stack(stack).municipalities)} municipalities)":
-               _time_sla(stack, runs)}
+    figures = {
+        f"lab Prometheus, {stack} ({len(load_stack(stack).municipalities)} municipalities)": _time_sla(stack, runs)
+    }
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.om"
         data.write_text(_synthetic([stack, "scale"]))
         subprocess.run(["docker", "rm", "-f", BENCH_CONTAINER], capture_output=True)
         # Backfill the series into a TSDB, then serve it on loopback only.
-        script = ("promtool tsdb create-blocks-from openmetrics /in/data.om /prom >/dev/null && "
-                  "exec prometheus --config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prom "
-                  "--storage.tsdb.retention.time=30d --web.listen-address=0.0.0.0:9090")
-        subprocess.run(["docker", "run", "-d", "--name", BENCH_CONTAINER, "-v", f"{tmp}:/in:ro",
-                        "-p", f"127.0.0.1:{BENCH_PORT}:9090", "--entrypoint", "sh", "lgcloud/vm:latest", "-c",
-                        f"printf 'global: {{}}\\n' >/etc/prometheus/prometheus.yml; {script}"],
-                       check=True, capture_output=True)
+        script = (
+            "promtool tsdb create-blocks-from openmetrics /in/data.om /prom >/dev/null && "
+            "exec prometheus --config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prom "
+            "--storage.tsdb.retention.time=30d --web.listen-address=0.0.0.0:9090"
+        )
+        subprocess.run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                BENCH_CONTAINER,
+                "-v",
+                f"{tmp}:/in:ro",
+                "-p",
+                f"127.0.0.1:{BENCH_PORT}:9090",
+                "--entrypoint",
+                "sh",
+                "lgcloud/vm:latest",
+                "-c",
+                f"printf 'global: {{}}\\n' >/etc/prometheus/prometheus.yml; {script}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         try:
             url = f"http://127.0.0.1:{BENCH_PORT}"
             deadline = time.monotonic() + 180
             while True:
                 try:
                     import urllib.request
+
                     with urllib.request.urlopen(f"{url}/api/v1/query?query=count(probe_success)", timeout=3) as r:
                         if json.load(r)["data"]["result"]:
                             break
@@ -197,7 +241,8 @@ def sla_times(stack: str, runs: int) -> dict:
             for name in (stack, "scale"):
                 count = len(load_stack(name).municipalities)
                 figures[f"synthetic 1 h at 5 s, {name} ({count} municipalities)"] = _time_sla(
-                    name, runs, "--prometheus", url)
+                    name, runs, "--prometheus", url
+                )
         finally:
             subprocess.run(["docker", "rm", "-f", BENCH_CONTAINER], capture_output=True)
     return figures
@@ -215,25 +260,44 @@ def clerk_load(stack: str, seconds: float) -> dict:
         url = f"http://jumin.{m.id}.lgwan.test/api/residents"
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            run = subprocess.run(["ssh", "-F", str(ssh_config_path(stack)), f"{m.id}-terminal", "python3", "-", url,
-                                  "40", "4"], input=CLIENT, capture_output=True, text=True, timeout=300)
+            run = subprocess.run(
+                ["ssh", "-F", str(ssh_config_path(stack)), f"{m.id}-terminal", "python3", "-", url, "40", "4"],
+                input=CLIENT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             batches += 1
             if run.returncode:  # a batch with a failed request (a timeout on the loaded host): noted, not fatal
-                failed.append(f"{m.id}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
+                failed.append(
+                    f"{m.id}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}"
+                )
     window = f"{int(time.time() - started) + 30}s"
     out = Path(tempfile.mkdtemp(prefix="lgcloud-utilization-"))
-    subprocess.run([LGCLOUD, "report", "utilization", "--stack", stack, "--window", window, "--out", str(out)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [LGCLOUD, "report", "utilization", "--stack", stack, "--window", window, "--out", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     data = json.loads((out / "utilization.json").read_text())
     c = data["consolidation"]
-    return {"window": window, "report": str(out / "utilization.html"), "batches": batches, "failed_batches": failed,
-            "dedicated_vcpus": c["dedicated_total"]["vcpus"],
-            "dedicated_cpu_utilisation": c["dedicated_total"]["cpu_utilisation"],
-            "dedicated_memory_utilisation": c["dedicated_total"]["memory_utilisation"],
-            "shared_vcpus": c["shared"]["server"]["vcpus"], "shared_cpu_utilisation": c["shared"]["cpu_utilisation"],
-            "shared_memory_utilisation": c["shared"]["memory_utilisation"],
-            "per_municipality": [{k: d[k] for k in ("municipality", "peak_vcpus", "cpu_utilisation")} | d["server"]
-                                 for d in c["dedicated"]]}
+    return {
+        "window": window,
+        "report": str(out / "utilization.html"),
+        "batches": batches,
+        "failed_batches": failed,
+        "dedicated_vcpus": c["dedicated_total"]["vcpus"],
+        "dedicated_cpu_utilisation": c["dedicated_total"]["cpu_utilisation"],
+        "dedicated_memory_utilisation": c["dedicated_total"]["memory_utilisation"],
+        "shared_vcpus": c["shared"]["server"]["vcpus"],
+        "shared_cpu_utilisation": c["shared"]["cpu_utilisation"],
+        "shared_memory_utilisation": c["shared"]["memory_utilisation"],
+        "per_municipality": [
+            {k: d[k] for k in ("municipality", "peak_vcpus", "cpu_utilisation")} | d["server"] for d in c["dedicated"]
+        ],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,22 +312,41 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if "overhead" not in args.skip:
         o = result["overhead"] = overhead(args.stack, args.seconds)
-        rows += [("monitoring CPU (share of lab)", f"{o['monitoring_vcpus']:.3f} of {o['lab_vcpus']:.3f} vCPU: "
-                  f"{100 * o['cpu_share']:.1f} %"),
-                 ("monitoring memory (share of lab)", f"{o['monitoring_rss_mb']:.0f} of {o['lab_memory_mb']:.0f} MiB: "
-                  f"{100 * o['memory_share']:.1f} %")]
+        rows += [
+            (
+                "monitoring CPU (share of lab)",
+                f"{o['monitoring_vcpus']:.3f} of {o['lab_vcpus']:.3f} vCPU: {100 * o['cpu_share']:.1f} %",
+            ),
+            (
+                "monitoring memory (share of lab)",
+                f"{o['monitoring_rss_mb']:.0f} of {o['lab_memory_mb']:.0f} MiB: {100 * o['memory_share']:.1f} %",
+            ),
+        ]
         rows += [(f"  {name}", f"{v['vcpus']:.3f} vCPU, {v['rss_mb']:.0f} MiB") for name, v in o["per_process"].items()]
     if "sla" not in args.skip:
         s = result["sla"] = sla_times(args.stack, args.runs)
-        rows += [(f"lgcloud sla: {name}", f"{v['median_s']:.2f} s (min {v['min_s']:.2f}), PromQL part "
-                  f"{1000 * v['evaluate_s']:.0f} ms, {v['rows']} rows")
-                 for name, v in s.items()]
+        rows += [
+            (
+                f"lgcloud sla: {name}",
+                f"{v['median_s']:.2f} s (min {v['min_s']:.2f}), PromQL part "
+                f"{1000 * v['evaluate_s']:.0f} ms, {v['rows']} rows",
+            )
+            for name, v in s.items()
+        ]
     if "load" not in args.skip:
         u = result["utilization"] = clerk_load(args.stack, args.load_seconds)
-        rows += [("dedicated servers under clerk load", f"{u['dedicated_vcpus']} vCPU, CPU "
-                  f"{100 * u['dedicated_cpu_utilisation']:.1f} %, memory {100 * u['dedicated_memory_utilisation']:.1f} %"),
-                 ("shared pool under clerk load", f"{u['shared_vcpus']} vCPU, CPU "
-                  f"{100 * u['shared_cpu_utilisation']:.1f} %, memory {100 * u['shared_memory_utilisation']:.1f} %")]
+        rows += [
+            (
+                "dedicated servers under clerk load",
+                f"{u['dedicated_vcpus']} vCPU, CPU "
+                f"{100 * u['dedicated_cpu_utilisation']:.1f} %, memory {100 * u['dedicated_memory_utilisation']:.1f} %",
+            ),
+            (
+                "shared pool under clerk load",
+                f"{u['shared_vcpus']} vCPU, CPU "
+                f"{100 * u['shared_cpu_utilisation']:.1f} %, memory {100 * u['shared_memory_utilisation']:.1f} %",
+            ),
+        ]
     print_table("monitoring, SLA and utilization", rows)
     print(f"results: {save('monitoring', result)}")
     return 0

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from common import LGCLOUD, print_table, run, save
+
 from lgcloud.engine import connect
 from lgcloud.model.naming import STACK_LABEL
 
@@ -53,24 +54,36 @@ def main(argv: list[str] | None = None) -> int:
 
     mib = 1024 * 1024
     noop_median = statistics.median(r.seconds for r in noop)
-    print_table(f"stack {STACK}: {vms} VMs", [
-        ("lgcloud up (cold, incl. SSH wait)", f"{cold.seconds:7.2f} s  ({cold.seconds / vms:.3f} s/VM)"),
-        ("lgcloud up peak RSS", f"{cold.max_rss_mb:7.1f} MiB"),
-        ("VMs' memory, cgroup usage", f"{usage / mib:7.1f} MiB  ({usage / mib / vms:.1f} MiB/VM)"),
-        ("VMs' memory, as docker stats", f"{stats / mib:7.1f} MiB  ({stats / mib / vms:.1f} MiB/VM)"),
-        (f"lgcloud up, no change (×{len(noop)})",
-         f"{noop_median:7.2f} s  [{', '.join(f'{r.seconds:.2f}' for r in noop)}], "
-         f"peak RSS {max(r.max_rss_mb for r in noop):.1f} MiB"),
-        ("lgcloud down", f"{down.seconds:7.2f} s" if down else "kept (--keep)"),
-    ])
-    path = save("scale", {
-        "stack": STACK, "vms": vms,
-        "up_seconds": cold.seconds, "up_peak_rss_mib": cold.max_rss_mb,
-        "vms_memory_usage_mib": usage / mib, "vms_memory_stats_mib": stats / mib,
-        "noop_seconds": [r.seconds for r in noop], "noop_median_seconds": noop_median,
-        "noop_peak_rss_mib": max(r.max_rss_mb for r in noop),
-        "down_seconds": down.seconds if down else None,
-    })
+    print_table(
+        f"stack {STACK}: {vms} VMs",
+        [
+            ("lgcloud up (cold, incl. SSH wait)", f"{cold.seconds:7.2f} s  ({cold.seconds / vms:.3f} s/VM)"),
+            ("lgcloud up peak RSS", f"{cold.max_rss_mb:7.1f} MiB"),
+            ("VMs' memory, cgroup usage", f"{usage / mib:7.1f} MiB  ({usage / mib / vms:.1f} MiB/VM)"),
+            ("VMs' memory, as docker stats", f"{stats / mib:7.1f} MiB  ({stats / mib / vms:.1f} MiB/VM)"),
+            (
+                f"lgcloud up, no change (×{len(noop)})",
+                f"{noop_median:7.2f} s  [{', '.join(f'{r.seconds:.2f}' for r in noop)}], "
+                f"peak RSS {max(r.max_rss_mb for r in noop):.1f} MiB",
+            ),
+            ("lgcloud down", f"{down.seconds:7.2f} s" if down else "kept (--keep)"),
+        ],
+    )
+    path = save(
+        "scale",
+        {
+            "stack": STACK,
+            "vms": vms,
+            "up_seconds": cold.seconds,
+            "up_peak_rss_mib": cold.max_rss_mb,
+            "vms_memory_usage_mib": usage / mib,
+            "vms_memory_stats_mib": stats / mib,
+            "noop_seconds": [r.seconds for r in noop],
+            "noop_median_seconds": noop_median,
+            "noop_peak_rss_mib": max(r.max_rss_mb for r in noop),
+            "down_seconds": down.seconds if down else None,
+        },
+    )
     print(f"results: {path}")
     return 0
 

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import LGCLOUD, print_table, run, save
 from compose import compose, compose_command, load, readdress
-from lgcloud.ops.access import wait_for_ssh
+
 from lgcloud.model.config import stack_file
-from lgcloud.state.keys import ensure_keypair
 from lgcloud.model.topology import plan
+from lgcloud.ops.access import wait_for_ssh
+from lgcloud.state.keys import ensure_keypair
 
 PROJECT = "benchcompose"
 LGCLOUD_OCTET, COMPOSE_OCTET = 110, 111
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(lg_file, COMPOSE_OCTET)
         topology = plan(cfg)
         compose_file = Path(tmp) / "compose.yml"
-        compose_file.write_text(yaml.safe_dump(
-            compose(topology, cfg.image, ensure_keypair(cfg.stack).public, PROJECT), allow_unicode=True))
+        compose_file.write_text(
+            yaml.safe_dump(compose(topology, cfg.image, ensure_keypair(cfg.stack).public, PROJECT), allow_unicode=True)
+        )
         mgmt = {vm.name: vm.addresses["mgmt"] for vm in topology.vms}
 
         def lgcloud(verb: str) -> list[str]:
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             run(*lgcloud("down"), check=False)
             run(*dc, "down", check=False)
 
-    med = {k: statistics.median(v) for k, v in
-           {"lgcloud_up": lg_cold, "compose_up": dc_up, "compose_up_ssh": dc_ssh, "lgcloud_noop": noop}.items()}
+    med = {
+        k: statistics.median(v)
+        for k, v in {"lgcloud_up": lg_cold, "compose_up": dc_up, "compose_up_ssh": dc_ssh, "lgcloud_noop": noop}.items()
+    }
     ratio_ssh = med["lgcloud_up"] / med["compose_up_ssh"]
     ratio_up = med["lgcloud_up"] / med["compose_up"]
 
@@ -86,23 +89,38 @@ def main(argv: list[str] | None = None) -> int:
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
-    print_table(f"dev topology ({len(topology.vms)} VMs, {len(topology.segments)} segments), "
-                f"median of {args.runs} cold runs, peer: {tool}", [
-        ("lgcloud up (incl. SSH wait)", f"{med['lgcloud_up']:6.2f} s  {runs(lg_cold)}"),
-        ("compose up -d", f"{med['compose_up']:6.2f} s  {runs(dc_up)}"),
-        ("compose up -d + SSH answers", f"{med['compose_up_ssh']:6.2f} s  {runs(dc_ssh)}"),
-        ("ratio lgcloud / compose+SSH", f"{ratio_ssh:6.2f} ×  target ≤ {TARGET_RATIO}: "
-                                        f"{verdict(ratio_ssh <= TARGET_RATIO)}"),
-        ("ratio lgcloud / compose -d", f"{ratio_up:6.2f} ×"),
-        (f"lgcloud up, no change (×{len(noop)})", f"{med['lgcloud_noop']:6.2f} s  {runs(noop)}  "
-                                                  f"target < {TARGET_NOOP_S:g} s: "
-                                                  f"{verdict(med['lgcloud_noop'] < TARGET_NOOP_S)}"),
-    ])
-    path = save("up_vs_compose", {
-        "vms": len(topology.vms), "segments": len(topology.segments), "compose": tool,
-        "seconds": {"lgcloud_up": lg_cold, "compose_up": dc_up, "compose_up_ssh": dc_ssh, "lgcloud_noop": noop},
-        "median": med, "ratio_vs_compose_ssh": ratio_ssh, "ratio_vs_compose_up": ratio_up,
-    })
+    print_table(
+        f"dev topology ({len(topology.vms)} VMs, {len(topology.segments)} segments), "
+        f"median of {args.runs} cold runs, peer: {tool}",
+        [
+            ("lgcloud up (incl. SSH wait)", f"{med['lgcloud_up']:6.2f} s  {runs(lg_cold)}"),
+            ("compose up -d", f"{med['compose_up']:6.2f} s  {runs(dc_up)}"),
+            ("compose up -d + SSH answers", f"{med['compose_up_ssh']:6.2f} s  {runs(dc_ssh)}"),
+            (
+                "ratio lgcloud / compose+SSH",
+                f"{ratio_ssh:6.2f} ×  target ≤ {TARGET_RATIO}: {verdict(ratio_ssh <= TARGET_RATIO)}",
+            ),
+            ("ratio lgcloud / compose -d", f"{ratio_up:6.2f} ×"),
+            (
+                f"lgcloud up, no change (×{len(noop)})",
+                f"{med['lgcloud_noop']:6.2f} s  {runs(noop)}  "
+                f"target < {TARGET_NOOP_S:g} s: "
+                f"{verdict(med['lgcloud_noop'] < TARGET_NOOP_S)}",
+            ),
+        ],
+    )
+    path = save(
+        "up_vs_compose",
+        {
+            "vms": len(topology.vms),
+            "segments": len(topology.segments),
+            "compose": tool,
+            "seconds": {"lgcloud_up": lg_cold, "compose_up": dc_up, "compose_up_ssh": dc_ssh, "lgcloud_noop": noop},
+            "median": med,
+            "ratio_vs_compose_ssh": ratio_ssh,
+            "ratio_vs_compose_up": ratio_up,
+        },
+    )
     print(f"results: {path}")
     return 0
 

@@ -1,7 +1,7 @@
 """Where the project's files are: the program, the stacks, the playbook, the roles, the state.
 
-    >>> (PROJECT_ROOT / "Pulumi.yaml").is_file()
-    True
+>>> (PROJECT_ROOT / "Pulumi.yaml").is_file()
+True
 """
 
 from __future__ import annotations

@@ -247,9 +247,14 @@ class Files:
 
     def _diff(self, path: str, before: bytes | None, after: bytes) -> None:
         if self.module._diff:
-            self.diffs.append({"before_header": path, "after_header": path,
-                               "before": (before or b"").decode("utf-8", "replace"),
-                               "after": after.decode("utf-8", "replace")})
+            self.diffs.append(
+                {
+                    "before_header": path,
+                    "after_header": path,
+                    "before": (before or b"").decode("utf-8", "replace"),
+                    "after": after.decode("utf-8", "replace"),
+                }
+            )
 
     def ensure(self, entry: dict) -> None:
         path = entry["path"]

@@ -18,15 +18,18 @@ def run(opts: Options) -> int:
     moved = served_from_backup(cfg.stack)
     if moved:
         # The roles make the center primary; run now, they would demote the databases holding the newest data.
-        raise OperatorError(f"served from the backup site since a drill: {', '.join(moved)}",
-                            f"run `lgcloud drill failback --stack {cfg.stack}` first (nothing was changed)",
-                            EXIT_BAD_INPUT)
+        raise OperatorError(
+            f"served from the backup site since a drill: {', '.join(moved)}",
+            f"run `lgcloud drill failback --stack {cfg.stack}` first (nothing was changed)",
+            EXIT_BAD_INPUT,
+        )
     running = running_vms(cfg)
     if not running:
         raise OperatorError(f"stack {cfg.stack} has no running VMs", f"run `lgcloud up --stack {cfg.stack}` first")
     err = opts.output.err
 
     with err.status(f"configuring {len(running)} VMs …") as status:
+
         def show(host: str, task: str, state: str) -> None:
             if state in ("failed", "unreachable"):
                 err.print(f" [red]✗[/] {host}: {task}")
@@ -43,10 +46,16 @@ def run(opts: Options) -> int:
     def colour(host: str) -> str:
         r = summary.hosts[host]
         return "red" if r.failed or r.unreachable else ("yellow" if r.changed else "green")
-    opts.output.table(f"stack {cfg.stack}: configure{' --check' if summary.check else ''}",
-                      ("vm", "ok", "changed", "failed", "unreachable"), [
-                          (f"[{colour(host)}]{host}[/]", str(r.ok), str(r.changed), str(r.failed), str(r.unreachable))
-                          for host, r in sorted(summary.hosts.items())], right=("ok", "changed", "failed", "unreachable"))
+
+    opts.output.table(
+        f"stack {cfg.stack}: configure{' --check' if summary.check else ''}",
+        ("vm", "ok", "changed", "failed", "unreachable"),
+        [
+            (f"[{colour(host)}]{host}[/]", str(r.ok), str(r.changed), str(r.failed), str(r.unreachable))
+            for host, r in sorted(summary.hosts.items())
+        ],
+        right=("ok", "changed", "failed", "unreachable"),
+    )
     for host, r in sorted(summary.hosts.items()):
         for failure in r.failures:
             err.print(f"[red]{host}[/]: ", end="")
@@ -54,9 +63,11 @@ def run(opts: Options) -> int:
     if not summary.succeeded and not summary.hosts:
         stdout = (summary.artifacts / "stdout").read_text(errors="replace").strip().splitlines()
         err.print("\n".join(stdout[-15:]), markup=False, highlight=False)
-    err.print(f"{'✓' if summary.succeeded else '✗'} {len(summary.hosts)} hosts: {summary.total('ok')} ok, "
-              f"{summary.total('changed')} changed, {summary.total('failed')} failed, "
-              f"{summary.total('unreachable')} unreachable ({summary.seconds:.1f}s); artifacts in {summary.artifacts}")
+    err.print(
+        f"{'✓' if summary.succeeded else '✗'} {len(summary.hosts)} hosts: {summary.total('ok')} ok, "
+        f"{summary.total('changed')} changed, {summary.total('failed')} failed, "
+        f"{summary.total('unreachable')} unreachable ({summary.seconds:.1f}s); artifacts in {summary.artifacts}"
+    )
     return code
 
 

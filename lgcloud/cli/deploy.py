@@ -17,16 +17,25 @@ from .options import Options
 
 __all__ = ["add", "show_change"]
 
-_MARKS = {"create": "[green]+[/]", "replace": "[yellow]±[/]", "start": "[cyan]▶[/]", "delete": "[red]-[/]",
-          "unchanged": "[dim]=[/]"}
+_MARKS = {
+    "create": "[green]+[/]",
+    "replace": "[yellow]±[/]",
+    "start": "[cyan]▶[/]",
+    "delete": "[red]-[/]",
+    "unchanged": "[dim]=[/]",
+}
 
 
 def show_change(opts: Options) -> Callable[[Change], None]:
     """Progress on stderr, one line per change (unchanged ones too with -v)."""
+
     def show(change: Change) -> None:
         if change.action != "unchanged" or opts.flag("verbose"):
-            opts.output.err.print(f" {_MARKS[change.action]} {change.action:9} {change.kind:9} {change.name} "
-                                  f"[dim]{change.seconds:.1f}s[/]")
+            opts.output.err.print(
+                f" {_MARKS[change.action]} {change.action:9} {change.kind:9} {change.name} "
+                f"[dim]{change.seconds:.1f}s[/]"
+            )
+
     return show
 
 
@@ -53,8 +62,12 @@ def _deploy(opts: Options, preview: bool) -> int:
     if preview:
         _summary(opts, outcome.changes, time.monotonic() - started, preview)
         if opts.flag("json"):
-            opts.output.json({"stack": cfg.stack, "changes": [
-                {"action": c.action, "kind": c.kind, "name": c.name} for c in outcome.changes]})
+            opts.output.json(
+                {
+                    "stack": cfg.stack,
+                    "changes": [{"action": c.action, "kind": c.kind, "name": c.name} for c in outcome.changes],
+                }
+            )
         return 0
     vms: dict[str, Any] = outcome.outputs["vms"]
     ssh_config = write_ssh_config(cfg.stack, vms)
@@ -62,15 +75,20 @@ def _deploy(opts: Options, preview: bool) -> int:
     with opts.output.err.status("waiting for every VM to answer SSH …"):
         silent = wait_for_ssh({name: vm["addresses"][mgmt] for name, vm in vms.items()})
     if silent:
-        raise EngineError(f"VMs up but not answering SSH within 60 s: {', '.join(silent)}",
-                          f"see `docker logs {vm_resource(cfg.stack, '<vm>')}`")
+        raise EngineError(
+            f"VMs up but not answering SSH within 60 s: {', '.join(silent)}",
+            f"see `docker logs {vm_resource(cfg.stack, '<vm>')}`",
+        )
     _summary(opts, outcome.changes, time.monotonic() - started, preview)
     if opts.flag("json"):
         opts.output.json(outcome.outputs)
     else:
-        opts.output.table(f"stack {cfg.stack}", ("vm", "site", "role", "mgmt address"),
-                          [(name, vm["site"], vm["role"], vm["addresses"].get(mgmt, "")) for name, vm in vms.items()],
-                          caption=f"reach a VM with: ssh -F {ssh_config} <vm>")
+        opts.output.table(
+            f"stack {cfg.stack}",
+            ("vm", "site", "role", "mgmt address"),
+            [(name, vm["site"], vm["role"], vm["addresses"].get(mgmt, "")) for name, vm in vms.items()],
+            caption=f"reach a VM with: ssh -F {ssh_config} <vm>",
+        )
     return 0
 
 
@@ -84,8 +102,9 @@ def _preview(opts: Options) -> int:
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     for name, run, text, json_text in (
-            ("up", _up, "create or update the stack to match its config", "print the stack outputs as JSON"),
-            ("preview", _preview, "show what `up` would change, changing nothing", "print the changes as JSON")):
+        ("up", _up, "create or update the stack to match its config", "print the stack outputs as JSON"),
+        ("preview", _preview, "show what `up` would change, changing nothing", "print the changes as JSON"),
+    ):
         sub = verbs.add_parser(name, parents=[common], help=text, description=text)
         sub.add_argument("--json", action="store_true", help=json_text)
         sub.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")

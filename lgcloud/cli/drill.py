@@ -21,45 +21,65 @@ def run(opts: Options) -> int:
 
     def show(step: Step) -> None:
         took = f" ({step.seconds:.2f}s)" if step.seconds else ""
-        output.err.print(f"[dim]+{step.at - started:6.2f}s[/] {step.municipality:>10}  {step.name}{took}"
-                         f"[dim]{'  ' + step.detail if step.detail else ''}[/]", highlight=False)
+        output.err.print(
+            f"[dim]+{step.at - started:6.2f}s[/] {step.municipality:>10}  {step.name}{took}"
+            f"[dim]{'  ' + step.detail if step.detail else ''}[/]",
+            highlight=False,
+        )
 
     try:
         report = run_drill(cfg, opts.args.scenario, opts.args.municipality, show)
     except (LabError, KeyboardInterrupt) as exc:
         moved = served_from_backup(cfg.stack)
-        output.fail(f"the drill stopped: {exc or 'interrupted'}",
-                    f"served from the backup site: {', '.join(moved)}; `lgcloud drill failback --stack {cfg.stack}` "
-                    "switches back" if moved else
-                    f"nothing failed over; `lgcloud up --stack {cfg.stack}` starts any VM the drill stopped")
+        output.fail(
+            f"the drill stopped: {exc or 'interrupted'}",
+            f"served from the backup site: {', '.join(moved)}; `lgcloud drill failback --stack {cfg.stack}` "
+            "switches back"
+            if moved
+            else f"nothing failed over; `lgcloud up --stack {cfg.stack}` starts any VM the drill stopped",
+        )
         return EXIT_FAILED
     directory = write_report(report, opts.args.report)
     if opts.flag("json"):
         output.json(report.to_json())
     else:
-        output.table(f"drill {report.scenario} on {cfg.stack}",
-                     ("municipality", "replication", "RTO", "RPO", "lost", "integrity", "verdict"), [
-                         (f"{m.name} {m.code}", m.replication,
-                          "—" if m.rto_seconds is None else f"{m.rto_seconds:.2f}s ≤ {m.targets.rto_seconds:g}s",
-                          f"{m.rpo_seconds:.2f}s ≤ {m.targets.rpo_seconds:g}s", str(m.lost_writes),
-                          "ok" if m.integrity.ok else "[red]differs[/]",
-                          "[green]met[/]" if m.passed else "[red]missed[/]")
-                         for m in report.municipalities])
+        output.table(
+            f"drill {report.scenario} on {cfg.stack}",
+            ("municipality", "replication", "RTO", "RPO", "lost", "integrity", "verdict"),
+            [
+                (
+                    f"{m.name} {m.code}",
+                    m.replication,
+                    "—" if m.rto_seconds is None else f"{m.rto_seconds:.2f}s ≤ {m.targets.rto_seconds:g}s",
+                    f"{m.rpo_seconds:.2f}s ≤ {m.targets.rpo_seconds:g}s",
+                    str(m.lost_writes),
+                    "ok" if m.integrity.ok else "[red]differs[/]",
+                    "[green]met[/]" if m.passed else "[red]missed[/]",
+                )
+                for m in report.municipalities
+            ],
+        )
         for error in report.errors:
             output.fail(error)
         output.note(f"state: {report.state_after}")
-    output.err.print(f"{'[green]✓ passed[/]' if report.passed else '[red]✗ failed[/]'}; "
-                     f"report: {directory / 'report.md'}")
+    output.err.print(
+        f"{'[green]✓ passed[/]' if report.passed else '[red]✗ failed[/]'}; report: {directory / 'report.md'}"
+    )
     return 0 if report.passed else EXIT_FAILED
 
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     text = "rehearse a disaster while the offices write; measure RTO, RPO, integrity"
     sub = verbs.add_parser("drill", parents=[common], help=text, description=text)
-    sub.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
-                     help="; ".join(f"{name}: {s.description}" for name, s in SCENARIOS.items()))
+    sub.add_argument(
+        "scenario",
+        choices=list(SCENARIOS),
+        metavar="SCENARIO",
+        help="; ".join(f"{name}: {s.description}" for name, s in SCENARIOS.items()),
+    )
     sub.add_argument("--municipality", help="id or 地方公共団体コード (db-loss, app-loss, failback)")
-    sub.add_argument("--report", help="directory for report.json and report.md "
-                                      "(default .lgcloud/<stack>/drills/<time>-<scenario>)")
+    sub.add_argument(
+        "--report", help="directory for report.json and report.md (default .lgcloud/<stack>/drills/<time>-<scenario>)"
+    )
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.set_defaults(run=run)

@@ -22,8 +22,14 @@ class Output:
     def json(self, document: Any) -> None:
         self.data.print_json(json.dumps(document, ensure_ascii=False))
 
-    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str | None = None,
-              right: Iterable[str] = ()) -> None:
+    def table(
+        self,
+        title: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[str]],
+        caption: str | None = None,
+        right: Iterable[str] = (),
+    ) -> None:
         """A table on stdout; columns named in `right` are right-aligned (figures)."""
         aligned = set(right)
         table = Table(title=title, caption=caption)

@@ -24,15 +24,18 @@ def run(opts: Options) -> int:
     out = Path(opts.args.out)
     report = write_report(cfg, Prometheus(url), out, opts.args.window)
     dedicated, shared = report.consolidation.dedicated_total, report.consolidation.shared
-    opts.output.done(f"dedicated servers: {dedicated.vcpus} vCPU at {_percent(dedicated.cpu_utilisation)} CPU use; "
-                     f"shared pool: {shared.server.vcpus} vCPU at {_percent(shared.cpu_utilisation)}")
+    opts.output.done(
+        f"dedicated servers: {dedicated.vcpus} vCPU at {_percent(dedicated.cpu_utilisation)} CPU use; "
+        f"shared pool: {shared.server.vcpus} vCPU at {_percent(shared.cpu_utilisation)}"
+    )
     opts.output.data.print(str(out / "utilization.html"))
     return 0
 
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    sub = verbs.add_parser("report", parents=[common],
-                           help="write a report: `utilization` (use against allocation and capacity)")
+    sub = verbs.add_parser(
+        "report", parents=[common], help="write a report: `utilization` (use against allocation and capacity)"
+    )
     sub.add_argument("kind", choices=["utilization"], help="which report")
     sub.add_argument("--window", default="1h", help="period measured, e.g. 30m, 1h, 1d (default 1h)")
     sub.add_argument("--out", default="reports", help="folder for the HTML report, its charts and JSON")

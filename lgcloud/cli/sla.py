@@ -6,8 +6,18 @@ import argparse
 
 from ..model.schema import BUSINESS_SYSTEMS
 from ..observe.prometheus import Prometheus
-from ..observe.sla import (MET, MISSED, NO_DATA, NOT_SERVED, UNKNOWN, UNREACHABLE, SlaReport, check_request, evaluate,
-                            probed_systems)
+from ..observe.sla import (
+    MET,
+    MISSED,
+    NO_DATA,
+    NOT_SERVED,
+    UNKNOWN,
+    UNREACHABLE,
+    SlaReport,
+    check_request,
+    evaluate,
+    probed_systems,
+)
 from ..state.facts import lab_facts
 from .options import Options
 
@@ -31,14 +41,25 @@ def _show(opts: Options, report: SlaReport) -> None:
         if r.status == NOT_SERVED:
             continue
         margin = "—" if r.margin is None else ("+" if r.margin >= 0 else "") + _number(r.margin, r.unit)
-        rows.append((f"{r.name} {r.municipality}" if r.name else r.municipality,
-                     f"{BUSINESS_SYSTEMS.get(r.system, r.system)} {r.system}", r.objective,
-                     r.window if r.objective in ("availability", "latency_p95", "rpo") else "last",
-                     _number(r.target, r.unit), _number(r.measured, r.unit), f"[{_COLOURS[r.status]}]{r.status}[/]",
-                     margin, "" if r.status == UNREACHABLE else r.detail))
-    opts.output.table(f"SLA of stack {report.stack} ({report.prometheus})",
-                      ("municipality", "system", "objective", "window", "target", "measured", "status", "margin",
-                       "note"), rows, right=("target", "measured", "margin"))
+        rows.append(
+            (
+                f"{r.name} {r.municipality}" if r.name else r.municipality,
+                f"{BUSINESS_SYSTEMS.get(r.system, r.system)} {r.system}",
+                r.objective,
+                r.window if r.objective in ("availability", "latency_p95", "rpo") else "last",
+                _number(r.target, r.unit),
+                _number(r.measured, r.unit),
+                f"[{_COLOURS[r.status]}]{r.status}[/]",
+                margin,
+                "" if r.status == UNREACHABLE else r.detail,
+            )
+        )
+    opts.output.table(
+        f"SLA of stack {report.stack} ({report.prometheus})",
+        ("municipality", "system", "objective", "window", "target", "measured", "status", "margin", "note"),
+        rows,
+        right=("target", "measured", "margin"),
+    )
     unreachable = next((r.detail for r in report.evaluations if r.status == UNREACHABLE), "")
     if unreachable:
         opts.output.fail(unreachable, f"is stack {report.stack} up and configured (`make up`)?")
@@ -68,11 +89,17 @@ def run(opts: Options) -> int:
 
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    sub = verbs.add_parser("sla", parents=[common], help="evaluate every SLA target against the lab's Prometheus "
-                           "(exit 1: missed, 3: some target not evaluable)")
+    sub = verbs.add_parser(
+        "sla",
+        parents=[common],
+        help="evaluate every SLA target against the lab's Prometheus (exit 1: missed, 3: some target not evaluable)",
+    )
     sub.add_argument("--window", help="period to evaluate over, e.g. 1h or 30d (default: each target's own)")
     sub.add_argument("--municipality", action="append", help="only this municipality (id or code; repeatable)")
-    sub.add_argument("--prometheus", help="Prometheus URL (default: the monitor's, as the last configure set it "
-                     "up); the systems evaluated are then those it holds office probes of")
+    sub.add_argument(
+        "--prometheus",
+        help="Prometheus URL (default: the monitor's, as the last configure set it "
+        "up); the systems evaluated are then those it holds office probes of",
+    )
     sub.add_argument("--json", action="store_true", help="machine-readable results")
     sub.set_defaults(run=run)

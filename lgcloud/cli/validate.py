@@ -19,8 +19,10 @@ def run(opts: Options) -> int:
         if problems:
             raise ConfigInvalid(str(opts.path), problems)
     topology = plan(cfg)
-    opts.output.done(f"{opts.path}: stack {cfg.stack} is valid: {len(cfg.municipalities)} municipalities, "
-                     f"{len(topology.segments)} segments, {len(topology.vms)} VMs")
+    opts.output.done(
+        f"{opts.path}: stack {cfg.stack} is valid: {len(cfg.municipalities)} municipalities, "
+        f"{len(topology.segments)} segments, {len(topology.vms)} VMs"
+    )
     return 0
 
 

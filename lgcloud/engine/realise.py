@@ -43,11 +43,12 @@ class Change:
 def connect(endpoint: str | None = None) -> docker.DockerClient:
     """A client for a site's Docker Engine, with a clear message when none answers."""
     try:
-        client = docker.DockerClient(base_url=endpoint, max_pool_size=32) if endpoint \
-            else docker.from_env(max_pool_size=32)
+        client = (
+            docker.DockerClient(base_url=endpoint, max_pool_size=32) if endpoint else docker.from_env(max_pool_size=32)
+        )
         client.ping()
         return client
-    except Exception as exc:  # noqa: BLE001 - any failure here means the same to the operator
+    except Exception as exc:
         where = endpoint or "the local socket"
         raise EngineError(
             f"no Docker Engine answers at {where} ({exc.__class__.__name__}); "
@@ -131,16 +132,23 @@ class Realiser:
         try:
             ipam = None
             if spec.subnet:
-                ipam = docker.types.IPAMConfig(pool_configs=[
-                    docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway)])
+                ipam = docker.types.IPAMConfig(
+                    pool_configs=[docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway)]
+                )
             created = client.api.create_network(
-                spec.name, driver=spec.driver, internal=spec.internal, ipam=ipam,
-                options=spec.options or None, labels=self._labels(spec.labels, resource, spec.digest),
+                spec.name,
+                driver=spec.driver,
+                internal=spec.internal,
+                ipam=ipam,
+                options=spec.options or None,
+                labels=self._labels(spec.labels, resource, spec.digest),
                 check_duplicate=True,
             )
         except APIError as exc:
-            raise EngineError(f"network {spec.name} ({spec.subnet}) could not be created: "
-                              f"{exc.explanation}; free that subnet or change the stack's segments") from None
+            raise EngineError(
+                f"network {spec.name} ({spec.subnet}) could not be created: "
+                f"{exc.explanation}; free that subnet or change the stack's segments"
+            ) from None
         self._record(action, "network", spec.name, started)
         return created["Id"], outputs
 
@@ -153,8 +161,10 @@ class Realiser:
         for container_id in attached:
             labels = client.api.inspect_container(container_id)["Config"]["Labels"] or {}
             if labels.get(STACK_LABEL) != self.stack:
-                raise EngineError(f"network {network_id[:12]} holds container {container_id[:12]} that is not "
-                                  f"part of stack {self.stack}; detach it and retry")
+                raise EngineError(
+                    f"network {network_id[:12]} holds container {container_id[:12]} that is not "
+                    f"part of stack {self.stack}; detach it and retry"
+                )
             client.api.remove_container(container_id, force=True)
             with self._lock:
                 for inventory in self._inventory.values():
@@ -165,8 +175,10 @@ class Realiser:
         for item in found:
             labels = item.get("Labels") or {}
             if item.get("Name", name).lstrip("/") == name and labels.get(STACK_LABEL) != self.stack:
-                raise EngineError(f"a {kind} named {name} already exists and was not made by stack "
-                                  f"{self.stack}; remove or rename it, or change the stack name")
+                raise EngineError(
+                    f"a {kind} named {name} already exists and was not made by stack "
+                    f"{self.stack}; remove or rename it, or change the stack name"
+                )
 
     # -- containers -----------------------------------------------------------------------
 
@@ -227,26 +239,37 @@ class Realiser:
             networking = api.create_networking_config({first.network: self._endpoint(api, first)})
         try:
             created = api.create_container(
-                spec.image, command=list(spec.command) if spec.command else None, name=spec.name,
-                hostname=spec.hostname, labels=self._labels(spec.labels, resource, digest),
-                environment=list(spec.env), host_config=host_config, networking_config=networking,
+                spec.image,
+                command=list(spec.command) if spec.command else None,
+                name=spec.name,
+                hostname=spec.hostname,
+                labels=self._labels(spec.labels, resource, digest),
+                environment=list(spec.env),
+                host_config=host_config,
+                networking_config=networking,
                 detach=True,
             )
             for attachment in rest:
-                api.connect_container_to_network(created["Id"], attachment.network,
-                                                 ipv4_address=attachment.ipv4_address,
-                                                 aliases=list(attachment.aliases) or None)
+                api.connect_container_to_network(
+                    created["Id"],
+                    attachment.network,
+                    ipv4_address=attachment.ipv4_address,
+                    aliases=list(attachment.aliases) or None,
+                )
             if spec.uploads:
                 api.put_archive(created["Id"], "/", _tar(spec.uploads))
         except APIError as exc:
-            raise EngineError(f"container {spec.name} could not be created: {exc.explanation}; "
-                              "check that its addresses are free and its segments exist") from None
+            raise EngineError(
+                f"container {spec.name} could not be created: {exc.explanation}; "
+                "check that its addresses are free and its segments exist"
+            ) from None
         return created["Id"]
 
     @staticmethod
     def _endpoint(api, attachment: Attachment):
-        return api.create_endpoint_config(ipv4_address=attachment.ipv4_address,
-                                          aliases=list(attachment.aliases) or None)
+        return api.create_endpoint_config(
+            ipv4_address=attachment.ipv4_address, aliases=list(attachment.aliases) or None
+        )
 
     def _start(self, client: docker.DockerClient, container_id: str, name: str) -> None:
         try:
@@ -269,8 +292,10 @@ class Realiser:
         return {
             "name": spec.name,
             "networkDatas": [
-                {"networkName": a.network,
-                 "ipAddress": (networks.get(a.network) or {}).get("IPAddress") or a.ipv4_address}
+                {
+                    "networkName": a.network,
+                    "ipAddress": (networks.get(a.network) or {}).get("IPAddress") or a.ipv4_address,
+                }
                 for a in spec.attachments
             ],
         }

@@ -91,7 +91,7 @@ def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser, pr
         outputs = _sync_await(pulumi.Output.from_input(settings.get_root_resource().outputs).future())
     except (EngineError, Unsupported):
         raise
-    except Exception as exc:  # noqa: BLE001 - surface the first engine error a registration raised
+    except Exception as exc:
         cause = exc
         while cause.__cause__ or cause.__context__:
             if isinstance(cause, (EngineError, Unsupported)):
@@ -100,13 +100,17 @@ def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser, pr
         if isinstance(cause, (EngineError, Unsupported)):
             raise cause from None
         if isinstance(cause, DockerException):
-            raise EngineError(f"the Docker Engine refused a request: {cause}; run `lgcloud up` again, "
-                              "or `lgcloud down` to start clean") from None
+            raise EngineError(
+                f"the Docker Engine refused a request: {cause}; run `lgcloud up` again, "
+                "or `lgcloud down` to start clean"
+            ) from None
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
     if realiser.interrupted.is_set():
-        raise EngineError("interrupted; what was in flight finished. Run `lgcloud up` to complete "
-                          "the stack or `lgcloud down` to remove it")
+        raise EngineError(
+            "interrupted; what was in flight finished. Run `lgcloud up` to complete "
+            "the stack or `lgcloud down` to remove it"
+        )
     realiser.prune()
     return Outcome(realiser.changes, outputs)

@@ -7,8 +7,15 @@ import time
 from dataclasses import dataclass
 
 from ..model.config import NAMESPACE, Problem
-from ..model.naming import (MUNICIPALITY_LABEL, NAME_LABEL, ROLE_LABEL, SITE_LABEL, STACK_LABEL, endpoint_or_default,
-                            segment_key)
+from ..model.naming import (
+    MUNICIPALITY_LABEL,
+    NAME_LABEL,
+    ROLE_LABEL,
+    SITE_LABEL,
+    STACK_LABEL,
+    endpoint_or_default,
+    segment_key,
+)
 from ..model.schema import StackConfig
 from ..model.topology import plan
 from .realise import RESOURCE_LABEL, Change, connect
@@ -75,12 +82,17 @@ def inventory(cfg: StackConfig) -> tuple[list[VmState], list[SegmentState]]:
         for c in api.containers(all=True, filters=_stack_filter(cfg.stack)):
             labels = c["Labels"]
             nets = c.get("NetworkSettings", {}).get("Networks") or {}
-            vms.append(VmState(
-                name=labels.get(NAME_LABEL, ""), container=c["Names"][0].lstrip("/"),
-                site=labels.get(SITE_LABEL, ""), municipality=labels.get(MUNICIPALITY_LABEL, ""),
-                role=labels.get(ROLE_LABEL, ""), state=c["State"],
-                addresses={segment_key(cfg.stack, net): v.get("IPAddress", "") for net, v in nets.items()},
-            ))
+            vms.append(
+                VmState(
+                    name=labels.get(NAME_LABEL, ""),
+                    container=c["Names"][0].lstrip("/"),
+                    site=labels.get(SITE_LABEL, ""),
+                    municipality=labels.get(MUNICIPALITY_LABEL, ""),
+                    role=labels.get(ROLE_LABEL, ""),
+                    state=c["State"],
+                    addresses={segment_key(cfg.stack, net): v.get("IPAddress", "") for net, v in nets.items()},
+                )
+            )
         for n in api.networks(filters=_stack_filter(cfg.stack)):
             config = (n.get("IPAM") or {}).get("Config") or [{}]
             segments.append(SegmentState(n["Name"], config[0].get("Subnet"), bool(n.get("Internal", False))))
@@ -115,7 +127,12 @@ def engine_conflicts(cfg: StackConfig) -> list[Problem]:
         for segment in plan(cfg).segments:
             for name, subnet in taken:
                 if segment.cidr.overlaps(subnet):
-                    problems.append(Problem(_segment_path(cfg, segment.key), str(segment.cidr),
-                                            f"overlaps network {name} ({subnet}) already on the engine; "
-                                            "pick a free range or bring that stack down"))
+                    problems.append(
+                        Problem(
+                            _segment_path(cfg, segment.key),
+                            str(segment.cidr),
+                            f"overlaps network {name} ({subnet}) already on the engine; "
+                            "pick a free range or bring that stack down",
+                        )
+                    )
     return problems

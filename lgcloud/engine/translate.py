@@ -116,8 +116,20 @@ class ContainerSpec:
 
 
 _CONTAINER_INPUTS = {
-    "name", "image", "hostname", "labels", "envs", "command", "cpus", "memory", "capabilities",
-    "restart", "networksAdvanced", "uploads", "mustRun", "start",
+    "name",
+    "image",
+    "hostname",
+    "labels",
+    "envs",
+    "command",
+    "cpus",
+    "memory",
+    "capabilities",
+    "restart",
+    "networksAdvanced",
+    "uploads",
+    "mustRun",
+    "start",
 }
 
 

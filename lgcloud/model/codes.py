@@ -26,11 +26,7 @@ def local_government_check_digit(first_five: str) -> int:
 
 def local_government_code_is_valid(code: str) -> bool:
     """True when `code` is six digits whose last one is the right check digit."""
-    return (
-        len(code) == 6
-        and code.isdigit()
-        and local_government_check_digit(code[:5]) == int(code[5])
-    )
+    return len(code) == 6 and code.isdigit() and local_government_check_digit(code[:5]) == int(code[5])
 
 
 def my_number_check_digit(first_eleven: str) -> int:
@@ -40,18 +36,11 @@ def my_number_check_digit(first_eleven: str) -> int:
     """
     if len(first_eleven) != 11 or not first_eleven.isdigit():
         raise ValueError(f"expected 11 digits, got {first_eleven!r}")
-    total = sum(
-        int(p) * (n + 1 if n <= 6 else n - 5)
-        for n, p in enumerate(reversed(first_eleven), start=1)
-    )
+    total = sum(int(p) * (n + 1 if n <= 6 else n - 5) for n, p in enumerate(reversed(first_eleven), start=1))
     remainder = total % 11
     return 0 if remainder <= 1 else 11 - remainder
 
 
 def my_number_is_valid(number: str) -> bool:
     """True when `number` is twelve digits whose last one is the right check digit."""
-    return (
-        len(number) == 12
-        and number.isdigit()
-        and my_number_check_digit(number[:11]) == int(number[11])
-    )
+    return len(number) == 12 and number.isdigit() and my_number_check_digit(number[:11]) == int(number[11])

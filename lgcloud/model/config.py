@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -60,8 +61,10 @@ class ConfigInvalid(OperatorError):
         self.source = source
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s) in the stack config:\n{lines}",
-                         "nothing was created; fix the config and retry")
+        super().__init__(
+            f"{source}: {len(problems)} problem(s) in the stack config:\n{lines}",
+            "nothing was created; fix the config and retry",
+        )
 
 
 def _key_path(loc: tuple) -> str:
@@ -91,8 +94,11 @@ def _consistency(cfg: StackConfig) -> list[Problem]:
             value = getattr(m, field)
             if counts[value] > 1:
                 problems.append(
-                    Problem(f"{NAMESPACE}:municipalities[{i}].{field}", value,
-                            f"duplicate {field}; each municipality needs its own")
+                    Problem(
+                        f"{NAMESPACE}:municipalities[{i}].{field}",
+                        value,
+                        f"duplicate {field}; each municipality needs its own",
+                    )
                 )
 
     named = [(f"{NAMESPACE}:segments.{k}", v) for k, v in cfg.segments]
@@ -101,7 +107,7 @@ def _consistency(cfg: StackConfig) -> list[Problem]:
     for a, (path_a, net_a) in enumerate(named):
         if net_a.prefixlen > 28:
             problems.append(Problem(path_a, str(net_a), "segment too small; use /28 or larger"))
-        for path_b, net_b in named[a + 1:]:
+        for path_b, net_b in named[a + 1 :]:
             if net_a.overlaps(net_b):
                 problems.append(Problem(path_b, str(net_b), f"overlaps {path_a} ({net_a})"))
     if problems:
@@ -113,7 +119,9 @@ def _consistency(cfg: StackConfig) -> list[Problem]:
         if m.terminal not in segment:
             problems.append(Problem(path, str(m.terminal), f"outside its access segment {m.access} ({segment})"))
         elif m.terminal in (segment.network_address, segment.broadcast_address, segment.network_address + 1):
-            problems.append(Problem(path, str(m.terminal), "reserved address (network, broadcast or the segment's router)"))
+            problems.append(
+                Problem(path, str(m.terminal), "reserved address (network, broadcast or the segment's router)")
+            )
 
     try:
         topology = plan(cfg)
@@ -123,18 +131,30 @@ def _consistency(cfg: StackConfig) -> list[Problem]:
     for vm in topology.vms:
         for segment, address in vm.addresses.items():
             if address in taken:
-                problems.append(Problem(f"{NAMESPACE}:vm {vm.name}", address,
-                                        f"address on {segment} already used by {taken[address]}"))
+                problems.append(
+                    Problem(
+                        f"{NAMESPACE}:vm {vm.name}", address, f"address on {segment} already used by {taken[address]}"
+                    )
+                )
             taken[address] = vm.name
     terminals = {f"{m.id}-terminal": i for i, m in enumerate(cfg.municipalities)}
     for m in cfg.municipalities:
         address = topology.service_addresses[m.id]
         holder = taken.get(address)
         if holder:
-            path = (f"{NAMESPACE}:municipalities[{terminals[holder]}].terminal" if holder in terminals
-                    else f"{NAMESPACE}:vm {holder}")
-            problems.append(Problem(path, address, f"{m.id}'s service address (the top of {m.access}, counting "
-                                                   f"down one per municipality); give {holder} a lower address"))
+            path = (
+                f"{NAMESPACE}:municipalities[{terminals[holder]}].terminal"
+                if holder in terminals
+                else f"{NAMESPACE}:vm {holder}"
+            )
+            problems.append(
+                Problem(
+                    path,
+                    address,
+                    f"{m.id}'s service address (the top of {m.access}, counting "
+                    f"down one per municipality); give {holder} a lower address",
+                )
+            )
         taken[address] = f"{m.id}'s service address"
 
     for site, spec in cfg.sites.items():
@@ -142,8 +162,13 @@ def _consistency(cfg: StackConfig) -> list[Problem]:
         for resource, unit in (("vcpus", ""), ("memory_mb", " MB")):
             have, need = getattr(spec.capacity, resource), getattr(used, resource)
             if need > have:
-                problems.append(Problem(f"{NAMESPACE}:sites.{site}.capacity.{resource}", have,
-                                        f"the VMs at {site} are allocated {need:g}{unit}; raise the capacity or lower allocations"))
+                problems.append(
+                    Problem(
+                        f"{NAMESPACE}:sites.{site}.capacity.{resource}",
+                        have,
+                        f"the VMs at {site} are allocated {need:g}{unit}; raise the capacity or lower allocations",
+                    )
+                )
     return problems
 
 
@@ -151,7 +176,9 @@ def parse(values: Mapping[str, Any], stack: str, source: str = "config") -> Stac
     """Validate config values (keys without the ``lgcloud:`` prefix) into a StackConfig."""
     unknown_ns = [k for k in values if ":" in k]
     if unknown_ns:
-        raise ConfigInvalid(source, [Problem(k, values[k], "unknown namespace; lgcloud keys start with 'lgcloud:'") for k in unknown_ns])
+        raise ConfigInvalid(
+            source, [Problem(k, values[k], "unknown namespace; lgcloud keys start with 'lgcloud:'") for k in unknown_ns]
+        )
     try:
         cfg = StackConfig.model_validate({"stack": stack, **values})
     except ValidationError as exc:

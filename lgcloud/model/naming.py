@@ -13,10 +13,8 @@ identifiers derived from a municipality's id, and the ports the controller serve
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only for annotations: the schema imports this module
-    from .schema import StackConfig
+from collections.abc import Iterable
+from typing import Protocol
 
 __all__ = [
     "EXPORTER_PORT",
@@ -98,6 +96,14 @@ def service_url(system: str, municipality: str) -> str:
     return f"http://{system}.{municipality}.{SERVICE_DOMAIN}"
 
 
-def municipality_ids(cfg: StackConfig) -> dict[str, str]:
-    """地方公共団体コード -> id, with the shared base under its own name."""
-    return {SHARED: SHARED, **{m.code: m.id for m in cfg.municipalities}}
+class _Municipality(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def code(self) -> str: ...
+
+
+def municipality_ids(municipalities: Iterable[_Municipality]) -> dict[str, str]:
+    """地方公共団体コード -> id, with the shared base under its own name (what labels and metrics use)."""
+    return {SHARED: SHARED, **{m.code: m.id for m in municipalities}}

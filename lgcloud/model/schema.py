@@ -201,8 +201,10 @@ class Municipality(_Strict):
     def _sla(cls, sla: dict[str, SlaOverride], info: ValidationInfo) -> dict:
         for system in sla:
             if system not in info.data.get("systems", ()):
-                raise ValueError(f"SLA for {system!r}, a system this municipality does not run; "
-                                 "add it to systems or remove the target")
+                raise ValueError(
+                    f"SLA for {system!r}, a system this municipality does not run; "
+                    "add it to systems or remove the target"
+                )
         return sla
 
     def allocation_for(self, kind: str, defaults: Allocations) -> Allocation:

@@ -101,12 +101,18 @@ def plan(cfg: StackConfig) -> Topology:
     ]
     for m in cfg.municipalities:
         for site in ("center", "backup"):
-            segments.append(SegmentPlan(f"{m.id}-{site}", m.segments[site], site, m.code, True,
-                                        f"{m.name} マイナンバー利用事務系 at {site}"))
+            segments.append(
+                SegmentPlan(
+                    f"{m.id}-{site}", m.segments[site], site, m.code, True, f"{m.name} マイナンバー利用事務系 at {site}"
+                )
+            )
 
     controller = str(seg.mgmt.network_address + 1)
-    operators = (controller, _host(seg.mgmt, _MGMT_HOSTS["bastion"], "the bastion"),
-                 _host(seg.mgmt, _MGMT_HOSTS["monitor"], "the monitor"))
+    operators = (
+        controller,
+        _host(seg.mgmt, _MGMT_HOSTS["bastion"], "the bastion"),
+        _host(seg.mgmt, _MGMT_HOSTS["monitor"], "the monitor"),
+    )
 
     def mgmt(number: int, what: str) -> dict[str, str]:
         return {"mgmt": _host(seg.mgmt, number, what)}
@@ -125,18 +131,28 @@ def plan(cfg: StackConfig) -> Topology:
             addresses[wan] = _host(getattr(seg, wan), _WAN_HOSTS[role], role)
         for m in cfg.municipalities:
             addresses[f"{m.id}-{site}"] = _host(m.segments[site], _CLOSED_HOSTS["gateway"], role)
-        vms.append(VmPlan(role, "gateway", site, SHARED, cfg.allocations.gateway, addresses,
-                          {"mgmt": operators}))
+        vms.append(VmPlan(role, "gateway", site, SHARED, cfg.allocations.gateway, addresses, {"mgmt": operators}))
     # The monitor watches from the backup site: it must see the center fail, not fail with it.
     for role, site in (("monitor", "backup"), ("bastion", "center")):
-        vms.append(VmPlan(role, role, site, SHARED, getattr(cfg.allocations, role),
-                          mgmt(_MGMT_HOSTS[role], role), {"mgmt": operators}))
+        vms.append(
+            VmPlan(
+                role,
+                role,
+                site,
+                SHARED,
+                getattr(cfg.allocations, role),
+                mgmt(_MGMT_HOSTS[role], role),
+                {"mgmt": operators},
+            )
+        )
 
     for index, m in enumerate(cfg.municipalities):
         first = _MGMT_FIRST_MUNICIPAL + index * len(_MUNICIPAL_ROLES)
         number = {role: first + k for k, role in enumerate(_MUNICIPAL_ROLES)}
-        link = {role: _host(seg.interconnect, 10 + index * 2 + k, f"{m.id}'s databases")
-                for k, role in enumerate(("db", "db-replica"))}
+        link = {
+            role: _host(seg.interconnect, 10 + index * 2 + k, f"{m.id}'s databases")
+            for k, role in enumerate(("db", "db-replica"))
+        }
         for role, site, kind, host in (
             ("app", "center", "app", "app"),
             ("db", "center", "db", "db"),
@@ -150,12 +166,23 @@ def plan(cfg: StackConfig) -> Topology:
                 peer = "db-replica" if role == "db" else "db"
                 addresses["interconnect"] = link[role]
                 ingress["interconnect"] = (link[peer],)
-            vms.append(VmPlan(f"{m.id}-{role}", role, site, m.code,
-                              m.allocation_for(kind, cfg.allocations), addresses, ingress))
-        gateways = tuple(next(v for v in vms if v.name == g).addresses[m.access]
-                         for g in ("gateway", "gateway-standby"))
-        vms.append(VmPlan(f"{m.id}-terminal", "terminal", "office", m.code,
-                          m.allocation_for("terminal", cfg.allocations),
-                          {**mgmt(number["terminal"], f"{m.id}-terminal"), m.access: str(m.terminal)},
-                          {"mgmt": operators, m.access: gateways}))
+            vms.append(
+                VmPlan(
+                    f"{m.id}-{role}", role, site, m.code, m.allocation_for(kind, cfg.allocations), addresses, ingress
+                )
+            )
+        gateways = tuple(
+            next(v for v in vms if v.name == g).addresses[m.access] for g in ("gateway", "gateway-standby")
+        )
+        vms.append(
+            VmPlan(
+                f"{m.id}-terminal",
+                "terminal",
+                "office",
+                m.code,
+                m.allocation_for("terminal", cfg.allocations),
+                {**mgmt(number["terminal"], f"{m.id}-terminal"), m.access: str(m.terminal)},
+                {"mgmt": operators, m.access: gateways},
+            )
+        )
     return Topology(tuple(segments), tuple(vms), service_addresses, controller)

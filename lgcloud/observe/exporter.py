@@ -25,11 +25,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -76,7 +75,7 @@ def cgroup_paths(proc_cgroup: str) -> dict[str, str]:
         if len(parts) != 3:
             continue
         _, controllers, path = parts
-        for controller in (controllers.split(",") if controllers else ["unified"]):
+        for controller in controllers.split(",") if controllers else ["unified"]:
             paths[controller] = path
     return paths
 
@@ -152,7 +151,7 @@ class LabCollector(Collector):
         yield from self._drills()
 
     def _allocation(self) -> Iterable[GaugeMetricFamily]:
-        ids = municipality_ids(self.cfg)
+        ids = municipality_ids(self.cfg.municipalities)
         labels = ["vm", "site", "role", "municipality"]
         vcpus = GaugeMetricFamily("lgcloud_vm_allocated_vcpus", "Virtual CPUs a VM is allocated.", labels=labels)
         memory = GaugeMetricFamily("lgcloud_vm_allocated_memory_bytes", "Memory a VM is allocated.", labels=labels)
@@ -160,22 +159,26 @@ class LabCollector(Collector):
             values = [vm.name, vm.site, vm.role, ids[vm.municipality]]
             vcpus.add_metric(values, vm.allocation.vcpus)
             memory.add_metric(values, vm.allocation.memory_mb * MIB)
-        capacity_vcpus = GaugeMetricFamily("lgcloud_site_capacity_vcpus", "Virtual CPUs a site can hold.",
-                                           labels=["site"])
-        capacity_memory = GaugeMetricFamily("lgcloud_site_capacity_memory_bytes", "Memory a site can hold.",
-                                            labels=["site"])
+        capacity_vcpus = GaugeMetricFamily(
+            "lgcloud_site_capacity_vcpus", "Virtual CPUs a site can hold.", labels=["site"]
+        )
+        capacity_memory = GaugeMetricFamily(
+            "lgcloud_site_capacity_memory_bytes", "Memory a site can hold.", labels=["site"]
+        )
         for site, spec in self.cfg.sites.items():
             capacity_vcpus.add_metric([site], spec.capacity.vcpus)
             capacity_memory.add_metric([site], spec.capacity.memory_mb * MIB)
         return [vcpus, memory, capacity_vcpus, capacity_memory]
 
     def _usage(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
-        ids = municipality_ids(self.cfg)
+        ids = municipality_ids(self.cfg.municipalities)
         labels = ["vm", "site", "role", "municipality"]
-        cpu = CounterMetricFamily("lgcloud_vm_cpu_seconds", "CPU time a VM has used, from its cgroup.",
-                                  labels=labels)
-        memory = GaugeMetricFamily("lgcloud_vm_memory_used_bytes",
-                                   "Memory a VM uses, from its cgroup (without inactive page cache).", labels=labels)
+        cpu = CounterMetricFamily("lgcloud_vm_cpu_seconds", "CPU time a VM has used, from its cgroup.", labels=labels)
+        memory = GaugeMetricFamily(
+            "lgcloud_vm_memory_used_bytes",
+            "Memory a VM uses, from its cgroup (without inactive page cache).",
+            labels=labels,
+        )
         measured = self.usage()
         for vm in self.topology.vms:
             if vm.name in measured:
@@ -187,12 +190,15 @@ class LabCollector(Collector):
     def _sla(self) -> Iterable[GaugeMetricFamily]:
         labels = ["municipality", "code", "system", "system_name"]
         families = {
-            "availability": GaugeMetricFamily("lgcloud_sla_availability_ratio",
-                                              "Contracted availability, as a ratio.", labels=labels),
-            "window": GaugeMetricFamily("lgcloud_sla_window_seconds",
-                                        "Period the availability is contracted over.", labels=labels),
-            "latency": GaugeMetricFamily("lgcloud_sla_latency_p95_seconds",
-                                         "Contracted 95th percentile latency.", labels=labels),
+            "availability": GaugeMetricFamily(
+                "lgcloud_sla_availability_ratio", "Contracted availability, as a ratio.", labels=labels
+            ),
+            "window": GaugeMetricFamily(
+                "lgcloud_sla_window_seconds", "Period the availability is contracted over.", labels=labels
+            ),
+            "latency": GaugeMetricFamily(
+                "lgcloud_sla_latency_p95_seconds", "Contracted 95th percentile latency.", labels=labels
+            ),
             "rto": GaugeMetricFamily("lgcloud_sla_rto_seconds", "Recovery time objective.", labels=labels),
             "rpo": GaugeMetricFamily("lgcloud_sla_rpo_seconds", "Recovery point objective.", labels=labels),
         }
@@ -209,21 +215,30 @@ class LabCollector(Collector):
 
     def _drills(self) -> Iterable[GaugeMetricFamily]:
         known = {m.id for m in self.cfg.municipalities}
-        passed = GaugeMetricFamily("lgcloud_drill_passed", "1 when the scenario's last drill passed.",
-                                   labels=["scenario"])
-        finished = GaugeMetricFamily("lgcloud_drill_finished_timestamp_seconds",
-                                     "When the scenario's last drill finished.", labels=["scenario"])
+        passed = GaugeMetricFamily(
+            "lgcloud_drill_passed", "1 when the scenario's last drill passed.", labels=["scenario"]
+        )
+        finished = GaugeMetricFamily(
+            "lgcloud_drill_finished_timestamp_seconds", "When the scenario's last drill finished.", labels=["scenario"]
+        )
         labels = ["scenario", "municipality", "code"]
         per_municipality = {
-            "rto_seconds": GaugeMetricFamily("lgcloud_drill_rto_seconds",
-                                             "Recovery time measured in the scenario's last drill.", labels=labels),
-            "rpo_seconds": GaugeMetricFamily("lgcloud_drill_rpo_seconds",
-                                             "Data loss window measured in the scenario's last drill.", labels=labels),
-            "lost_writes": GaugeMetricFamily("lgcloud_drill_lost_writes",
-                                             "Acknowledged writes missing after the scenario's last drill.",
-                                             labels=labels),
-            "passed": GaugeMetricFamily("lgcloud_drill_municipality_passed",
-                                        "1 when the municipality passed the scenario's last drill.", labels=labels),
+            "rto_seconds": GaugeMetricFamily(
+                "lgcloud_drill_rto_seconds", "Recovery time measured in the scenario's last drill.", labels=labels
+            ),
+            "rpo_seconds": GaugeMetricFamily(
+                "lgcloud_drill_rpo_seconds", "Data loss window measured in the scenario's last drill.", labels=labels
+            ),
+            "lost_writes": GaugeMetricFamily(
+                "lgcloud_drill_lost_writes",
+                "Acknowledged writes missing after the scenario's last drill.",
+                labels=labels,
+            ),
+            "passed": GaugeMetricFamily(
+                "lgcloud_drill_municipality_passed",
+                "1 when the municipality passed the scenario's last drill.",
+                labels=labels,
+            ),
         }
         for result in read_drills(self.drills):
             scenario = str(result["scenario"])
@@ -237,8 +252,11 @@ class LabCollector(Collector):
                     continue  # a municipality since removed from the stack is no longer held to anything
                 values = [scenario, entry["id"], str(entry.get("code", ""))]
                 for key, family in per_municipality.items():
-                    value = float(entry[key]) if key == "passed" and isinstance(entry.get(key), bool) \
+                    value = (
+                        float(entry[key])
+                        if key == "passed" and isinstance(entry.get(key), bool)
                         else _number(entry.get(key))
+                    )
                     if key == "rto_seconds" and key in entry and entry[key] is None:
                         value = math.inf  # the service did not come back within the drill: no finite RTO
                     if value is not None:
@@ -265,6 +283,7 @@ def _docker_usage(stack: str) -> Callable[[], dict[str, VmUsage]]:
             except (OSError, KeyError, ValueError):
                 paths.pop(container.id, None)  # stopped between the listing and the read
         return measured
+
     return usage
 
 
@@ -287,9 +306,10 @@ def serve(cfg: StackConfig, port: int = EXPORTER_PORT) -> None:
     try:
         start_http_server(port, addr=address, registry=registry)
     except OSError as exc:
-        raise OperatorError(f"cannot listen on {address}:{port} ({exc.strerror})",
-                            f"is stack {cfg.stack} up (`lgcloud up --stack {cfg.stack}`), or another exporter "
-                            "already on that port?") from None
+        raise OperatorError(
+            f"cannot listen on {address}:{port} ({exc.strerror})",
+            f"is stack {cfg.stack} up (`lgcloud up --stack {cfg.stack}`), or another exporter already on that port?",
+        ) from None
     print(f"lgcloud exporter of stack {cfg.stack} on http://{address}:{port}/metrics", file=sys.stderr, flush=True)
     while True:
         time.sleep(3600)
@@ -326,9 +346,13 @@ def detach(cfg: StackConfig, port: int = EXPORTER_PORT, timeout: float = 10.0) -
     stop(cfg.stack)
     log = state_dir(cfg.stack) / "exporter.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lgcloud.cli", "exporter", "--stack", cfg.stack,
-                                 "--port", str(port)], stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lgcloud.cli", "exporter", "--stack", cfg.stack, "--port", str(port)],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     _pid_file(cfg.stack).write_text(str(proc.pid))
     url = f"http://{exporter_address(cfg)}:{port}/metrics"
     deadline = time.monotonic() + timeout

@@ -49,10 +49,13 @@ class Prometheus:
                 body = json.load(response)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
-            raise PrometheusRefused(f"Prometheus at {self.url} refused {expr!r} (HTTP {exc.code}): {detail}",
-                                    "check the Prometheus version on the monitor VM (`lgcloud configure`)") from None
+            raise PrometheusRefused(
+                f"Prometheus at {self.url} refused {expr!r} (HTTP {exc.code}): {detail}",
+                "check the Prometheus version on the monitor VM (`lgcloud configure`)",
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise PrometheusUnreachable(f"Prometheus at {self.url} does not answer ({reason})",
-                                        "is the stack up and configured (`make up`)?") from None
+            raise PrometheusUnreachable(
+                f"Prometheus at {self.url} does not answer ({reason})", "is the stack up and configured (`make up`)?"
+            ) from None
         return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]

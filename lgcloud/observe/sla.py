@@ -44,10 +44,15 @@ __all__ = [
 ]
 
 MET, MISSED, NO_DATA, UNREACHABLE, NOT_SERVED, UNKNOWN = (
-    "met", "missed", "no data", "Prometheus unreachable", "not served", "unknown municipality")
+    "met",
+    "missed",
+    "no data",
+    "Prometheus unreachable",
+    "not served",
+    "unknown municipality",
+)
 # Objective -> (unit, True when a higher measurement is better).
-OBJECTIVES = {"availability": ("%", True), "latency_p95": ("ms", False), "rpo": ("s", False),
-              "rto": ("s", False)}
+OBJECTIVES = {"availability": ("%", True), "latency_p95": ("ms", False), "rpo": ("s", False), "rto": ("s", False)}
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,10 @@ def queries(window: str) -> dict[str, str]:
     return {
         "availability": f"100 * avg by (municipality, system) (avg_over_time({probes}))",
         "probes": f"sum by (municipality, system) (count_over_time({probes}))",
-        "latency_p95": ("1000 * max by (municipality, system) "
-                        f'(quantile_over_time(0.95, probe_duration_seconds{{job="probe"}}[{window}]))'),
+        "latency_p95": (
+            "1000 * max by (municipality, system) "
+            f'(quantile_over_time(0.95, probe_duration_seconds{{job="probe"}}[{window}]))'
+        ),
         "rpo": f"max by (municipality) (max_over_time(municipality:postgresql_rpo_seconds:max[{window}]))",
         "rto": "max by (municipality) (lgcloud_drill_rto_seconds)",
     }
@@ -98,8 +105,15 @@ def queries(window: str) -> dict[str, str]:
 
 def probed_systems(prometheus: Prometheus) -> tuple[str, ...]:
     """The systems that Prometheus holds office probes of: what the lab serves, as it measured it."""
-    return tuple(sorted({labels.get("system", "") for labels, _ in
-                         prometheus.query('count by (system) (probe_success{job="probe"})')} - {""}))
+    return tuple(
+        sorted(
+            {
+                labels.get("system", "")
+                for labels, _ in prometheus.query('count by (system) (probe_success{job="probe"})')
+            }
+            - {""}
+        )
+    )
 
 
 def _by(results: list[Sample], *keys: str) -> dict[tuple[str, ...], float]:
@@ -118,12 +132,18 @@ def check_request(cfg: StackConfig, window: str | None, municipalities: Iterable
     unknown = [w for w in wanted if w not in known]
     if unknown:
         ids = ", ".join(m.id for m in cfg.municipalities)
-        raise OperatorError(f"unknown municipality {', '.join(unknown)}; stack {cfg.stack} has {ids}",
-                            exit_code=EXIT_BAD_INPUT)
+        raise OperatorError(
+            f"unknown municipality {', '.join(unknown)}; stack {cfg.stack} has {ids}", exit_code=EXIT_BAD_INPUT
+        )
 
 
-def evaluate(cfg: StackConfig, prometheus: Prometheus, served: Iterable[str], window: str | None = None,
-             municipalities: Iterable[str] = ()) -> SlaReport:
+def evaluate(
+    cfg: StackConfig,
+    prometheus: Prometheus,
+    served: Iterable[str],
+    window: str | None = None,
+    municipalities: Iterable[str] = (),
+) -> SlaReport:
     """Evaluate the stack's targets for the systems the lab `served`; `window` overrides each
     target's own. Bad input is refused (``check_request``) before Prometheus is asked."""
     wanted = list(municipalities)
@@ -152,23 +172,54 @@ def evaluate(cfg: StackConfig, prometheus: Prometheus, served: Iterable[str], wi
     rows: list[Evaluation] = []
     for m, system, target in targets:
         w = window or target.window
-        wanted_values = {"availability": target.availability_percent, "latency_p95": target.latency_p95_ms,
-                         "rpo": target.rpo_seconds, "rto": target.rto_seconds}
+        wanted_values = {
+            "availability": target.availability_percent,
+            "latency_p95": target.latency_p95_ms,
+            "rpo": target.rpo_seconds,
+            "rto": target.rto_seconds,
+        }
         for objective, goal in wanted_values.items():
             unit = OBJECTIVES[objective][0]
             if system not in served:
-                rows.append(Evaluation(m.id, m.name, system, objective, unit, w, goal, None, NOT_SERVED, None,
-                                       "the lab runs no service for this system; nothing to measure"))
+                rows.append(
+                    Evaluation(
+                        m.id,
+                        m.name,
+                        system,
+                        objective,
+                        unit,
+                        w,
+                        goal,
+                        None,
+                        NOT_SERVED,
+                        None,
+                        "the lab runs no service for this system; nothing to measure",
+                    )
+                )
                 continue
             if failure:
-                rows.append(Evaluation(m.id, m.name, system, objective, unit, w, goal, None, UNREACHABLE, None,
-                                       failure))
+                rows.append(
+                    Evaluation(m.id, m.name, system, objective, unit, w, goal, None, UNREACHABLE, None, failure)
+                )
                 continue
             key = (m.id, system) if objective in ("availability", "latency_p95") else (m.id,)
             value = measured[w][objective].get(key)
             if value is not None and math.isinf(value):  # a drill in which the service never came back
-                rows.append(Evaluation(m.id, m.name, system, objective, unit, w, goal, None, MISSED, None,
-                                       "did not recover within the last drill"))
+                rows.append(
+                    Evaluation(
+                        m.id,
+                        m.name,
+                        system,
+                        objective,
+                        unit,
+                        w,
+                        goal,
+                        None,
+                        MISSED,
+                        None,
+                        "did not recover within the last drill",
+                    )
+                )
                 continue
             status, margin = judge(objective, goal, value)
             detail = ""
@@ -185,10 +236,21 @@ def evaluate(cfg: StackConfig, prometheus: Prometheus, served: Iterable[str], wi
         for w in windows:
             for municipality, system in sorted(measured[w]["availability"]):
                 if municipality not in ids:
-                    rows.append(Evaluation(municipality, "", system, "availability", "%", w, None,
-                                           measured[w]["availability"][(municipality, system)], UNKNOWN, None,
-                                           f"Prometheus has probes of {municipality!r}, which stack "
-                                           f"{cfg.stack} does not declare"))
+                    rows.append(
+                        Evaluation(
+                            municipality,
+                            "",
+                            system,
+                            "availability",
+                            "%",
+                            w,
+                            None,
+                            measured[w]["availability"][(municipality, system)],
+                            UNKNOWN,
+                            None,
+                            f"Prometheus has probes of {municipality!r}, which stack {cfg.stack} does not declare",
+                        )
+                    )
     return SlaReport(cfg.stack, prometheus.url, rows)
 
 
@@ -212,5 +274,9 @@ class SlaReport:
         return 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"stack": self.stack, "prometheus": self.prometheus, "exit_code": self.exit_code,
-                "results": [asdict(e) for e in self.evaluations]}
+        return {
+            "stack": self.stack,
+            "prometheus": self.prometheus,
+            "exit_code": self.exit_code,
+            "results": [asdict(e) for e in self.evaluations],
+        }

@@ -86,8 +86,10 @@ def cost_split(weights: dict[str, tuple[float, float]]) -> dict[str, float]:
     """
     cpu = sum(w[0] for w in weights.values())
     memory = sum(w[1] for w in weights.values())
-    return {m: 0.5 * (c / cpu if cpu else 1 / len(weights)) + 0.5 * (b / memory if memory else 1 / len(weights))
-            for m, (c, b) in weights.items()}
+    return {
+        m: 0.5 * (c / cpu if cpu else 1 / len(weights)) + 0.5 * (b / memory if memory else 1 / len(weights))
+        for m, (c, b) in weights.items()
+    }
 
 
 def _step(window: str) -> str:
@@ -204,7 +206,7 @@ def measure(cfg: StackConfig, prometheus: Prometheus, window: str, at: float | N
     """Every figure of the report, from Prometheus."""
     at = at or time.time()
     topology = plan(cfg)
-    ids = municipality_ids(cfg)
+    ids = municipality_ids(cfg.municipalities)
     w, step = window, _step(window)
     cpu, memory = "vm:lgcloud_vm_cpu_usage_vcpus:rate1m", "vm:lgcloud_vm_memory_used_bytes:sum"
     workload = f'role!="terminal", municipality!="{SHARED}"'  # municipal servers; offices stay in the offices
@@ -219,10 +221,22 @@ def measure(cfg: StackConfig, prometheus: Prometheus, window: str, at: float | N
     memory_avg = mib(by(f"avg_over_time({memory}[{w}])"))
     memory_peak = mib(by(f"max_over_time({memory}[{w}])"))
     samples = by(f"count_over_time({memory}[{w}])")
-    vms = [VmUse(vm.name, vm.site, vm.role, ids[vm.municipality], vm.allocation.vcpus, vm.allocation.memory_mb,
-                 cpu_avg.get(vm.name), cpu_peak.get(vm.name), memory_avg.get(vm.name), memory_peak.get(vm.name),
-                 samples.get(vm.name))
-           for vm in topology.vms]
+    vms = [
+        VmUse(
+            vm.name,
+            vm.site,
+            vm.role,
+            ids[vm.municipality],
+            vm.allocation.vcpus,
+            vm.allocation.memory_mb,
+            cpu_avg.get(vm.name),
+            cpu_peak.get(vm.name),
+            memory_avg.get(vm.name),
+            memory_peak.get(vm.name),
+            samples.get(vm.name),
+        )
+        for vm in topology.vms
+    ]
 
     sites = []
     site_peak_cpu = by(f"max_over_time(site:lgcloud_vm_cpu_usage_vcpus:sum[{w}])", "site")
@@ -232,10 +246,21 @@ def measure(cfg: StackConfig, prometheus: Prometheus, window: str, at: float | N
         allocated = topology.allocated(site)
         avg_cpu = sum(v.cpu_avg_vcpus or 0 for v in here)
         avg_memory = sum(v.memory_avg_mb or 0 for v in here)
-        sites.append(SiteUse(site, spec.capacity.vcpus, spec.capacity.memory_mb, allocated.vcpus, allocated.memory_mb,
-                             avg_cpu, site_peak_cpu.get(site), avg_memory,
-                             (site_peak_memory.get(site) or 0) / MIB or None,
-                             utilization(avg_cpu, spec.capacity.vcpus), utilization(avg_memory, spec.capacity.memory_mb)))
+        sites.append(
+            SiteUse(
+                site,
+                spec.capacity.vcpus,
+                spec.capacity.memory_mb,
+                allocated.vcpus,
+                allocated.memory_mb,
+                avg_cpu,
+                site_peak_cpu.get(site),
+                avg_memory,
+                (site_peak_memory.get(site) or 0) / MIB or None,
+                utilization(avg_cpu, spec.capacity.vcpus),
+                utilization(avg_memory, spec.capacity.memory_mb),
+            )
+        )
 
     # The seed's comparison, over the municipal servers (app and database, both sites).
     peak_cpu = by(f"max_over_time(sum by (municipality) ({cpu}{{{workload}}})[{w}:{step}])", "municipality")
@@ -248,26 +273,52 @@ def measure(cfg: StackConfig, prometheus: Prometheus, window: str, at: float | N
         server = size_for_peak(peak_cpu.get(m.id, 0), peak_memory.get(m.id, 0) / MIB)
         avg_cpu = sum(v.cpu_avg_vcpus or 0 for v in own)
         avg_memory = sum(v.memory_avg_mb or 0 for v in own)
-        dedicated.append(DedicatedServers(m.id, m.name, peak_cpu.get(m.id), (peak_memory.get(m.id) or 0) / MIB,
-                                          server, avg_cpu, avg_memory, utilization(avg_cpu, server.vcpus),
-                                          utilization(avg_memory, server.memory_mb)))
+        dedicated.append(
+            DedicatedServers(
+                m.id,
+                m.name,
+                peak_cpu.get(m.id),
+                (peak_memory.get(m.id) or 0) / MIB,
+                server,
+                avg_cpu,
+                avg_memory,
+                utilization(avg_cpu, server.vcpus),
+                utilization(avg_memory, server.memory_mb),
+            )
+        )
     pool = size_for_peak(pool_cpu.get("", 0), pool_memory.get("", 0) / MIB)
     pool_avg_cpu = sum(d.cpu_avg_vcpus for d in dedicated)
     pool_avg_memory = sum(d.memory_avg_mb for d in dedicated)
     dedicated_vcpus = sum(d.server.vcpus for d in dedicated)
     dedicated_memory = sum(d.server.memory_mb for d in dedicated)
     consolidation = Consolidation(
-        PEAK_SHARE, dedicated,
-        Fleet(dedicated_vcpus, dedicated_memory, utilization(pool_avg_cpu, dedicated_vcpus),
-              utilization(pool_avg_memory, dedicated_memory)),
-        SharedPool(pool_cpu.get(""), (pool_memory.get("") or 0) / MIB, pool, utilization(pool_avg_cpu, pool.vcpus),
-                   utilization(pool_avg_memory, pool.memory_mb)),
+        PEAK_SHARE,
+        dedicated,
+        Fleet(
+            dedicated_vcpus,
+            dedicated_memory,
+            utilization(pool_avg_cpu, dedicated_vcpus),
+            utilization(pool_avg_memory, dedicated_memory),
+        ),
+        SharedPool(
+            pool_cpu.get(""),
+            (pool_memory.get("") or 0) / MIB,
+            pool,
+            utilization(pool_avg_cpu, pool.vcpus),
+            utilization(pool_avg_memory, pool.memory_mb),
+        ),
     )
 
     municipal = [v for v in vms if v.municipality != SHARED and v.role != "terminal"]
-    by_allocation = cost_split({m.id: (sum(v.allocated_vcpus for v in municipal if v.municipality == m.id),
-                                       sum(v.allocated_memory_mb for v in municipal if v.municipality == m.id))
-                                for m in cfg.municipalities})
+    by_allocation = cost_split(
+        {
+            m.id: (
+                sum(v.allocated_vcpus for v in municipal if v.municipality == m.id),
+                sum(v.allocated_memory_mb for v in municipal if v.municipality == m.id),
+            )
+            for m in cfg.municipalities
+        }
+    )
     by_use = cost_split({d.municipality: (d.cpu_avg_vcpus, d.memory_avg_mb) for d in dedicated})
     cost = [CostShare(m.id, m.name, by_allocation[m.id], by_use[m.id]) for m in cfg.municipalities]
     return UtilizationReport(cfg.stack, window, at, vms, sites, consolidation, cost)
@@ -287,9 +338,13 @@ def _charts(data: UtilizationReport, out: Path) -> dict[str, Path]:
     vms = [v for v in data.vms if v.cpu_avg_vcpus is not None]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(vms) + 1.5), sharey=True)
     names = [v.vm for v in vms]
-    for ax, (alloc, peak, avg, unit, title) in zip(axes, (
+    for ax, (alloc, peak, avg, unit, title) in zip(
+        axes,
+        (
             ("allocated_vcpus", "cpu_peak_vcpus", "cpu_avg_vcpus", "vCPU", "CPU（割当・ピーク・平均）"),
-            ("allocated_memory_mb", "memory_peak_mb", "memory_avg_mb", "MiB", "メモリ（割当・ピーク・平均）"))):
+            ("allocated_memory_mb", "memory_peak_mb", "memory_avg_mb", "MiB", "メモリ（割当・ピーク・平均）"),
+        ),
+    ):
         ax.barh(names, [getattr(v, alloc) for v in vms], color="#d9e2ef", label="割当 allocated")
         ax.barh(names, [getattr(v, peak) or 0 for v in vms], color="#7da7d9", label="ピーク peak")
         ax.barh(names, [getattr(v, avg) or 0 for v in vms], color="#1f4e8c", label="平均 average")
@@ -305,15 +360,20 @@ def _charts(data: UtilizationReport, out: Path) -> dict[str, Path]:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     sites = data.sites
-    for ax, (cap, alloc, avg, unit, title) in zip(axes, (
+    for ax, (cap, alloc, avg, unit, title) in zip(
+        axes,
+        (
             ("capacity_vcpus", "allocated_vcpus", "cpu_avg_vcpus", "vCPU", "サイトのCPU"),
-            ("capacity_memory_mb", "allocated_memory_mb", "memory_avg_mb", "MiB", "サイトのメモリ"))):
+            ("capacity_memory_mb", "allocated_memory_mb", "memory_avg_mb", "MiB", "サイトのメモリ"),
+        ),
+    ):
         x = range(len(sites))
         ax.bar([i - 0.27 for i in x], [getattr(s, cap) for s in sites], 0.27, color="#d9e2ef", label="容量 capacity")
         ax.bar(x, [getattr(s, alloc) for s in sites], 0.27, color="#7da7d9", label="割当 allocated")
         ax.bar([i + 0.27 for i in x], [getattr(s, avg) for s in sites], 0.27, color="#1f4e8c", label="使用 used")
-        ax.set_xticks(list(x), [{"center": "共同利用センタ", "backup": "バックアップ"}.get(s.site, s.site)
-                                for s in sites])
+        ax.set_xticks(
+            list(x), [{"center": "共同利用センタ", "backup": "バックアップ"}.get(s.site, s.site) for s in sites]
+        )
         ax.set_ylabel(unit)
         ax.set_title(title)
     axes[0].legend(fontsize=8)
@@ -378,7 +438,8 @@ def _html(data: UtilizationReport, charts: dict[str, Path]) -> str:
     generated = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(data.at))
     return f"""<!doctype html>
 <html lang="ja"><head><meta charset="utf-8"><title>利用率レポート {html.escape(data.stack)}</title>
-<style>body{{font-family:"IPAGothic",sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+<style>body{{font-family:"IPAGothic",sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 img{{max-width:100%}}</style></head><body>
 <h1>利用率レポート — utilization of stack {html.escape(data.stack)}</h1>
@@ -387,32 +448,106 @@ hypervisor sees it) by the lgcloud exporter and Prometheus on the monitor VM.</p
 <h2>共同利用の効果 — dedicated servers versus the shared pool</h2>
 <p>Each municipality's app and database servers (both sites), on dedicated hardware sized so that its own peak
 uses at most {100 * c.peak_share:.0f} % of it, against one pool sized the same way for the peak of the sum.</p>
-{image('consolidation')}
-{table(['', 'vCPU', 'memory MiB', 'average CPU use', 'average memory use'], [
-    ['dedicated, all municipalities', c.dedicated_total.vcpus, c.dedicated_total.memory_mb,
-     _pct(c.dedicated_total.cpu_utilisation), _pct(c.dedicated_total.memory_utilisation)],
-    ['shared pool', c.shared.server.vcpus, c.shared.server.memory_mb,
-     _pct(c.shared.cpu_utilisation), _pct(c.shared.memory_utilisation)]])}
-{table(['municipality', 'peak vCPU', 'peak MiB', 'dedicated vCPU', 'dedicated MiB', 'CPU use', 'memory use'], [
-    [f"{d.name} {d.municipality}", _num(d.peak_vcpus, 3), _num(d.peak_memory_mb, 0),
-     d.server.vcpus, d.server.memory_mb, _pct(d.cpu_utilisation), _pct(d.memory_utilisation)]
-    for d in c.dedicated])}
+{image("consolidation")}
+{
+        table(
+            ["", "vCPU", "memory MiB", "average CPU use", "average memory use"],
+            [
+                [
+                    "dedicated, all municipalities",
+                    c.dedicated_total.vcpus,
+                    c.dedicated_total.memory_mb,
+                    _pct(c.dedicated_total.cpu_utilisation),
+                    _pct(c.dedicated_total.memory_utilisation),
+                ],
+                [
+                    "shared pool",
+                    c.shared.server.vcpus,
+                    c.shared.server.memory_mb,
+                    _pct(c.shared.cpu_utilisation),
+                    _pct(c.shared.memory_utilisation),
+                ],
+            ],
+        )
+    }
+{
+        table(
+            ["municipality", "peak vCPU", "peak MiB", "dedicated vCPU", "dedicated MiB", "CPU use", "memory use"],
+            [
+                [
+                    f"{d.name} {d.municipality}",
+                    _num(d.peak_vcpus, 3),
+                    _num(d.peak_memory_mb, 0),
+                    d.server.vcpus,
+                    d.server.memory_mb,
+                    _pct(d.cpu_utilisation),
+                    _pct(d.memory_utilisation),
+                ]
+                for d in c.dedicated
+            ],
+        )
+    }
 <h2>割勘 — the center's cost split per municipality</h2>
-{image('cost')}
-{table(['municipality', 'by allocation', 'by measured use'],
-       [[f"{r.name} {r.municipality}", _pct(r.by_allocation), _pct(r.by_use)] for r in data.cost])}
+{image("cost")}
+{
+        table(
+            ["municipality", "by allocation", "by measured use"],
+            [[f"{r.name} {r.municipality}", _pct(r.by_allocation), _pct(r.by_use)] for r in data.cost],
+        )
+    }
 <h2>Sites</h2>
-{image('sites')}
-{table(['site', 'capacity vCPU', 'allocated vCPU', 'used vCPU (avg)', 'peak', 'CPU use', 'capacity MiB',
-        'allocated MiB', 'used MiB (avg)', 'memory use'], [
-    [s.site, _num(s.capacity_vcpus), _num(s.allocated_vcpus), _num(s.cpu_avg_vcpus, 3),
-     _num(s.cpu_peak_vcpus, 3), _pct(s.cpu_utilisation), s.capacity_memory_mb, s.allocated_memory_mb,
-     _num(s.memory_avg_mb, 0), _pct(s.memory_utilisation)] for s in data.sites])}
+{image("sites")}
+{
+        table(
+            [
+                "site",
+                "capacity vCPU",
+                "allocated vCPU",
+                "used vCPU (avg)",
+                "peak",
+                "CPU use",
+                "capacity MiB",
+                "allocated MiB",
+                "used MiB (avg)",
+                "memory use",
+            ],
+            [
+                [
+                    s.site,
+                    _num(s.capacity_vcpus),
+                    _num(s.allocated_vcpus),
+                    _num(s.cpu_avg_vcpus, 3),
+                    _num(s.cpu_peak_vcpus, 3),
+                    _pct(s.cpu_utilisation),
+                    s.capacity_memory_mb,
+                    s.allocated_memory_mb,
+                    _num(s.memory_avg_mb, 0),
+                    _pct(s.memory_utilisation),
+                ]
+                for s in data.sites
+            ],
+        )
+    }
 <h2>VMs</h2>
-{image('vms')}
-{table(['vm', 'site', 'allocated vCPU', 'avg vCPU', 'peak vCPU', 'allocated MiB', 'avg MiB', 'peak MiB'], [
-    [v.vm, v.site, _num(v.allocated_vcpus), _num(v.cpu_avg_vcpus, 3), _num(v.cpu_peak_vcpus, 3),
-     v.allocated_memory_mb, _num(v.memory_avg_mb, 0), _num(v.memory_peak_mb, 0)] for v in data.vms])}
+{image("vms")}
+{
+        table(
+            ["vm", "site", "allocated vCPU", "avg vCPU", "peak vCPU", "allocated MiB", "avg MiB", "peak MiB"],
+            [
+                [
+                    v.vm,
+                    v.site,
+                    _num(v.allocated_vcpus),
+                    _num(v.cpu_avg_vcpus, 3),
+                    _num(v.cpu_peak_vcpus, 3),
+                    v.allocated_memory_mb,
+                    _num(v.memory_avg_mb, 0),
+                    _num(v.memory_peak_mb, 0),
+                ]
+                for v in data.vms
+            ],
+        )
+    }
 </body></html>
 """
 
@@ -427,9 +562,11 @@ def write_report(cfg: StackConfig, prometheus: Prometheus, out: Path, window: st
         raise OperatorError(f"--window: {exc}", exit_code=EXIT_BAD_INPUT) from None
     data = measure(cfg, prometheus, window)
     if not any(v.cpu_avg_vcpus is not None for v in data.vms):
-        raise OperatorError(f"Prometheus at {prometheus.url} has no use measured in the last {window}",
-                            f"is the lgcloud exporter running (`lgcloud exporter --stack {cfg.stack} --detach`)?",
-                            EXIT_NOT_EVALUATED)
+        raise OperatorError(
+            f"Prometheus at {prometheus.url} has no use measured in the last {window}",
+            f"is the lgcloud exporter running (`lgcloud exporter --stack {cfg.stack} --detach`)?",
+            EXIT_NOT_EVALUATED,
+        )
     out.mkdir(parents=True, exist_ok=True)
     charts = _charts(data, out)
     (out / "utilization.json").write_text(json.dumps(data.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")

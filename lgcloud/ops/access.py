@@ -1,6 +1,6 @@
 """How operators and tools reach the VMs: an ssh_config per stack, written at every `up`.
 
-    ssh -F .lgcloud/dev/ssh_config a-city-app
+ssh -F .lgcloud/dev/ssh_config a-city-app
 """
 
 from __future__ import annotations
@@ -27,9 +27,18 @@ def write_ssh_config(stack: str, vms: dict[str, dict]) -> Path:
         address = vm["addresses"].get(mgmt)
         if not address:
             continue
-        lines += [f"Host {name}", f"    HostName {address}", "    User root", f"    IdentityFile {key}",
-                  "    IdentitiesOnly yes", "    StrictHostKeyChecking no", "    UserKnownHostsFile /dev/null",
-                  "    LogLevel ERROR", "    ConnectTimeout 5", ""]
+        lines += [
+            f"Host {name}",
+            f"    HostName {address}",
+            "    User root",
+            f"    IdentityFile {key}",
+            "    IdentitiesOnly yes",
+            "    StrictHostKeyChecking no",
+            "    UserKnownHostsFile /dev/null",
+            "    LogLevel ERROR",
+            "    ConnectTimeout 5",
+            "",
+        ]
     path = ssh_config_path(stack)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

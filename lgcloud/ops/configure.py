@@ -82,13 +82,22 @@ class ConfigureSummary:
         return sum(getattr(result, what) for result in self.hosts.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {"rc": self.rc, "seconds": round(self.seconds, 2), "check": self.check,
-                "hosts": {host: asdict(result) for host, result in self.hosts.items()}}
+        return {
+            "rc": self.rc,
+            "seconds": round(self.seconds, 2),
+            "check": self.check,
+            "hosts": {host: asdict(result) for host, result in self.hosts.items()},
+        }
 
 
-def configure(cfg: StackConfig, running: set[str], limit: str | None = None, check: bool = False,
-              on_event: Callable[[str, str, str], None] = lambda host, task, state: None,
-              settings: dict[str, str] | None = None) -> ConfigureSummary:
+def configure(
+    cfg: StackConfig,
+    running: set[str],
+    limit: str | None = None,
+    check: bool = False,
+    on_event: Callable[[str, str, str], None] = lambda host, task, state: None,
+    settings: dict[str, str] | None = None,
+) -> ConfigureSummary:
     """Run the site playbook on the stack's running VMs; report per host."""
     import ansible_runner
 
@@ -140,14 +149,25 @@ def configure(cfg: StackConfig, running: set[str], limit: str | None = None, che
         return True
 
     runner = ansible_runner.run(
-        private_data_dir=str(data_dir), project_dir=str(PROJECT_ROOT), playbook=PLAYBOOK,
-        inventory=str(inventory), limit=limit, cmdline="--check --diff" if check else None,
-        envvars={**ANSIBLE_SETTINGS, **(settings or {}), "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
-                 # ansible-playbook of the same environment as lgcloud, activated or not
-                 "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-        event_handler=handle, quiet=True, rotate_artifacts=5,
+        private_data_dir=str(data_dir),
+        project_dir=str(PROJECT_ROOT),
+        playbook=PLAYBOOK,
+        inventory=str(inventory),
+        limit=limit,
+        cmdline="--check --diff" if check else None,
+        envvars={
+            **ANSIBLE_SETTINGS,
+            **(settings or {}),
+            "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+            # ansible-playbook of the same environment as lgcloud, activated or not
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        },
+        event_handler=handle,
+        quiet=True,
+        rotate_artifacts=5,
     )
     if not check:
         record_facts(cfg.stack, published)
-    return ConfigureSummary(runner.status, runner.rc, dict(hosts), Path(runner.config.artifact_dir),
-                            time.monotonic() - started, check)
+    return ConfigureSummary(
+        runner.status, runner.rc, dict(hosts), Path(runner.config.artifact_dir), time.monotonic() - started, check
+    )

@@ -32,19 +32,27 @@ def _municipalities(cfg: StackConfig, topology: Topology) -> list[dict[str, Any]
     described = []
     for m in cfg.municipalities:
         vm = {role: topology.vm(f"{m.id}-{role}") for role in ("app", "app-standby", "db", "db-replica")}
-        described.append({
-            "id": m.id, "group": group(m.id), "code": m.code, "name": m.name, "access": m.access,
-            "gateway": topology.vm("gateway").addresses[m.access],
-            "gateway_standby": topology.vm("gateway-standby").addresses[m.access],
-            "service_address": topology.service_addresses[m.id],
-            "systems": list(m.systems), "replication": m.replication, "terminal": str(m.terminal),
-            "app": vm["app"].addresses[f"{m.id}-center"],
-            "app_standby": vm["app-standby"].addresses[f"{m.id}-backup"],
-            "db": vm["db"].addresses[f"{m.id}-center"],
-            "db_interconnect": vm["db"].addresses["interconnect"],
-            "db_replica": vm["db-replica"].addresses[f"{m.id}-backup"],
-            "db_replica_interconnect": vm["db-replica"].addresses["interconnect"],
-        })
+        described.append(
+            {
+                "id": m.id,
+                "group": group(m.id),
+                "code": m.code,
+                "name": m.name,
+                "access": m.access,
+                "gateway": topology.vm("gateway").addresses[m.access],
+                "gateway_standby": topology.vm("gateway-standby").addresses[m.access],
+                "service_address": topology.service_addresses[m.id],
+                "systems": list(m.systems),
+                "replication": m.replication,
+                "terminal": str(m.terminal),
+                "app": vm["app"].addresses[f"{m.id}-center"],
+                "app_standby": vm["app-standby"].addresses[f"{m.id}-backup"],
+                "db": vm["db"].addresses[f"{m.id}-center"],
+                "db_interconnect": vm["db"].addresses["interconnect"],
+                "db_replica": vm["db-replica"].addresses[f"{m.id}-backup"],
+                "db_replica_interconnect": vm["db-replica"].addresses["interconnect"],
+            }
+        )
     return described
 
 
@@ -52,7 +60,7 @@ def build_inventory(cfg: StackConfig, key: Path | str, running: set[str] | None 
     """An Ansible YAML inventory of the stack's VMs (only those `running`, when given), reached
     as root with the private `key`."""
     topology = plan(cfg)
-    ids = municipality_ids(cfg)
+    ids = municipality_ids(cfg.municipalities)
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {"hosts": {}})
     hosts = {}
     for vm in topology.vms:
@@ -60,7 +68,9 @@ def build_inventory(cfg: StackConfig, key: Path | str, running: set[str] | None 
             continue
         hosts[vm.name] = {
             "ansible_host": vm.addresses["mgmt"],
-            "lgcloud_vm": vm.name, "lgcloud_role": vm.role, "lgcloud_site": vm.site,
+            "lgcloud_vm": vm.name,
+            "lgcloud_role": vm.role,
+            "lgcloud_site": vm.site,
             "lgcloud_municipality": ids[vm.municipality],
             "lgcloud_addresses": vm.addresses,
         }
@@ -70,17 +80,22 @@ def build_inventory(cfg: StackConfig, key: Path | str, running: set[str] | None 
             membership.append(f"municipality_{group(ids[vm.municipality])}")
         for name in membership:
             groups[name]["hosts"][vm.name] = None
-    return {"all": {
-        "hosts": hosts,
-        "vars": {
-            "ansible_user": "root", "ansible_connection": "paramiko",
-            "ansible_ssh_private_key_file": str(key), "ansible_python_interpreter": "/usr/bin/python3",
-            "lgcloud_stack": cfg.stack, "lgcloud_mgmt_cidr": str(cfg.segments.mgmt),
-            "lgcloud_interconnect_cidr": str(cfg.segments.interconnect),
-            "lgcloud_controller": topology.controller,
-            "lgcloud_exporter_port": EXPORTER_PORT,  # `lgcloud exporter` on the controller
-            "lgcloud_monitor": topology.vm("monitor").addresses["mgmt"],
-            "lgcloud_municipalities": _municipalities(cfg, topology),
-        },
-        "children": dict(groups),
-    }}
+    return {
+        "all": {
+            "hosts": hosts,
+            "vars": {
+                "ansible_user": "root",
+                "ansible_connection": "paramiko",
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "lgcloud_stack": cfg.stack,
+                "lgcloud_mgmt_cidr": str(cfg.segments.mgmt),
+                "lgcloud_interconnect_cidr": str(cfg.segments.interconnect),
+                "lgcloud_controller": topology.controller,
+                "lgcloud_exporter_port": EXPORTER_PORT,  # `lgcloud exporter` on the controller
+                "lgcloud_monitor": topology.vm("monitor").addresses["mgmt"],
+                "lgcloud_municipalities": _municipalities(cfg, topology),
+            },
+            "children": dict(groups),
+        }
+    }

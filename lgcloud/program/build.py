@@ -22,21 +22,29 @@ __all__ = ["build"]
 
 def _vm_output(vm: VmPlan, container: docker.Container) -> pulumi.Output:
     """What the stack reports of a VM: its identity, plus the addresses the engine gave it."""
-    return pulumi.Output.all(container.id, container.network_datas).apply(lambda values: {
-        "id": values[0],
-        "site": vm.site,
-        "municipality": vm.municipality,
-        "role": vm.role,
-        "addresses": {d["network_name"]: d["ip_address"] for d in values[1] or []},
-    })
+    return pulumi.Output.all(container.id, container.network_datas).apply(
+        lambda values: {
+            "id": values[0],
+            "site": vm.site,
+            "municipality": vm.municipality,
+            "role": vm.role,
+            "addresses": {d["network_name"]: d["ip_address"] for d in values[1] or []},
+        }
+    )
 
 
 def build(cfg: StackConfig) -> None:
     """Declare every resource of the stack and export its VMs and segments."""
     topology = plan(cfg)
     sites = {
-        name: Site(name, SiteArgs(cfg.stack, spec.endpoint, tuple(
-            s for s in topology.segments if s.site == name and s.municipality == SHARED)))
+        name: Site(
+            name,
+            SiteArgs(
+                cfg.stack,
+                spec.endpoint,
+                tuple(s for s in topology.segments if s.site == name and s.municipality == SHARED),
+            ),
+        )
         for name, spec in cfg.sites.items()
     }
     keys = ensure_keypair(cfg.stack)

@@ -33,8 +33,11 @@ class Municipality(pulumi.ComponentResource):
         super().__init__("lgcloud:municipality:Municipality", name, None, opts)
         m, topology = args.municipality, args.vm.topology
         self.segments = {
-            site: Segment(f"{name}-{site}", SegmentArgs(args.vm.stack, topology.segment(f"{m.id}-{site}")),
-                          pulumi.ResourceOptions(parent=self, providers=[args.sites[site].provider]))
+            site: Segment(
+                f"{name}-{site}",
+                SegmentArgs(args.vm.stack, topology.segment(f"{m.id}-{site}")),
+                pulumi.ResourceOptions(parent=self, providers=[args.sites[site].provider]),
+            )
             for site in SITES
         }
         networks = {key: seg.network for site in args.sites.values() for key, seg in site.segments.items()}

@@ -33,8 +33,10 @@ class Segment(pulumi.ComponentResource):
             driver="bridge",
             internal=plan.internal,
             ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(plan.cidr), gateway=plan.router)],
-            labels=[docker.NetworkLabelArgs(label=k, value=v) for k, v in
-                    labels(args.stack, plan.site, plan.municipality, "segment", plan.key).items()],
+            labels=[
+                docker.NetworkLabelArgs(label=k, value=v)
+                for k, v in labels(args.stack, plan.site, plan.municipality, "segment", plan.key).items()
+            ],
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"name": self.network.name, "cidr": str(plan.cidr)})

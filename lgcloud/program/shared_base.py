@@ -30,6 +30,7 @@ class SharedBase(pulumi.ComponentResource):
         super().__init__("lgcloud:shared:SharedBase", name, None, opts)
         self.vms = {
             plan.name: vm(plan, args.vm, args.networks, self, args.sites[plan.site].provider)
-            for plan in args.vm.topology.vms if plan.municipality == SHARED
+            for plan in args.vm.topology.vms
+            if plan.municipality == SHARED
         }
         self.register_outputs({"vms": list(self.vms)})

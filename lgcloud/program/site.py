@@ -28,11 +28,13 @@ class Site(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SiteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("lgcloud:site:Site", name, None, opts)
-        self.provider = docker.Provider(f"{name}-engine", host=args.endpoint,
-                                        opts=pulumi.ResourceOptions(parent=self))
+        self.provider = docker.Provider(f"{name}-engine", host=args.endpoint, opts=pulumi.ResourceOptions(parent=self))
         self.segments = {
-            plan.key: Segment(f"{name}-{plan.key}", SegmentArgs(args.stack, plan),
-                              pulumi.ResourceOptions(parent=self, providers=[self.provider]))
+            plan.key: Segment(
+                f"{name}-{plan.key}",
+                SegmentArgs(args.stack, plan),
+                pulumi.ResourceOptions(parent=self, providers=[self.provider]),
+            )
             for plan in args.segments
         }
         self.register_outputs({"endpoint": args.endpoint, "segments": list(self.segments)})

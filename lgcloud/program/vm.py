@@ -28,28 +28,33 @@ def ingress_policy(plan: VmPlan, topology: Topology) -> str:
     )
 
 
-def vm(plan: VmPlan, args: VmArgs, networks: dict[str, docker.Network],
-       parent: pulumi.Resource, provider: docker.Provider) -> docker.Container:
+def vm(
+    plan: VmPlan, args: VmArgs, networks: dict[str, docker.Network], parent: pulumi.Resource, provider: docker.Provider
+) -> docker.Container:
     """Create the container for `plan`, attached to its segments with fixed addresses."""
     return docker.Container(
         f"{plan.name}-vm",
         name=vm_resource(args.stack, plan.name),
         hostname=plan.name,
         image=args.image,
-        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in
-                labels(args.stack, plan.site, plan.municipality, plan.role, plan.name).items()],
+        labels=[
+            docker.ContainerLabelArgs(label=k, value=v)
+            for k, v in labels(args.stack, plan.site, plan.municipality, plan.role, plan.name).items()
+        ],
         cpus=f"{plan.allocation.vcpus:g}",
         memory=plan.allocation.memory_mb,
         networks_advanced=[
-            docker.ContainerNetworksAdvancedArgs(name=networks[key].name, ipv4_address=address,
-                                                 aliases=[plan.name])
+            docker.ContainerNetworksAdvancedArgs(name=networks[key].name, ipv4_address=address, aliases=[plan.name])
             for key, address in plan.addresses.items()
         ],
         envs=[f"LGCLOUD_INGRESS={ingress_policy(plan, args.topology)}"],
         # The host firewall of vm-init needs NET_ADMIN inside the VM's own namespace.
         capabilities=docker.ContainerCapabilitiesArgs(adds=["NET_ADMIN"]),
-        uploads=[docker.ContainerUploadArgs(file="/etc/lgcloud/authorized_keys",
-                                            content=args.ssh_public_key + "\n", permissions="0644")],
+        uploads=[
+            docker.ContainerUploadArgs(
+                file="/etc/lgcloud/authorized_keys", content=args.ssh_public_key + "\n", permissions="0644"
+            )
+        ],
         restart="no",  # a stopped VM stays stopped: drills decide when it comes back
         opts=pulumi.ResourceOptions(parent=parent, provider=provider),
     )

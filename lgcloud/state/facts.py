@@ -29,9 +29,11 @@ def lab_facts(stack: str) -> LabFacts:
         document = json.loads(path.read_text(encoding="utf-8"))
         return LabFacts(document["prometheus_url"], tuple(document["probed_systems"]))
     except (OSError, ValueError, KeyError, TypeError):
-        raise OperatorError(f"stack {stack} has no monitor configured yet ({path} is missing or unreadable)",
-                            f"run `lgcloud configure --stack {stack}` (or `make up`)",
-                            EXIT_NOT_EVALUATED) from None
+        raise OperatorError(
+            f"stack {stack} has no monitor configured yet ({path} is missing or unreadable)",
+            f"run `lgcloud configure --stack {stack}` (or `make up`)",
+            EXIT_NOT_EVALUATED,
+        ) from None
 
 
 def record_facts(stack: str, published: dict[str, Any]) -> LabFacts | None:

@@ -1,8 +1,6 @@
-"""The SSH key pair of a stack, generated on first use and kept out of git.
+"""The SSH key pair of a stack, generated on first use and kept out of git::
 
->>> key = ensure_keypair("dev")            # doctest: +SKIP
->>> key.private.name                       # doctest: +SKIP
-'id_ed25519'
+ensure_keypair("dev").private   # .lgcloud/dev/id_ed25519, mode 0600
 """
 
 from __future__ import annotations

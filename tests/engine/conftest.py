@@ -15,16 +15,26 @@ pytestmark = pytest.mark.engine
 
 SMALL = {
     "config": {
-        "lgcloud:sites": {"center": {"capacity": {"vcpus": 4, "memory_mb": 8192}},
-                          "backup": {"capacity": {"vcpus": 4, "memory_mb": 8192}}},
-        "lgcloud:segments": {k: f"10.{{net}}.{i}.0/24" for i, k in
-                             enumerate(["mgmt", "lgwan", "ipvpn", "shared", "interconnect", "internet"])},
+        "lgcloud:sites": {
+            "center": {"capacity": {"vcpus": 4, "memory_mb": 8192}},
+            "backup": {"capacity": {"vcpus": 4, "memory_mb": 8192}},
+        },
+        "lgcloud:segments": {
+            k: f"10.{{net}}.{i}.0/24"
+            for i, k in enumerate(["mgmt", "lgwan", "ipvpn", "shared", "interconnect", "internet"])
+        },
         "lgcloud:allocations": {"db": {"vcpus": 0.25, "memory_mb": 256}},
-        "lgcloud:municipalities": [{
-            "id": "x-town", "name": "Ｘ町", "code": "013315", "access": "lgwan", "systems": ["jumin"],
-            "segments": {"center": "10.{net}.16.0/24", "backup": "10.{net}.17.0/24"},
-            "terminal": "10.{net}.1.21",
-        }],
+        "lgcloud:municipalities": [
+            {
+                "id": "x-town",
+                "name": "Ｘ町",
+                "code": "013315",
+                "access": "lgwan",
+                "systems": ["jumin"],
+                "segments": {"center": "10.{net}.16.0/24", "backup": "10.{net}.17.0/24"},
+                "terminal": "10.{net}.1.21",
+            }
+        ],
     }
 }
 
@@ -40,8 +50,9 @@ def small_stack(directory: Path, stack: str, net: int, change=None) -> Path:
 
 
 def lgcloud(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", *args], capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"lgcloud {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result

@@ -23,16 +23,16 @@ def test_up_creates_the_stack_and_a_second_up_changes_nothing(stack, client):
     first = lgcloud("up", "--file", str(path), "--json")
     outputs = json.loads(first.stdout)
     containers = stack_containers(client, "enga")
-    assert len(containers) == SMALL_VMS and all(c.status == "running" for c in containers.values()), \
-        {n: c.status for n, c in containers.items()}
+    assert len(containers) == SMALL_VMS and all(c.status == "running" for c in containers.values()), {
+        n: c.status for n, c in containers.items()
+    }
     assert len(stack_networks(client, "enga")) == SMALL_SEGMENTS
     assert outputs["vms"]["x-town-app"]["addresses"]["lgcloud-enga-x-town-center"] == "10.102.16.10"
     assert outputs["vms"]["x-town-app"]["id"] == containers["lgcloud-enga-x-town-app"].id
 
     second = lgcloud("up", "--file", str(path))
     assert "no changes" in second.stderr, second.stderr
-    assert {n: c.id for n, c in stack_containers(client, "enga").items()} == \
-        {n: c.id for n, c in containers.items()}
+    assert {n: c.id for n, c in stack_containers(client, "enga").items()} == {n: c.id for n, c in containers.items()}
 
 
 def test_status_json_reports_every_vm_with_its_addresses(stack):
@@ -68,8 +68,14 @@ def test_a_changed_allocation_replaces_exactly_that_vm(stack, client):
 
 def test_removing_a_municipality_deletes_its_resources(stack, client):
     def two(config):
-        second = dict(config["lgcloud:municipalities"][0], id="y-village", name="Ｙ村", code="133078",
-                      terminal="10.104.1.22", segments={"center": "10.104.18.0/24", "backup": "10.104.19.0/24"})
+        second = dict(
+            config["lgcloud:municipalities"][0],
+            id="y-village",
+            name="Ｙ村",
+            code="133078",
+            terminal="10.104.1.22",
+            segments={"center": "10.104.18.0/24", "backup": "10.104.19.0/24"},
+        )
         config["lgcloud:municipalities"].append(second)
 
     path = stack("engc", 104, two)
@@ -87,8 +93,7 @@ def test_down_removes_its_stack_and_nothing_else(stack, client):
     lgcloud("up", "--file", str(ours))
     lgcloud("up", "--file", str(theirs))
     # Something an operator made by hand, labelled like the stack but not made by lgcloud.
-    bystander = client.containers.create("lgcloud/vm:latest", name="engd-bystander",
-                                         labels={"lgcloud.stack": "engd"})
+    bystander = client.containers.create("lgcloud/vm:latest", name="engd-bystander", labels={"lgcloud.stack": "engd"})
     try:
         lgcloud("down", "--file", str(ours))
         assert set(stack_containers(client, "engd")) == {"engd-bystander"}
@@ -111,8 +116,12 @@ def test_a_stack_overlapping_a_running_one_is_refused(stack, client):
 
 def test_an_interrupted_up_is_completed_by_the_next_one(stack, client):
     path = stack("engh", 109)
-    process = subprocess.Popen([sys.executable, "-m", "lgcloud.cli", "up", "--file", str(path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lgcloud.cli", "up", "--file", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     # Interrupt as soon as the first segment exists: the VMs come after the segments.
     while not stack_networks(client, "engh") and time.monotonic() < deadline:
@@ -130,7 +139,7 @@ def test_an_interrupted_up_is_completed_by_the_next_one(stack, client):
 
 def test_a_vm_that_fails_to_start_leaves_a_stack_down_can_remove(stack, client, tmp_path):
     broken = tmp_path / "Dockerfile"
-    broken.write_text("FROM lgcloud/vm:latest\nENTRYPOINT [\"/bin/sh\", \"-c\", \"echo no disk >&2; exit 3\"]\n")
+    broken.write_text('FROM lgcloud/vm:latest\nENTRYPOINT ["/bin/sh", "-c", "echo no disk >&2; exit 3"]\n')
     client.images.build(path=str(tmp_path), tag="lgcloud/test-broken:latest", rm=True)
 
     def broken_image(config):

@@ -13,9 +13,25 @@ pytestmark = pytest.mark.engine
 
 def promtool(*args: str, workdir: str = "/monitoring") -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "-v", f"{PROJECT_ROOT / 'monitoring'}:/monitoring:ro",
-         "-w", workdir, "--entrypoint", "promtool", "lgcloud/vm:latest", *args],
-        capture_output=True, text=True, timeout=120)
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{PROJECT_ROOT / 'monitoring'}:/monitoring:ro",
+            "-w",
+            workdir,
+            "--entrypoint",
+            "promtool",
+            "lgcloud/vm:latest",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 RULES = sorted(p.name for p in (PROJECT_ROOT / "monitoring" / "rules").glob("*.yml"))

@@ -10,8 +10,8 @@ from functools import cache
 import pytest
 import testinfra
 
-from lgcloud.ops.access import ssh_config_path
 from lgcloud.model.topology import plan
+from lgcloud.ops.access import ssh_config_path
 
 STACK = "dev"
 
@@ -34,16 +34,24 @@ with ThreadPoolExecutor(32) as pool:
 @pytest.fixture(scope="session")
 def lab(dev):
     """Bring `dev` up (idempotent) and return its topology."""
-    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "up", "--stack", STACK, "--json"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "up", "--stack", STACK, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, f"lgcloud up failed:\n{result.stderr}"
     return plan(dev)
 
 
 def configure(*args: str) -> dict:
     """Run `lgcloud configure` on the dev lab; return its per-host JSON report."""
-    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--json", *args],
-                            capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, f"lgcloud configure failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout)
 

@@ -23,8 +23,9 @@ class Response:
         return self.body.decode("utf-8")
 
 
-def call(host, municipality: str, method: str, path: str, body: dict | bytes | None = None,
-         via: str | None = None) -> Response:
+def call(
+    host, municipality: str, method: str, path: str, body: dict | bytes | None = None, via: str | None = None
+) -> Response:
     """One HTTP request with curl on `host` to jumin.<municipality>.lgwan.test (through `via` if given).
 
     The body travels base64-encoded over SSH and the response comes back the same way, so every
@@ -33,11 +34,12 @@ def call(host, municipality: str, method: str, path: str, body: dict | bytes | N
     name = f"jumin.{municipality}.lgwan.test"
     raw = json.dumps(body, ensure_ascii=False).encode() if isinstance(body, dict) else body
     resolve = f"--resolve {name}:80:{via} " if via else ""
-    send = (f"printf %s {base64.b64encode(raw).decode()} | base64 -d | " if raw is not None else "")
+    send = f"printf %s {base64.b64encode(raw).decode()} | base64 -d | " if raw is not None else ""
     data = "-H 'Content-Type: application/json' --data-binary @- " if raw is not None else ""
     result = host.run(
         f"out=$(mktemp); {send}curl -sS --max-time 20 -o \"$out\" -w '%{{http_code}} %{{content_type}}' "
-        f"-X {method} {resolve}{data}'http://{name}{path}'; echo; base64 -w0 \"$out\"; rm -f \"$out\"")
+        f'-X {method} {resolve}{data}\'http://{name}{path}\'; echo; base64 -w0 "$out"; rm -f "$out"'
+    )
     assert result.rc == 0, f"curl on the terminal failed: {result.stderr}"
     head, _, encoded = result.stdout.partition("\n")
     status, _, content_type = head.strip().partition(" ")

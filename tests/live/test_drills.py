@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from lgcloud.ops.access import wait_for_ssh
 from lgcloud.model.naming import segment_resource, vm_resource
+from lgcloud.ops.access import wait_for_ssh
 from lgcloud.state.failover import served_from_backup
 
 from .conftest import STACK
@@ -25,10 +25,16 @@ CI_RTO_BOUND = 30.0  # seconds: a correctness bound; the benchmark measures the 
 
 
 def drill(*args: str, expect: int | None = 0) -> tuple[int, dict | None, str]:
-    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "drill", *args, "--stack", STACK, "--json"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "drill", *args, "--stack", STACK, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if expect is not None:
-        assert result.returncode == expect, f"drill {args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == expect, (
+            f"drill {args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
     return result.returncode, report, result.stderr
 
@@ -51,7 +57,8 @@ def assert_normal(vm, municipalities) -> None:
         assert vm(f"{m.id}-db").check_output(in_recovery) == "f"
         assert vm(f"{m.id}-db-replica").check_output(in_recovery) == "t"
         state = vm(f"{m.id}-db").check_output(
-            "chpst -u postgres psql -XAtq -c \"SELECT sync_state FROM pg_stat_replication\"")
+            'chpst -u postgres psql -XAtq -c "SELECT sync_state FROM pg_stat_replication"'
+        )
         assert state == m.replication
     held = vm("gateway").check_output("lgcloud-service-address list").split()
     assert len(held) == len(municipalities)
@@ -70,8 +77,14 @@ def test_site_loss_loses_no_acknowledged_write_and_recovers(site_loss):
 
 def test_site_loss_timeline_runs_detect_fence_promote_move_verify(site_loss):
     steps = [s["name"] for s in site_loss["timeline"] if s["municipality"] == "a-city"]
-    order = ["detected", "fence the center primary", "promote the backup replica",
-             "release service address at the center", "take service address at the backup", "verify from the office"]
+    order = [
+        "detected",
+        "fence the center primary",
+        "promote the backup replica",
+        "release service address at the center",
+        "take service address at the backup",
+        "verify from the office",
+    ]
     assert [s for s in steps if s in order] == order
 
 
@@ -79,8 +92,9 @@ def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm):
     assert set(served_from_backup(STACK)) == {"a-city", "b-town", "c-village"}
     assert vm("a-city-db-replica").check_output("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
     assert "10.100.1.254" in vm("gateway-standby").check_output("lgcloud-service-address list").split()
-    result = subprocess.run([sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "lgcloud drill failback" in result.stderr
 
 
@@ -109,11 +123,20 @@ def test_fenced_primary_cannot_take_writes_when_it_comes_back(db_loss, vm, lab):
     """Powered on by someone, the old primary does not boot while its ports are cut; with its
     interconnect port repaired it boots read-only, still cut from its app's segment."""
     container = vm_resource(STACK, "a-city-db")
-    docker = lambda *a: subprocess.run(["docker", *a], check=True, capture_output=True, text=True).stdout
+
+    def docker(*args: str) -> str:
+        return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
     docker("start", container)
     assert docker("wait", container).strip() != "0"  # vm-init stops it: its firewall cannot be placed
-    docker("network", "connect", "--ip", lab.vm("a-city-db").addresses["interconnect"],
-           segment_resource(STACK, "interconnect"), container)
+    docker(
+        "network",
+        "connect",
+        "--ip",
+        lab.vm("a-city-db").addresses["interconnect"],
+        segment_resource(STACK, "interconnect"),
+        container,
+    )
     docker("start", container)
     assert wait_for_ssh({"a-city-db": lab.vm("a-city-db").addresses["mgmt"]}) == []
     old = vm("a-city-db")

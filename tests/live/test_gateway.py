@@ -23,8 +23,10 @@ pytestmark = pytest.mark.live
 
 DEV = load_stack("dev")
 MUNICIPALITIES = [pytest.param(m, id=m.id) for m in DEV.municipalities]
-PAIRS = [pytest.param(office, other, id=f"{office.id}-asks-{other.id}")
-         for office, other in itertools.permutations(DEV.municipalities, 2)]
+PAIRS = [
+    pytest.param(office, other, id=f"{office.id}-asks-{other.id}")
+    for office, other in itertools.permutations(DEV.municipalities, 2)
+]
 GATEWAYS = ["gateway", "gateway-standby"]
 STATS_PORT = 8404
 
@@ -72,7 +74,9 @@ def test_an_office_is_refused_another_municipality_service(configured, vm, lab, 
     assert other.code not in response.text
 
 
-@pytest.mark.parametrize("name", ["nosuch.a-city.lgwan.test", "jumin.z-town.lgwan.test", "jumin.a-city.lgwan.test.example"])
+@pytest.mark.parametrize(
+    "name", ["nosuch.a-city.lgwan.test", "jumin.z-town.lgwan.test", "jumin.a-city.lgwan.test.example"]
+)
 def test_an_unknown_name_is_404(configured, vm, lab, name):
     terminal = vm(f"{DEV.municipalities[0].id}-terminal")
     gateway = lab.vm("gateway").addresses[DEV.municipalities[0].access]
@@ -105,8 +109,9 @@ def test_a_stopped_app_is_down_and_comes_back(configured, vm, lab):
     assert wait_for_status(lab, "gateway", key, "UP", timeout=10).startswith("UP"), "not UP to begin with"
     try:
         app.check_output("sv stop jumin")
-        assert wait_for_status(lab, "gateway", key, "DOWN", timeout=20).startswith("DOWN"), \
+        assert wait_for_status(lab, "gateway", key, "DOWN", timeout=20).startswith("DOWN"), (
             "HAProxy did not notice the stopped app"
+        )
         response = call(vm(f"{m.id}-terminal"), m.id, "GET", "/healthz")
         assert response.status == 503, response.body
     finally:

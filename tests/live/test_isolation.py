@@ -24,8 +24,19 @@ from .conftest import probe
 pytestmark = pytest.mark.live
 TOPOLOGY = plan(load_stack("dev"))
 OPERATORS = {"bastion", "monitor"}
-SOURCES = ["a-city-terminal", "c-village-terminal", "a-city-app", "a-city-db", "a-city-db-replica",
-           "b-town-app", "b-town-db", "gateway", "gateway-standby", "bastion", "monitor"]
+SOURCES = [
+    "a-city-terminal",
+    "c-village-terminal",
+    "a-city-app",
+    "a-city-db",
+    "a-city-db-replica",
+    "b-town-app",
+    "b-town-db",
+    "gateway",
+    "gateway-standby",
+    "bastion",
+    "monitor",
+]
 
 
 def allowed(source: VmPlan, target: VmPlan, segment: str) -> bool:
@@ -42,9 +53,12 @@ def allowed(source: VmPlan, target: VmPlan, segment: str) -> bool:
 
 
 def matrix(topology: Topology, source: VmPlan) -> dict[str, bool]:
-    return {f"{address}:22": allowed(source, target, segment)
-            for target in topology.vms if target.name != source.name
-            for segment, address in target.addresses.items()}
+    return {
+        f"{address}:22": allowed(source, target, segment)
+        for target in topology.vms
+        if target.name != source.name
+        for segment, address in target.addresses.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +74,11 @@ def observed(vm):
 def test_reachability_matches_the_policy(observed, source):
     expected = matrix(TOPOLOGY, TOPOLOGY.vm(source))
     owner = {f"{a}:22": f"{t.name}@{s}" for t in TOPOLOGY.vms for s, a in t.addresses.items()}
-    wrong = {owner[k]: ("reached" if observed[source][k] else "refused") for k in expected
-             if observed[source][k] != expected[k]}
+    wrong = {
+        owner[k]: ("reached" if observed[source][k] else "refused")
+        for k in expected
+        if observed[source][k] != expected[k]
+    }
     assert not wrong, f"{source}: against policy: {wrong}"
     assert any(expected.values()) or source.endswith("terminal"), f"{source} reaches nothing at all"
 

@@ -32,9 +32,14 @@ TODAY = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
 def person(**fields) -> dict:
     """A 転入届 (move-in) that the registry accepts; `fields` override or (as None) drop fields."""
     body = {
-        "name": f"試験 {uuid.uuid4().hex[:8]}", "kana": "シケン タロウ", "birth_date": "1990-04-01",
-        "sex": "男", "address": "本町一丁目1番1号", "event": "move-in",
-        "event_date": (TODAY - dt.timedelta(days=7)).isoformat(), "previous_address": "東京都千代田区千代田1-1",
+        "name": f"試験 {uuid.uuid4().hex[:8]}",
+        "kana": "シケン タロウ",
+        "birth_date": "1990-04-01",
+        "sex": "男",
+        "address": "本町一丁目1番1号",
+        "event": "move-in",
+        "event_date": (TODAY - dt.timedelta(days=7)).isoformat(),
+        "previous_address": "東京都千代田区千代田1-1",
     }
     body.update(fields)
     return {key: value for key, value in body.items() if value is not None}
@@ -53,10 +58,13 @@ def terminal(configured, vm):
 @pytest.fixture(scope="module")
 def rows(configured, vm):
     """Rows of the residents table on a municipality's primary, counted as the superuser."""
+
     def count(municipality: str) -> int:
         out = vm(f"{municipality}-db").check_output(
-            "runuser -u postgres -- psql -XAtq -d jumin -c 'SELECT count(*) FROM residents'")
+            "runuser -u postgres -- psql -XAtq -d jumin -c 'SELECT count(*) FROM residents'"
+        )
         return int(out)
+
     return count
 
 
@@ -84,8 +92,12 @@ def test_register_and_read_back(terminal, m):
 
 @pytest.mark.parametrize("m", MUNICIPALITIES)
 def test_the_my_number_has_a_valid_check_digit(terminal, m):
-    numbers = [register(terminal, m.id, person(event="birth", birth_date=TODAY.isoformat(), event_date=None,
-                                               previous_address=None))["my_number"] for _ in range(3)]
+    numbers = [
+        register(
+            terminal, m.id, person(event="birth", birth_date=TODAY.isoformat(), event_date=None, previous_address=None)
+        )["my_number"]
+        for _ in range(3)
+    ]
     assert all(my_number_is_valid(n) for n in numbers), numbers
     assert len(set(numbers)) == 3, numbers
 
@@ -121,8 +133,13 @@ BAD_REGISTRATIONS = [
     pytest.param(person(address=None), "address", id="missing-address"),
     pytest.param(person(birth_date="2025-02-30"), "birth_date", id="impossible-date"),
     pytest.param(person(birth_date="1990/04/01"), "birth_date", id="malformed-date"),
-    pytest.param(person(event="birth", birth_date=(TODAY + dt.timedelta(days=2)).isoformat(), event_date=None,
-                        previous_address=None), "birth_date", id="future-birth-date"),
+    pytest.param(
+        person(
+            event="birth", birth_date=(TODAY + dt.timedelta(days=2)).isoformat(), event_date=None, previous_address=None
+        ),
+        "birth_date",
+        id="future-birth-date",
+    ),
     pytest.param(person(event_date=(TODAY + dt.timedelta(days=2)).isoformat()), "event_date", id="future-move-in"),
     pytest.param(person(event_date="1980-01-01"), "event_date", id="move-in-before-birth"),
     pytest.param(person(event="death"), "event", id="unknown-event"),
@@ -130,8 +147,17 @@ BAD_REGISTRATIONS = [
     pytest.param(person(kana="しけん"), "kana", id="kana-not-katakana"),
     pytest.param(person(my_number="621498320258"), "my_number", id="my-number-wrong-check-digit"),
     pytest.param(person(my_number="62149832025"), "my_number", id="my-number-eleven-digits"),
-    pytest.param(person(event="birth", birth_date=TODAY.isoformat(), event_date=None, previous_address=None,
-                        my_number="621498320257"), "my_number", id="my-number-with-a-birth"),
+    pytest.param(
+        person(
+            event="birth",
+            birth_date=TODAY.isoformat(),
+            event_date=None,
+            previous_address=None,
+            my_number="621498320257",
+        ),
+        "my_number",
+        id="my-number-with-a-birth",
+    ),
     pytest.param(person(nickname="タロ"), "nickname", id="unknown-field"),
     pytest.param("name=試験&kana=シケン".encode(), "body", id="form-body-not-json"),
     pytest.param(b'{"name": "\xe8\xa9\xa6\xe9\xa8\x93", ', "body", id="truncated-json"),
@@ -154,33 +180,56 @@ def test_a_bad_registration_is_refused_and_nothing_written(terminal, rows, body,
 def test_move_out(terminal):
     host = terminal(A_CITY.id)
     code = register(terminal, A_CITY.id, person())["resident_code"]
-    response = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
-                    {"event_date": TODAY.isoformat(), "destination": "Ｂ町中央2-2"})
+    response = call(
+        host,
+        A_CITY.id,
+        "POST",
+        f"/api/residents/{code}/move-out",
+        {"event_date": TODAY.isoformat(), "destination": "Ｂ町中央2-2"},
+    )
     assert response.status == 200, response.body
     read = call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]
-    assert (read["status"], read["moved_out_on"], read["moved_out_to"]) == ("moved-out", TODAY.isoformat(),
-                                                                            "Ｂ町中央2-2")
+    assert (read["status"], read["moved_out_on"], read["moved_out_to"]) == (
+        "moved-out",
+        TODAY.isoformat(),
+        "Ｂ町中央2-2",
+    )
 
 
 def test_a_second_move_out_is_refused_and_changes_nothing(terminal):
     host = terminal(A_CITY.id)
     code = register(terminal, A_CITY.id, person())["resident_code"]
-    first = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
-                 {"event_date": (TODAY - dt.timedelta(days=1)).isoformat(), "destination": "Ｂ町中央2-2"})
+    first = call(
+        host,
+        A_CITY.id,
+        "POST",
+        f"/api/residents/{code}/move-out",
+        {"event_date": (TODAY - dt.timedelta(days=1)).isoformat(), "destination": "Ｂ町中央2-2"},
+    )
     assert first.status == 200, first.body
-    again = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
-                 {"event_date": TODAY.isoformat(), "destination": "Ｃ村3-3"})
+    again = call(
+        host,
+        A_CITY.id,
+        "POST",
+        f"/api/residents/{code}/move-out",
+        {"event_date": TODAY.isoformat(), "destination": "Ｃ村3-3"},
+    )
     assert (again.status, again.json()["field"]) == (409, "status"), again.body
     read = call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]
-    assert (read["moved_out_on"], read["moved_out_to"]) == ((TODAY - dt.timedelta(days=1)).isoformat(),
-                                                            "Ｂ町中央2-2"), "the refused move-out was written"
+    assert (read["moved_out_on"], read["moved_out_to"]) == (
+        (TODAY - dt.timedelta(days=1)).isoformat(),
+        "Ｂ町中央2-2",
+    ), "the refused move-out was written"
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    pytest.param({"destination": "Ｂ町"}, "event_date", id="missing-date"),
-    pytest.param({"event_date": TODAY.isoformat()}, "destination", id="missing-destination"),
-    pytest.param(b"moving", "body", id="not-json"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"destination": "Ｂ町"}, "event_date", id="missing-date"),
+        pytest.param({"event_date": TODAY.isoformat()}, "destination", id="missing-destination"),
+        pytest.param(b"moving", "body", id="not-json"),
+    ],
+)
 def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field):
     host = terminal(A_CITY.id)
     code = register(terminal, A_CITY.id, person())["resident_code"]
@@ -204,8 +253,9 @@ def test_certificate_json(terminal):
     assert certificate["title"] == "住民票の写し"
     assert (certificate["municipality"], certificate["municipality_code"]) == (A_CITY.name, A_CITY.code)
     assert certificate["issued_on"] == TODAY.isoformat()
-    assert {k: certificate["resident"][k] for k in ("name", "birth_date", "address")} == \
-        {k: body[k] for k in ("name", "birth_date", "address")}
+    assert {k: certificate["resident"][k] for k in ("name", "birth_date", "address")} == {
+        k: body[k] for k in ("name", "birth_date", "address")
+    }
     assert "my_number" not in certificate["resident"], "the 個人番号 is on a certificate nobody asked it for"
     asked = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate?my_number=include")
     assert asked.json()["certificate"]["resident"]["my_number"] == created["my_number"]
@@ -214,8 +264,13 @@ def test_certificate_json(terminal):
 def test_certificate_of_a_resident_who_moved_out_is_a_joshu(terminal):
     host = terminal(A_CITY.id)
     code = register(terminal, A_CITY.id, person())["resident_code"]
-    call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out",
-         {"event_date": TODAY.isoformat(), "destination": "Ｃ村"})
+    call(
+        host,
+        A_CITY.id,
+        "POST",
+        f"/api/residents/{code}/move-out",
+        {"event_date": TODAY.isoformat(), "destination": "Ｃ村"},
+    )
     certificate = call(host, A_CITY.id, "GET", f"/api/residents/{code}/certificate").json()["certificate"]
     assert certificate["title"] == "住民票の除票の写し", certificate
 

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.live
 PORT = 5432
 CHECK_DB = "lgcloud_check"
 MUNICIPALITIES = [pytest.param(m.id, m.replication, id=m.id) for m in load_stack("dev").municipalities]
-DATABASE_VMS = [pytest.param(m.id, f"{m.id}-{role}", id=f"{m.id}-{role}")
-                for m in load_stack("dev").municipalities for role in ("db", "db-replica")]
+DATABASE_VMS = [
+    pytest.param(m.id, f"{m.id}-{role}", id=f"{m.id}-{role}")
+    for m in load_stack("dev").municipalities
+    for role in ("db", "db-replica")
+]
 
 
 def psql(host, sql: str, database: str = "postgres"):
@@ -66,13 +69,15 @@ def test_listens_on_closed_segment_and_interconnect_only(configured, vm, lab, mu
 
 @pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
 def test_replica_streams_over_interconnect(configured, vm, lab, municipality, replication):
-    rows = query(vm(f"{municipality}-db"),
-                 "SELECT application_name, client_addr, state, sync_state FROM pg_stat_replication").splitlines()
+    rows = query(
+        vm(f"{municipality}-db"), "SELECT application_name, client_addr, state, sync_state FROM pg_stat_replication"
+    ).splitlines()
     replica = lab.vm(f"{municipality}-db-replica").addresses["interconnect"]
     expected = "sync" if replication == "sync" else "async"
     assert rows == [f"{slot(municipality)}|{replica}|streaming|{expected}"], rows
-    active = query(vm(f"{municipality}-db"),
-                   f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot(municipality)}'")
+    active = query(
+        vm(f"{municipality}-db"), f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot(municipality)}'"
+    )
     assert active == "t", f"slot {slot(municipality)} is not in use"
     assert query(vm(f"{municipality}-db-replica"), "SELECT pg_is_in_recovery()") == "t"
 
@@ -82,8 +87,9 @@ def test_a_row_written_on_the_primary_is_read_on_the_replica(configured, vm, mun
     primary, replica = vm(f"{municipality}-db"), vm(f"{municipality}-db-replica")
     if not query(primary, f"SELECT 1 FROM pg_database WHERE datname = '{CHECK_DB}'"):
         query(primary, f"CREATE DATABASE {CHECK_DB}")
-    query(primary, "CREATE TABLE IF NOT EXISTS rows (token text PRIMARY KEY, written timestamptz DEFAULT now())",
-          CHECK_DB)
+    query(
+        primary, "CREATE TABLE IF NOT EXISTS rows (token text PRIMARY KEY, written timestamptz DEFAULT now())", CHECK_DB
+    )
     token = uuid.uuid4().hex
     query(primary, f"INSERT INTO rows (token) VALUES ('{token}')", CHECK_DB)
     written = time.monotonic()
@@ -110,8 +116,10 @@ def test_only_the_peer_may_replicate(configured, vm, lab, municipality, replicat
     """From the app VM on the closed segment, neither replication nor the superuser is admitted."""
     db = lab.vm(f"{municipality}-db").addresses[f"{municipality}-center"]
     app = vm(f"{municipality}-app")
-    for conninfo in (f"host={db} user=replicator dbname=replication replication=true",
-                     f"host={db} user=postgres dbname=postgres"):
+    for conninfo in (
+        f"host={db} user=replicator dbname=replication replication=true",
+        f"host={db} user=postgres dbname=postgres",
+    ):
         result = app.run("PGPASSWORD=wrong PGCONNECT_TIMEOUT=3 psql -w %s -c 'SELECT 1'", conninfo)
         assert result.rc != 0, f"{conninfo}: admitted from {municipality}-app"
         assert "no pg_hba.conf entry" in result.stderr, result.stderr

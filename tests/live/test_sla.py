@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from lgcloud.ops.access import ssh_config_path
 from lgcloud.model.config import load_stack
-from lgcloud.state.directory import state_dir
 from lgcloud.model.naming import vm_resource
 from lgcloud.observe.prometheus import Prometheus
+from lgcloud.ops.access import ssh_config_path
+from lgcloud.state.directory import state_dir
 from lgcloud.state.facts import lab_facts
 
 pytestmark = pytest.mark.live
@@ -27,8 +27,9 @@ MEMORY_TOLERANCE_MB = 24  # plus 10 % of the value
 
 
 def lgcloud(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lgcloud.cli", *args, "--stack", STACK],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", *args, "--stack", STACK], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def until(check, seconds: float, what: str, every: float = 3):
@@ -52,8 +53,14 @@ def prometheus(configured):
 def expected_targets(lab) -> dict[str, int]:
     cfg = load_stack(STACK)
     probed = sum(1 for m in cfg.municipalities for s in lab_facts(STACK).probed_systems if s in m.systems)
-    return {"prometheus": 1, "node": len(lab.vms), "postgresql": 2 * len(cfg.municipalities),
-            "haproxy": 2, "probe": probed, "lgcloud": 1}
+    return {
+        "prometheus": 1,
+        "node": len(lab.vms),
+        "postgresql": 2 * len(cfg.municipalities),
+        "haproxy": 2,
+        "probe": probed,
+        "lgcloud": 1,
+    }
 
 
 @pytest.mark.parametrize("job", ["prometheus", "node", "postgresql", "haproxy", "probe", "lgcloud"])
@@ -63,6 +70,7 @@ def test_every_scrape_target_is_up(prometheus, lab, job):
     def up():
         found = prometheus.query(f'up{{job="{job}"}}')
         return found if len(found) == wanted and all(v == 1 for _, v in found) else None
+
     until(up, 60, f"{wanted} {job} target(s) up")
 
 
@@ -72,6 +80,7 @@ def test_each_office_reaches_its_own_service_by_name(prometheus):
     def answered():
         found = {labels["municipality"]: v for labels, v in prometheus.query('probe_success{job="probe"}')}
         return found if found == {m.id: 1.0 for m in cfg.municipalities} else None
+
     until(answered, 60, "probe_success 1 from every office")
 
 
@@ -81,6 +90,7 @@ def test_replication_lag_is_measured_for_every_municipality(prometheus):
     def measured():
         found = {labels["municipality"]: v for labels, v in prometheus.query("municipality:postgresql_rpo_seconds:max")}
         return found if set(found) == {m.id for m in cfg.municipalities} else None
+
     found = until(measured, 60, "an RPO measurement per municipality")
     sync = [m.id for m in cfg.municipalities if m.replication == "sync"]
     assert all(found[m] == 0 for m in sync), f"synchronous municipalities report a lag: {found}"
@@ -102,6 +112,7 @@ def test_sla_is_met_on_a_healthy_lab(prometheus):
         if all(r["status"] == "met" for r in measured):
             return code, evaluated
         return None
+
     code, rows = until(healthy, 120, "every availability, latency and RPO target met", every=5)
     rto = {r["status"] for r in rows if r["objective"] == "rto"}
     if drills:
@@ -119,8 +130,11 @@ def alerts(prometheus_url_: str) -> list[dict]:
 
 def firing(url: str, alertname: str) -> set[str]:
     """Municipalities for which `alertname` fires now."""
-    return {a["labels"].get("municipality", "") for a in alerts(url)
-            if a["labels"]["alertname"] == alertname and a["state"] == "firing"}
+    return {
+        a["labels"].get("municipality", "")
+        for a in alerts(url)
+        if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+    }
 
 
 @pytest.fixture
@@ -131,9 +145,13 @@ def stopped_app(prometheus):
 
     def baseline():
         _, rows = sla("1m")
-        availability = {r["municipality"]: r["status"] for r in rows if r["objective"] == "availability"
-                        and r["status"] != "not served"}
+        availability = {
+            r["municipality"]: r["status"]
+            for r in rows
+            if r["objective"] == "availability" and r["status"] != "not served"
+        }
         return set(availability.values()) == {"met"} and not firing(url, "SlaAvailabilityBurnRate")
+
     until(baseline, 180, "a healthy baseline: every office served, no budget burning", every=10)
     container = vm_resource(STACK, f"{VICTIM}-app")
     subprocess.run(["docker", "stop", "-t", "2", container], check=True, capture_output=True)
@@ -141,16 +159,23 @@ def stopped_app(prometheus):
         yield VICTIM
     finally:
         subprocess.run(["docker", "start", container], check=True, capture_output=True)
-        until(lambda: prometheus.query(f'probe_success{{job="probe", municipality="{VICTIM}"}} == 1'), 120,
-              f"{VICTIM}'s service answering again after its app VM started")
+        until(
+            lambda: prometheus.query(f'probe_success{{job="probe", municipality="{VICTIM}"}} == 1'),
+            120,
+            f"{VICTIM}'s service answering again after its app VM started",
+        )
 
 
 def test_a_stopped_app_vm_misses_its_availability_and_fires_its_alert(stopped_app, prometheus):
     def missed():
         _, rows = sla("1m")
-        availability = {r["municipality"]: r["status"] for r in rows
-                        if r["objective"] == "availability" and r["status"] != "not served"}
+        availability = {
+            r["municipality"]: r["status"]
+            for r in rows
+            if r["objective"] == "availability" and r["status"] != "not served"
+        }
         return availability if availability.get(stopped_app) == "missed" else None
+
     availability = until(missed, 60, f"{stopped_app}'s availability missed", every=5)
     others = {m: s for m, s in availability.items() if m != stopped_app}
     assert set(others.values()) == {"met"}, f"the others should stay met: {availability}"
@@ -160,22 +185,28 @@ def test_a_stopped_app_vm_misses_its_availability_and_fires_its_alert(stopped_ap
     # Others may fire too on a loaded host: one failed 5 s probe in 5 minutes already burns a 99.9 %
     # budget 14.4 times over; their availability staying met is asserted above.
     assert stopped_app in found, f"the alert should fire for {stopped_app}: {found}"
-    runbooks = {a["annotations"]["runbook_url"] for a in alerts(url) if a["labels"]["alertname"] ==
-                "SlaAvailabilityBurnRate"}
+    runbooks = {
+        a["annotations"]["runbook_url"] for a in alerts(url) if a["labels"]["alertname"] == "SlaAvailabilityBurnRate"
+    }
     assert runbooks == {"docs/runbooks.md#slaavailabilityburnrate"}, runbooks
 
 
 def docker_stats(containers: list[str]) -> dict[str, tuple[float, float]]:
     """vCPUs and MiB per container, as `docker stats` shows them."""
-    output = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{json .}}", *containers],
-                            capture_output=True, text=True, check=True, timeout=60).stdout
+    output = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{json .}}", *containers],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
     stats = {}
     for line in output.splitlines():
         row = json.loads(line)
         used = row["MemUsage"].split("/")[0].strip()
         number = used.rstrip("KMGiB")
-        stats[row["Name"]] = (float(row["CPUPerc"].rstrip("%")) / 100, float(number) * units[used[len(number):]])
+        stats[row["Name"]] = (float(row["CPUPerc"].rstrip("%")) / 100, float(number) * units[used[len(number) :]])
     return stats
 
 
@@ -184,9 +215,11 @@ def test_the_utilization_report_agrees_with_docker_stats(prometheus, tmp_path):
     names = {vm_resource(STACK, n): n for n in (busy, idle)}
     # A busy loop on one app VM (capped at its allocation): a clear CPU figure to compare. Once it
     # runs, wait out the recording rule's 1-minute rate so that the report sees only the loop.
-    loop = subprocess.Popen(["ssh", "-F", str(ssh_config_path(STACK)), busy,
-                             "timeout 150 sh -c 'while :; do :; done'"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    loop = subprocess.Popen(
+        ["ssh", "-F", str(ssh_config_path(STACK)), busy, "timeout 150 sh -c 'while :; do :; done'"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     container = vm_resource(STACK, busy)
     try:
         until(lambda: docker_stats([container])[container][0] > 0.1, 90, f"the loop running on {busy}", every=1)
@@ -195,8 +228,11 @@ def test_the_utilization_report_agrees_with_docker_stats(prometheus, tmp_path):
         result = lgcloud("report", "utilization", "--window", "15s", "--out", str(tmp_path), timeout=180)
     finally:
         loop.terminate()
-        subprocess.run(["ssh", "-F", str(ssh_config_path(STACK)), busy, "pkill -f 'while :; do :; done' || true"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            ["ssh", "-F", str(ssh_config_path(STACK)), busy, "pkill -f 'while :; do :; done' || true"],
+            capture_output=True,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "utilization.html").stat().st_size > 10_000
     report = {v["vm"]: v for v in json.loads((tmp_path / "utilization.json").read_text())["vms"]}
@@ -205,6 +241,9 @@ def test_the_utilization_report_agrees_with_docker_stats(prometheus, tmp_path):
         memory = sum(s[container][1] for s in samples) / len(samples)
         got = report[name]
         assert abs(got["cpu_avg_vcpus"] - cpu) <= CPU_TOLERANCE_VCPUS, (name, got["cpu_avg_vcpus"], cpu)
-        assert abs(got["memory_avg_mb"] - memory) <= MEMORY_TOLERANCE_MB + 0.1 * memory, \
-            (name, got["memory_avg_mb"], memory)
+        assert abs(got["memory_avg_mb"] - memory) <= MEMORY_TOLERANCE_MB + 0.1 * memory, (
+            name,
+            got["memory_avg_mb"],
+            memory,
+        )
     assert report[busy]["cpu_avg_vcpus"] > report[idle]["cpu_avg_vcpus"], (report[busy], report[idle])

@@ -47,6 +47,5 @@ def test_hostname_and_addresses_are_as_declared(vm, lab, name):
     declared = set(lab.vm(name).addresses.values())
     if name == "gateway":  # the center's gateway holds every office's service address (a /32 each)
         declared |= set(lab.service_addresses.values())
-    actual = {a.split("/")[0] for a in host.check_output(
-        "ip -o -4 addr show scope global | awk '{print $4}'").split()}
+    actual = {a.split("/")[0] for a in host.check_output("ip -o -4 addr show scope global | awk '{print $4}'").split()}
     assert actual == declared, f"{name}: {actual} != {declared}"

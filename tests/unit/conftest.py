@@ -26,8 +26,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources.append(Registered(args.typ, args.name, args.inputs, args.provider or ""))
         outputs = dict(args.inputs)
         if args.typ == "docker:index/container:Container":
-            outputs["networkDatas"] = [{"networkName": n["name"], "ipAddress": n.get("ipv4Address")}
-                                       for n in args.inputs.get("networksAdvanced", [])]
+            outputs["networkDatas"] = [
+                {"networkName": n["name"], "ipAddress": n.get("ipv4Address")}
+                for n in args.inputs.get("networksAdvanced", [])
+            ]
         return f"{args.name}-id", outputs
 
     def call(self, args):
@@ -51,11 +53,15 @@ def resources(dev):
 
 @pytest.fixture(scope="session")
 def containers(resources):
-    return {r.inputs["name"].removeprefix("lgcloud-dev-"): r for r in resources
-            if r.typ == "docker:index/container:Container"}
+    return {
+        r.inputs["name"].removeprefix("lgcloud-dev-"): r
+        for r in resources
+        if r.typ == "docker:index/container:Container"
+    }
 
 
 @pytest.fixture(scope="session")
 def networks(resources):
-    return {r.inputs["name"].removeprefix("lgcloud-dev-"): r for r in resources
-            if r.typ == "docker:index/network:Network"}
+    return {
+        r.inputs["name"].removeprefix("lgcloud-dev-"): r for r in resources if r.typ == "docker:index/network:Network"
+    }

@@ -27,8 +27,20 @@ CHANGED = Integrity(before={"at": "t", "primary": "1 x", "replica": "1 x"}, kept
 
 def pair(dev, municipality: str) -> Pair:
     m = dev.municipality(municipality)
-    return Pair(m.id, m.code, m.name, m.replication, f"{m.id}-db", f"{m.id}-db-replica", f"{m.id}-app",
-                f"{m.id}-app-standby", f"{m.id}-terminal", "x_replica", "10.100.1.254", "http://x")
+    return Pair(
+        m.id,
+        m.code,
+        m.name,
+        m.replication,
+        f"{m.id}-db",
+        f"{m.id}-db-replica",
+        f"{m.id}-app",
+        f"{m.id}-app-standby",
+        f"{m.id}-terminal",
+        "x_replica",
+        "10.100.1.254",
+        "http://x",
+    )
 
 
 def test_rto_is_the_gap_from_the_injection_to_the_first_acknowledgement():
@@ -71,11 +83,19 @@ def test_rto_over_the_target_or_changed_data_fails(dev):
 
 def test_the_markdown_report_shows_verdicts_timeline_and_state(dev):
     verdict = judge(dev, Outcome(pair(dev, "a-city"), [ack(1002.0, "a")], {"a"}), INJECTION, INTACT)
-    report = DrillReport(scenario="db-loss", description="one primary dies", stack="dev", started=990.0,
-                         injection=INJECTION, finished=1010.0, passed=True, errors=[], municipalities=[verdict],
-                         state_after="served from the backup site: a-city",
-                         timeline=[Step(1000.5, "a-city", "promote the backup replica",
-                                        "a-city-db-replica is primary", 0.2)])
+    report = DrillReport(
+        scenario="db-loss",
+        description="one primary dies",
+        stack="dev",
+        started=990.0,
+        injection=INJECTION,
+        finished=1010.0,
+        passed=True,
+        errors=[],
+        municipalities=[verdict],
+        state_after="served from the backup site: a-city",
+        timeline=[Step(1000.5, "a-city", "promote the backup replica", "a-city-db-replica is primary", 0.2)],
+    )
     page = markdown(report)
     assert "# Drill `db-loss` on stack `dev`: PASSED" in page
     assert "| Ａ市 (012025) | sync | 2.00 s | 30 s | 0.00 s | 0 s | 1 of 1 | 0 | ok | met |" in page

@@ -57,30 +57,71 @@ def test_no_drill_directory_means_no_drill_metrics(dev, tmp_path):
 def test_the_last_drill_of_each_scenario_is_published(dev, tmp_path):
     drills = tmp_path / "drills"
     drills.mkdir()
-    (drills / "latest-site-loss.json").write_text(json.dumps({
-        "scenario": "site-loss", "stack": "dev", "started": "2026-11-26T10:00:00+09:00",
-        "finished": "2026-11-26T10:01:00+09:00", "passed": False,
-        "municipalities": [
-            {"id": "a-city", "code": "012025", "rto_seconds": 14.2, "rpo_seconds": 0, "lost_writes": 0, "passed": True},
-            {"id": "c-village", "code": "133078", "rto_seconds": 41.0, "rpo_seconds": 1.5, "lost_writes": 3,
-             "passed": False},
-            {"id": "b-town", "code": "013315", "rto_seconds": None, "rpo_seconds": 0, "lost_writes": 0,
-             "passed": False},
-            {"id": "gone-town", "code": "000000", "rto_seconds": 1, "rpo_seconds": 0, "lost_writes": 0, "passed": True},
-        ]}))
+    (drills / "latest-site-loss.json").write_text(
+        json.dumps(
+            {
+                "scenario": "site-loss",
+                "stack": "dev",
+                "started": "2026-11-26T10:00:00+09:00",
+                "finished": "2026-11-26T10:01:00+09:00",
+                "passed": False,
+                "municipalities": [
+                    {
+                        "id": "a-city",
+                        "code": "012025",
+                        "rto_seconds": 14.2,
+                        "rpo_seconds": 0,
+                        "lost_writes": 0,
+                        "passed": True,
+                    },
+                    {
+                        "id": "c-village",
+                        "code": "133078",
+                        "rto_seconds": 41.0,
+                        "rpo_seconds": 1.5,
+                        "lost_writes": 3,
+                        "passed": False,
+                    },
+                    {
+                        "id": "b-town",
+                        "code": "013315",
+                        "rto_seconds": None,
+                        "rpo_seconds": 0,
+                        "lost_writes": 0,
+                        "passed": False,
+                    },
+                    {
+                        "id": "gone-town",
+                        "code": "000000",
+                        "rto_seconds": 1,
+                        "rpo_seconds": 0,
+                        "lost_writes": 0,
+                        "passed": True,
+                    },
+                ],
+            }
+        )
+    )
     (drills / "latest-broken.json").write_text("{not json")
     reg = registry(dev, drills)
     c_village = {"scenario": "site-loss", "municipality": "c-village", "code": "133078"}
     assert reg.get_sample_value("lgcloud_drill_rto_seconds", c_village) == 41.0
     assert reg.get_sample_value("lgcloud_drill_lost_writes", c_village) == 3
-    assert reg.get_sample_value("lgcloud_drill_rto_seconds", {**c_village, "municipality": "b-town",
-                                                              "code": "013315"}) == float("inf")
+    assert reg.get_sample_value(
+        "lgcloud_drill_rto_seconds", {**c_village, "municipality": "b-town", "code": "013315"}
+    ) == float("inf")
     assert reg.get_sample_value("lgcloud_drill_municipality_passed", c_village) == 0
     assert reg.get_sample_value("lgcloud_drill_passed", {"scenario": "site-loss"}) == 0
-    assert reg.get_sample_value("lgcloud_drill_finished_timestamp_seconds", {"scenario": "site-loss"}) == \
-        datetime.fromisoformat("2026-11-26T10:01:00+09:00").timestamp()
-    assert reg.get_sample_value("lgcloud_drill_rto_seconds",
-                                {"scenario": "site-loss", "municipality": "gone-town", "code": "000000"}) is None
+    assert (
+        reg.get_sample_value("lgcloud_drill_finished_timestamp_seconds", {"scenario": "site-loss"})
+        == datetime.fromisoformat("2026-11-26T10:01:00+09:00").timestamp()
+    )
+    assert (
+        reg.get_sample_value(
+            "lgcloud_drill_rto_seconds", {"scenario": "site-loss", "municipality": "gone-town", "code": "000000"}
+        )
+        is None
+    )
 
 
 def test_vm_use_is_published_for_running_vms_only(dev, tmp_path):
@@ -88,8 +129,10 @@ def test_vm_use_is_published_for_running_vms_only(dev, tmp_path):
     labels = {"vm": "a-city-app", "site": "center", "role": "app", "municipality": "a-city"}
     assert reg.get_sample_value("lgcloud_vm_cpu_seconds_total", labels) == 12.5
     assert reg.get_sample_value("lgcloud_vm_memory_used_bytes", labels) == 300 * MIB
-    assert reg.get_sample_value("lgcloud_vm_memory_used_bytes", {**labels, "vm": "b-town-app",
-                                                                 "municipality": "b-town"}) is None
+    assert (
+        reg.get_sample_value("lgcloud_vm_memory_used_bytes", {**labels, "vm": "b-town-app", "municipality": "b-town"})
+        is None
+    )
 
 
 def test_cgroup_v1_use_is_read_as_docker_stats_reads_it(tmp_path):
@@ -112,12 +155,15 @@ def test_cgroup_v2_use_is_read_as_docker_stats_reads_it(tmp_path):
     assert usage_from_cgroup(paths, tmp_path) == VmUsage(1.5, 48 * MIB)
 
 
-@pytest.mark.parametrize("peak_vcpus, peak_mb, server", [
-    (0.0, 0, Server(1, 1024)),
-    (0.7, 716.8, Server(1, 1024)),
-    (0.71, 717, Server(2, 2048)),
-    (2.1, 3000, Server(3, 5120)),
-])
+@pytest.mark.parametrize(
+    "peak_vcpus, peak_mb, server",
+    [
+        (0.0, 0, Server(1, 1024)),
+        (0.7, 716.8, Server(1, 1024)),
+        (0.71, 717, Server(2, 2048)),
+        (2.1, 3000, Server(3, 5120)),
+    ],
+)
 def test_a_dedicated_server_is_sized_so_its_peak_uses_at_most_70_percent(peak_vcpus, peak_mb, server):
     assert size_for_peak(peak_vcpus, peak_mb) == server
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 
-from lgcloud.observe.graph import render
 from lgcloud.model.topology import plan
+from lgcloud.observe.graph import render
 
 
 def test_the_picture_shows_every_vm_and_segment(dev, tmp_path):

@@ -35,8 +35,7 @@ def run(tmp_path):
         args_file = tmp_path / "args.json"
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
         # sys.executable: the venv's Python, where ansible.module_utils imports.
-        done = subprocess.run([sys.executable, str(MODULE), str(args_file)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60)
         assert done.stdout.strip(), f"no result from the module: {done.stderr}"
         result = json.loads(done.stdout)
         assert (done.returncode != 0) == bool(result.get("failed")), f"rc {done.returncode}: {result}"
@@ -50,6 +49,7 @@ def mode(path: Path) -> int:
 
 
 # Check mode
+
 
 def test_check_mode_reports_a_new_file_without_creating_it(root, run):
     path = root / "new.conf"
@@ -72,9 +72,11 @@ def test_check_mode_leaves_a_changed_file_as_it_was(root, run):
 def test_check_mode_creates_no_directory_link_or_line(root, run):
     hosts = root / "hosts"
     hosts.write_text("127.0.0.1 localhost\n")
-    entries = [{"path": str(root / "sv"), "state": "directory", "mode": "0755"},
-               {"path": str(root / "service"), "state": "link", "src": str(root / "sv")},
-               {"path": str(hosts), "state": "line", "regexp": r"\sjumin$", "line": "10.0.0.1 jumin"}]
+    entries = [
+        {"path": str(root / "sv"), "state": "directory", "mode": "0755"},
+        {"path": str(root / "service"), "state": "link", "src": str(root / "sv")},
+        {"path": str(hosts), "state": "line", "regexp": r"\sjumin$", "line": "10.0.0.1 jumin"},
+    ]
     result = run(entries, check=True)
     assert result["changed_paths"] == [entry["path"] for entry in entries], result
     assert not (root / "sv").exists(), f"{root / 'sv'} was created in check mode"
@@ -84,12 +86,14 @@ def test_check_mode_creates_no_directory_link_or_line(root, run):
 
 # Diff mode
 
+
 def test_diff_mode_returns_before_and_after_of_a_changed_file(root, run):
     path = root / "app.conf"
     path.write_text("port = 1\n")
     result = run([{"path": str(path), "content": "port = 2\n"}], diff=True)
-    assert result["diff"] == [{"before_header": str(path), "after_header": str(path),
-                               "before": "port = 1\n", "after": "port = 2\n"}], result
+    assert result["diff"] == [
+        {"before_header": str(path), "after_header": str(path), "before": "port = 1\n", "after": "port = 2\n"}
+    ], result
 
 
 def test_diff_mode_shows_a_new_file_as_empty_before(root, run):
@@ -112,6 +116,7 @@ def test_no_diff_for_a_file_that_does_not_change(root, run):
 
 
 # Validation
+
 
 def test_failed_validation_leaves_the_original_file_and_fails_naming_the_path(root, run):
     path = root / "haproxy.cfg"
@@ -146,15 +151,20 @@ def test_validate_without_the_file_placeholder_is_refused(root, run):
 
 # changed_paths
 
+
 def test_changed_paths_lists_exactly_the_paths_that_changed(root, run):
     same, other = root / "same.conf", root / "other.conf"
     same.write_text("a\n")
     same.chmod(0o644)
     created = root / "created.conf"
     other.write_text("old\n")
-    result = run([{"path": str(same), "content": "a\n", "mode": "0644"},
-                  {"path": str(created), "content": "b\n"},
-                  {"path": str(other), "content": "new\n"}])
+    result = run(
+        [
+            {"path": str(same), "content": "a\n", "mode": "0644"},
+            {"path": str(created), "content": "b\n"},
+            {"path": str(other), "content": "new\n"},
+        ]
+    )
     assert result["changed"] is True, result
     assert result["changed_paths"] == [str(created), str(other)], result
 
@@ -162,11 +172,12 @@ def test_changed_paths_lists_exactly_the_paths_that_changed(root, run):
 def test_a_second_run_with_the_same_entries_changes_nothing(root, run):
     hosts = root / "hosts"
     hosts.write_text("127.0.0.1 localhost\n")
-    entries = [{"path": str(root / "sv"), "state": "directory", "mode": "0755"},
-               {"path": str(root / "sv" / "run"), "content": "#!/bin/sh\n", "mode": "0755",
-                "owner": OWNER, "group": GROUP},
-               {"path": str(root / "service"), "state": "link", "src": str(root / "sv")},
-               {"path": str(hosts), "state": "line", "regexp": r"\sjumin$", "line": "10.0.0.1 jumin"}]
+    entries = [
+        {"path": str(root / "sv"), "state": "directory", "mode": "0755"},
+        {"path": str(root / "sv" / "run"), "content": "#!/bin/sh\n", "mode": "0755", "owner": OWNER, "group": GROUP},
+        {"path": str(root / "service"), "state": "link", "src": str(root / "sv")},
+        {"path": str(hosts), "state": "line", "regexp": r"\sjumin$", "line": "10.0.0.1 jumin"},
+    ]
     first = run(entries)
     assert first["changed_paths"] == [entry["path"] for entry in entries], first
     second = run(entries)
@@ -175,6 +186,7 @@ def test_a_second_run_with_the_same_entries_changes_nothing(root, run):
 
 
 # Each state
+
 
 def test_file_is_written_with_its_content_mode_and_owner(root, run):
     path = root / "pgpass"
@@ -248,18 +260,28 @@ def test_line_replaces_the_last_matching_line(root, run):
     path = root / "locale.gen"
     path.write_text("# ja_JP.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\n# ja_JP.UTF-8 UTF-8\n")
     run([{"path": str(path), "state": "line", "regexp": "^#? ?ja_JP\\.UTF-8 ", "line": "ja_JP.UTF-8 UTF-8"}])
-    assert path.read_text() == "# ja_JP.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\nja_JP.UTF-8 UTF-8\n", \
+    assert path.read_text() == "# ja_JP.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\nja_JP.UTF-8 UTF-8\n", (
         f"{path}: {path.read_text()!r}"
+    )
 
 
 def test_line_is_appended_when_no_line_matches(root, run):
     path = root / "hosts"
     path.write_text("127.0.0.1 localhost\n")
-    result = run([{"path": str(path), "state": "line", "regexp": r"\sjumin\.a-city\.lgwan\.test$",
-                   "line": "10.100.1.253 jumin.a-city.lgwan.test"}])
+    result = run(
+        [
+            {
+                "path": str(path),
+                "state": "line",
+                "regexp": r"\sjumin\.a-city\.lgwan\.test$",
+                "line": "10.100.1.253 jumin.a-city.lgwan.test",
+            }
+        ]
+    )
     assert result["changed_paths"] == [str(path)], result
-    assert path.read_text() == "127.0.0.1 localhost\n10.100.1.253 jumin.a-city.lgwan.test\n", \
+    assert path.read_text() == "127.0.0.1 localhost\n10.100.1.253 jumin.a-city.lgwan.test\n", (
         f"{path}: {path.read_text()!r}"
+    )
 
 
 def test_line_appended_to_a_file_without_a_final_newline_starts_a_line_of_its_own(root, run):

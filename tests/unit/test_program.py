@@ -18,8 +18,10 @@ def labels(resource) -> dict[str, str]:
 
 
 def segments_of(container) -> dict[str, str]:
-    return {n["name"].removeprefix("lgcloud-dev-"): n.get("ipv4Address")
-            for n in container.inputs.get("networksAdvanced", [])}
+    return {
+        n["name"].removeprefix("lgcloud-dev-"): n.get("ipv4Address")
+        for n in container.inputs.get("networksAdvanced", [])
+    }
 
 
 def test_one_vm_per_role_and_municipality(containers, dev):
@@ -35,7 +37,7 @@ def test_every_segment_of_the_design_exists(networks, dev):
 
 @pytest.mark.parametrize("kind", ["containers", "networks"])
 def test_every_resource_carries_the_lab_labels(kind, request):
-    for name, resource in request.getfixturevalue(kind).items():
+    for resource in request.getfixturevalue(kind).values():
         missing = [k for k in LABELS if not labels(resource).get(k)]
         assert not missing, f"{resource.name}: labels {missing} missing"
         assert labels(resource)["lgcloud.stack"] == "dev", f"{resource.name}: wrong stack label"
@@ -79,17 +81,31 @@ def test_terminal_sits_on_its_access_segment_with_the_declared_address(container
         assert not {"lgwan", "ipvpn"} - {m.access} & set(terminal), f"{m.id}-terminal on both WANs"
 
 
-def test_only_the_gateways_join_wans_and_municipal_segments(containers, dev):
-    for name, vm in containers.items():
-        nets = set(segments_of(vm))
-        foreign = {f"{m.id}-{s}" for m in dev.municipalities for s in ("center", "backup")
-                   if m.code != labels(vm)["lgcloud.municipality"]}
-        if labels(vm)["lgcloud.role"] != "gateway":
-            assert not nets & foreign, f"{vm.name} reaches another municipality's segment: {nets & foreign}"
+def test_no_vm_but_the_gateways_joins_another_municipalitys_segment(containers, dev):
+    for vm in containers.values():
+        if labels(vm)["lgcloud.role"] == "gateway":
+            continue
+        foreign = {
+            f"{m.id}-{site}"
+            for m in dev.municipalities
+            for site in ("center", "backup")
+            if m.code != labels(vm)["lgcloud.municipality"]
+        }
+        reached = set(segments_of(vm)) & foreign
+        assert not reached, f"{vm.name} reaches another municipality's segment: {reached}"
+
+
+def test_the_wans_hold_the_gateways_and_each_office_on_its_own_access_only(containers, dev):
+    access = {m.code: m.access for m in dev.municipalities}
+    for vm in containers.values():
+        wans = set(segments_of(vm)) & {"lgwan", "ipvpn"}
+        role, municipality = labels(vm)["lgcloud.role"], labels(vm)["lgcloud.municipality"]
+        expected = {"gateway": {"lgwan", "ipvpn"}, "terminal": {access.get(municipality, "")}}.get(role, set())
+        assert wans == expected, f"{vm.name} ({role}) on the WANs {sorted(wans)}, expected {sorted(expected)}"
 
 
 def test_nothing_in_a_my_number_segment_joins_internet(containers):
-    for name, vm in containers.items():
+    for vm in containers.values():
         nets = set(segments_of(vm))
         closed = {n for n in nets if n.endswith(("-center", "-backup"))}
         assert not (closed and "internet" in nets), f"{vm.name} bridges a closed segment and internet"

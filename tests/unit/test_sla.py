@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from lgcloud.cli import main
-from lgcloud.model.config import ConfigInvalid, load_stack, parse, read_file, stack_file
 from lgcloud.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_EVALUATED, OperatorError
+from lgcloud.model.config import ConfigInvalid, load_stack, parse, read_file, stack_file
 from lgcloud.observe.prometheus import PrometheusUnreachable
 from lgcloud.observe.sla import evaluate, judge, probed_systems, queries
 
@@ -47,6 +47,7 @@ def problems(change: dict) -> list[str]:
 
 # --- targets in the stack config ---------------------------------------------------------------
 
+
 def test_the_stack_targets_apply_where_a_municipality_states_none(dev):
     target = dev.sla_for(dev.municipality("a-city"), "jumin")
     assert (target.availability_percent, target.rpo_seconds, target.window) == (99.9, 0, "30d"), target
@@ -67,16 +68,19 @@ def test_without_a_stack_sla_the_standard_levels_apply():
     assert (target.availability_percent, target.rto_seconds, target.rpo_seconds) == (99.5, 12 * 3600, 86400)
 
 
-@pytest.mark.parametrize("key, value, path", [
-    ("sla.window", "30x", "lgcloud:sla.window"),
-    ("sla.window", "0d", "lgcloud:sla.window"),
-    ("sla.availability_percent", 100.5, "lgcloud:sla.availability_percent"),
-    ("sla.latency_p95_ms", 0, "lgcloud:sla.latency_p95_ms"),
-    ("sla.rpo_seconds", -1, "lgcloud:sla.rpo_seconds"),
-    ("sla.uptime", 99, "lgcloud:sla.uptime"),
-    ("municipalities.2.sla", {"kokuho": {"rpo_seconds": 5}}, "lgcloud:municipalities[2].sla"),
-    ("municipalities.2.sla", {"jumin": {"window": "soon"}}, "lgcloud:municipalities[2].sla.jumin.window"),
-])
+@pytest.mark.parametrize(
+    "key, value, path",
+    [
+        ("sla.window", "30x", "lgcloud:sla.window"),
+        ("sla.window", "0d", "lgcloud:sla.window"),
+        ("sla.availability_percent", 100.5, "lgcloud:sla.availability_percent"),
+        ("sla.latency_p95_ms", 0, "lgcloud:sla.latency_p95_ms"),
+        ("sla.rpo_seconds", -1, "lgcloud:sla.rpo_seconds"),
+        ("sla.uptime", 99, "lgcloud:sla.uptime"),
+        ("municipalities.2.sla", {"kokuho": {"rpo_seconds": 5}}, "lgcloud:municipalities[2].sla"),
+        ("municipalities.2.sla", {"jumin": {"window": "soon"}}, "lgcloud:municipalities[2].sla.jumin.window"),
+    ],
+)
 def test_a_bad_target_is_refused_with_its_key_path(key, value, path):
     found = problems({key: value})
     assert any(p.startswith(path + ":") for p in found), found
@@ -93,16 +97,20 @@ def test_validate_refuses_a_bad_target_with_exit_2(tmp_path, capsys):
 
 # --- judging one measurement --------------------------------------------------------------------
 
-@pytest.mark.parametrize("objective, target, measured, status, margin", [
-    ("availability", 99.9, 99.95, "met", 0.05),
-    ("availability", 99.9, 99.9, "met", 0.0),
-    ("availability", 99.9, 98.0, "missed", -1.9),
-    ("latency_p95", 500, 120, "met", 380),
-    ("latency_p95", 500, 501, "missed", -1),
-    ("rpo", 0, 0, "met", 0),
-    ("rpo", 5, 7.5, "missed", -2.5),
-    ("rto", 30, 12, "met", 18),
-])
+
+@pytest.mark.parametrize(
+    "objective, target, measured, status, margin",
+    [
+        ("availability", 99.9, 99.95, "met", 0.05),
+        ("availability", 99.9, 99.9, "met", 0.0),
+        ("availability", 99.9, 98.0, "missed", -1.9),
+        ("latency_p95", 500, 120, "met", 380),
+        ("latency_p95", 500, 501, "missed", -1),
+        ("rpo", 0, 0, "met", 0),
+        ("rpo", 5, 7.5, "missed", -2.5),
+        ("rto", 30, 12, "met", 18),
+    ],
+)
 def test_a_measurement_is_met_or_missed_with_its_margin(objective, target, measured, status, margin):
     got_status, got_margin = judge(objective, target, measured)
     assert got_status == status and got_margin == pytest.approx(margin), (objective, got_status, got_margin)
@@ -123,6 +131,7 @@ def test_the_systems_served_are_those_prometheus_holds_probes_of(dev):
 
 # --- evaluating the stack against a Prometheus stand-in -----------------------------------------
 
+
 class FakePrometheus:
     """Answers each kind of query from a table: {"availability": {(municipality, system): value}, …}."""
 
@@ -137,9 +146,19 @@ class FakePrometheus:
         self.asked.append(expr)
         if self.down:
             raise PrometheusUnreachable("Prometheus at http://test does not answer (refused)")
-        kind = next((k for marker, k in (("count_over_time", "probes"), ("quantile_over_time", "latency_p95"),
-                                          ("postgresql_rpo", "rpo"), ("drill", "rto")) if marker in expr),
-                    "availability")
+        kind = next(
+            (
+                k
+                for marker, k in (
+                    ("count_over_time", "probes"),
+                    ("quantile_over_time", "latency_p95"),
+                    ("postgresql_rpo", "rpo"),
+                    ("drill", "rto"),
+                )
+                if marker in expr
+            ),
+            "availability",
+        )
         keys = ("municipality", "system") if kind in ("availability", "probes", "latency_p95") else ("municipality",)
         return [(dict(zip(keys, key)), value) for key, value in self.answers.get(kind, {}).items()]
 
@@ -158,8 +177,11 @@ def healthy(cfg, **overrides) -> FakePrometheus:
 
 
 def statuses(rows, municipality=None, objective=None) -> set[str]:
-    return {r.status for r in rows if r.system == "jumin" and municipality in (None, r.municipality)
-            and objective in (None, r.objective)}
+    return {
+        r.status
+        for r in rows
+        if r.system == "jumin" and municipality in (None, r.municipality) and objective in (None, r.objective)
+    }
 
 
 def test_a_healthy_lab_meets_every_target(dev):

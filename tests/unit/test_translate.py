@@ -6,8 +6,13 @@ import pytest
 
 from lgcloud.engine.translate import Unsupported, container_spec, network_spec
 
-CONTAINER = {"name": "lgcloud-t-vm", "image": "lgcloud/vm:latest", "cpus": "0.5", "memory": 256,
-             "networksAdvanced": [{"name": "lgcloud-t-mgmt", "ipv4Address": "10.9.0.10", "aliases": ["vm"]}]}
+CONTAINER = {
+    "name": "lgcloud-t-vm",
+    "image": "lgcloud/vm:latest",
+    "cpus": "0.5",
+    "memory": 256,
+    "networksAdvanced": [{"name": "lgcloud-t-mgmt", "ipv4Address": "10.9.0.10", "aliases": ["vm"]}],
+}
 
 
 def test_a_container_translates_to_limits_and_attachments():
@@ -16,8 +21,10 @@ def test_a_container_translates_to_limits_and_attachments():
     assert spec.attachments[0].ipv4_address == "10.9.0.10"
 
 
-@pytest.mark.parametrize("key, value", [("ports", [{"internal": 22, "external": 2222}]),
-                                        ("privileged", True), ("volumes", [{"containerPath": "/x"}])])
+@pytest.mark.parametrize(
+    "key, value",
+    [("ports", [{"internal": 22, "external": 2222}]), ("privileged", True), ("volumes", [{"containerPath": "/x"}])],
+)
 def test_an_unknown_container_input_is_refused_by_name(key, value):
     with pytest.raises(Unsupported) as refused:
         container_spec("vm", {**CONTAINER, key: value})

@@ -13,13 +13,12 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from .lab import Lab
+from .lab import SCRIPTS, Lab
 
 __all__ = ["Attempt", "Clerk"]
 
-GENERATOR = Path(__file__).with_name("files") / "lgcloud-clerk"
+GENERATOR = SCRIPTS / "lgcloud-clerk"
 LOG = "/var/log/lgcloud-clerk.jsonl"
 SCRIPT = "/usr/local/bin/lgcloud-clerk"
 STOP = "/run/lgcloud-clerk.stop"
@@ -56,8 +55,11 @@ class Clerk:
 
     def start(self) -> None:
         vm = self.pair.terminal
-        self.lab.run(vm, f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG}",
-                     stdin=GENERATOR.read_text(encoding="utf-8"))
+        self.lab.run(
+            vm,
+            f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG}",
+            stdin=GENERATOR.read_text(encoding="utf-8"),
+        )
         args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP))
         self.lab.run(vm, f"setsid nohup {args} >/dev/null 2>&1 < /dev/null & echo $! > {PID}")
 

@@ -26,8 +26,12 @@ __all__ = ["SERVED_TIMEOUT", "run_drill"]
 SERVED_TIMEOUT = 90.0  # how long an office may wait to be served again before the drill says it was not
 
 
-def run_drill(cfg: StackConfig, scenario: str, municipality: str | None = None,
-              on_step: Callable[[Step], None] = lambda step: None) -> DrillReport:
+def run_drill(
+    cfg: StackConfig,
+    scenario: str,
+    municipality: str | None = None,
+    on_step: Callable[[Step], None] = lambda step: None,
+) -> DrillReport:
     """Run one drill on the stack's lab and return its report (not yet written)."""
     if scenario not in SCENARIOS:
         raise DrillInvalid(f"unknown scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)}")
@@ -47,12 +51,16 @@ def _preflight(lab: Lab, scenario: Scenario, pairs: list[Pair]) -> None:
         raise DrillInvalid(f"VMs not running: {', '.join(stopped)}; run `lgcloud up --stack {lab.stack}`")
     if not scenario.from_backup:
         for p in pairs:
-            if lab.sql(p.db, f"SELECT state FROM pg_stat_replication WHERE application_name = '{p.slot}'") != "streaming":
-                raise DrillInvalid(f"{p.replica} does not stream from {p.db}; run `lgcloud configure --stack {lab.stack}`")
+            if (
+                lab.sql(p.db, f"SELECT state FROM pg_stat_replication WHERE application_name = '{p.slot}'")
+                != "streaming"
+            ):
+                raise DrillInvalid(
+                    f"{p.replica} does not stream from {p.db}; run `lgcloud configure --stack {lab.stack}`"
+                )
 
 
-def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | None,
-           timeline: Timeline) -> DrillReport:
+def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | None, timeline: Timeline) -> DrillReport:
     pairs = scenario.affected(lab, municipality)
     _preflight(lab, scenario, pairs)
     started = time.time()
@@ -88,10 +96,17 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
         scenario.judge(result)
         results.append(result)
     return DrillReport(
-        scenario=scenario.name, description=scenario.description, stack=lab.stack,
-        started=started, injection=injection, finished=time.time(),
-        passed=not errors and all(r.passed for r in results), errors=errors, municipalities=results,
-        timeline=list(timeline.steps), state_after=_state_after(lab.stack, served_from_backup(lab.stack)),
+        scenario=scenario.name,
+        description=scenario.description,
+        stack=lab.stack,
+        started=started,
+        injection=injection,
+        finished=time.time(),
+        passed=not errors and all(r.passed for r in results),
+        errors=errors,
+        municipalities=results,
+        timeline=list(timeline.steps),
+        state_after=_state_after(lab.stack, served_from_backup(lab.stack)),
     )
 
 
@@ -102,8 +117,9 @@ def _stop(clerk: Clerk) -> list[Attempt]:
         return []
 
 
-def _exercise(lab: Lab, scenario: Scenario, pairs: list[Pair], clerks: dict[str, Clerk],
-              timeline: Timeline) -> tuple[float, list[str]]:
+def _exercise(
+    lab: Lab, scenario: Scenario, pairs: list[Pair], clerks: dict[str, Clerk], timeline: Timeline
+) -> tuple[float, list[str]]:
     """Warm up, inject, let the runbook recover, wait until the offices are served again."""
     warm = time.time()
     for p in pairs:
@@ -134,6 +150,8 @@ def _exercise(lab: Lab, scenario: Scenario, pairs: list[Pair], clerks: dict[str,
 def _state_after(stack: str, served: dict[str, Failover]) -> str:
     if not served:
         return "normal: every municipality is served from the center, replicated to the backup site"
-    return (f"served from the backup site: {', '.join(served)} (the center's databases are fenced: stopped or "
-            f"cut off, standby.signal on disk). `lgcloud configure` refuses to run in this state; "
-            f"`lgcloud drill failback --stack {stack}` rebuilds the center and switches back")
+    return (
+        f"served from the backup site: {', '.join(served)} (the center's databases are fenced: stopped or "
+        f"cut off, standby.signal on disk). `lgcloud configure` refuses to run in this state; "
+        f"`lgcloud drill failback --stack {stack}` rebuilds the center and switches back"
+    )

@@ -14,6 +14,7 @@ import tarfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import paramiko
@@ -26,8 +27,9 @@ from ...model.topology import Topology, plan
 from ...state.keys import ensure_keypair
 from ...state.secrets import stack_secrets
 
-__all__ = ["Lab", "LabError", "Pair"]
+__all__ = ["SCRIPTS", "Lab", "LabError", "Pair"]
 
+SCRIPTS = Path(__file__).with_name("files")  # what the drills run on the VMs
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_DATA = "/var/lib/postgresql/15/main"
 REPLICATION_USER = "replicator"  # roles/postgresql/defaults/main.yml
@@ -68,9 +70,20 @@ class Lab:
         self.pairs = {m.id: self._pair(m) for m in cfg.municipalities}
 
     def _pair(self, m: Municipality) -> Pair:
-        return Pair(m.id, m.code, m.name, m.replication, f"{m.id}-db", f"{m.id}-db-replica", f"{m.id}-app",
-                    f"{m.id}-app-standby", f"{m.id}-terminal", replica_slot(m.id),
-                    self.topology.service_addresses[m.id], service_url("jumin", m.id))
+        return Pair(
+            m.id,
+            m.code,
+            m.name,
+            m.replication,
+            f"{m.id}-db",
+            f"{m.id}-db-replica",
+            f"{m.id}-app",
+            f"{m.id}-app-standby",
+            f"{m.id}-terminal",
+            replica_slot(m.id),
+            self.topology.service_addresses[m.id],
+            service_url("jumin", m.id),
+        )
 
     def pair(self, municipality: str) -> Pair:
         for p in self.pairs.values():
@@ -175,8 +188,16 @@ class Lab:
                 return client
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # VMs are remade: keys are not pinned
-        client.connect(self.mgmt(vm), username="root", pkey=self._key, timeout=5, banner_timeout=5,
-                       auth_timeout=5, allow_agent=False, look_for_keys=False)
+        client.connect(
+            self.mgmt(vm),
+            username="root",
+            pkey=self._key,
+            timeout=5,
+            banner_timeout=5,
+            auth_timeout=5,
+            allow_agent=False,
+            look_for_keys=False,
+        )
         with self._lock:
             self._sessions[vm] = client
         return client
@@ -203,10 +224,18 @@ class Lab:
             raise LabError(f"{vm}: `{command[:80]}` exited {status}: {error.strip()[-400:]}")
         return text
 
+    def script(self, vm: str, name: str, *args: str, stdin: str = "", timeout: float = 60) -> str:
+        """Run one of the drills' scripts (``files/<name>``) on a VM with `args`; its stdout."""
+        text = (SCRIPTS / name).read_text(encoding="utf-8")
+        return self.run(vm, f"sh -c {shlex.quote(text)} {shlex.join([name, *args])}", stdin=stdin, timeout=timeout)
+
     def sql(self, vm: str, query: str, database: str = "jumin", timeout: float = 30) -> str:
         """One statement through psql as postgres on the local socket; unaligned output."""
-        return self.run(vm, f"chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {database} "
-                            f"-c {shlex.quote(query)}", timeout=timeout).strip()
+        return self.run(
+            vm,
+            f"chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {database} -c {shlex.quote(query)}",
+            timeout=timeout,
+        ).strip()
 
     def replication_password(self) -> str:
         return stack_secrets(self.stack).postgresql_replication_password

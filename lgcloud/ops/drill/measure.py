@@ -15,8 +15,9 @@ from .report import Integrity, MunicipalityResult, Targets
 __all__ = ["Outcome", "caught_up", "checksum", "in_sync", "integrity", "judge", "present", "primary_of", "recovery"]
 
 # Count and MD5 of every row, in 住民票コード order: equal sums, equal tables.
-_TABLE_SUM = ("SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.resident_code)), '-') "
-              "FROM residents t")
+_TABLE_SUM = (
+    "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.resident_code)), '-') FROM residents t"
+)
 
 
 @dataclass
@@ -60,8 +61,9 @@ def present(lab: Lab, vm: str, codes: list[str]) -> set[str]:
     """Which of the acknowledged 住民票コード the database on `vm` holds."""
     if not codes:
         return set()
-    found = lab.sql(vm, "SELECT resident_code FROM residents WHERE resident_code IN ("
-                        + ",".join(f"'{c}'" for c in codes) + ")")
+    found = lab.sql(
+        vm, "SELECT resident_code FROM residents WHERE resident_code IN (" + ",".join(f"'{c}'" for c in codes) + ")"
+    )
     return set(found.split())
 
 
@@ -106,11 +108,19 @@ def judge(cfg: StackConfig, outcome: Outcome, injection: float, checked: Integri
     if not checked.ok:
         problems.append("data before the drill changed or the sides differ")
     return MunicipalityResult(
-        id=p.id, code=p.code, name=p.name, replication=p.replication,
-        rto_seconds=None if rto is None else round(rto, 3), rpo_seconds=round(rpo, 3),
-        lost_writes=len(lost), lost_codes=[a.code for a in lost if a.code],
-        acknowledged_writes=len(acked), attempts=len(outcome.attempts),
+        id=p.id,
+        code=p.code,
+        name=p.name,
+        replication=p.replication,
+        rto_seconds=None if rto is None else round(rto, 3),
+        rpo_seconds=round(rpo, 3),
+        lost_writes=len(lost),
+        lost_codes=[a.code for a in lost if a.code],
+        acknowledged_writes=len(acked),
+        attempts=len(outcome.attempts),
         failed_attempts=len(outcome.attempts) - len(acked),
-        targets=Targets(target.rto_seconds, target.rpo_seconds), integrity=checked,
-        passed=not problems, problems=problems,
+        targets=Targets(target.rto_seconds, target.rpo_seconds),
+        integrity=checked,
+        passed=not problems,
+        problems=problems,
     )

@@ -119,7 +119,8 @@ def markdown(report: DrillReport) -> str:
             f"| {m.name} ({m.code}) | {m.replication} | {_seconds(m.rto_seconds)} | "
             f"{t.rto_seconds:g} s | {m.rpo_seconds:.2f} s | {t.rpo_seconds:g} s | "
             f"{m.acknowledged_writes} of {m.attempts} | {m.lost_writes} | "
-            f"{'ok' if m.integrity.ok else 'DIFFERS'} | {'met' if m.passed else 'MISSED'} |")
+            f"{'ok' if m.integrity.ok else 'DIFFERS'} | {'met' if m.passed else 'MISSED'} |"
+        )
     problems = [f"- {m.id}: {p}" for m in report.municipalities for p in m.problems]
     problems += [f"- {e}" for e in report.errors]
     if problems:
@@ -129,14 +130,20 @@ def markdown(report: DrillReport) -> str:
         took = f"{s.seconds:.2f} s" if s.seconds else ""
         lines.append(f"| {_clock(s.at)} | {s.municipality} | {s.name} | {took} | {s.detail} |")
     lines += [
-        "", "## How it was measured", "",
+        "",
+        "## How it was measured",
+        "",
         "- RTO: the longest time an office went without an acknowledged write, counted from the injection "
         "(the clerk on the office terminal registers a resident every 0.2 s through the gateway).",
         "- RPO: acknowledged writes missing from the database that serves afterwards, compared row by row "
         "with the clerk's log; in seconds, how far before the injection the oldest lost write was acknowledged.",
         "- Integrity: count and MD5 of every row of `residents`, ordered by 住民票コード, on both sides before "
         "the drill; afterwards the rows from before must be unchanged, and both sides equal where both run.",
-        "", "## State after the drill", "", report.state_after, "",
+        "",
+        "## State after the drill",
+        "",
+        report.state_after,
+        "",
     ]
     return "\n".join(lines)
 
@@ -144,7 +151,7 @@ def markdown(report: DrillReport) -> str:
 def write(report: DrillReport, directory: Path | None = None) -> Path:
     """Write report.json and report.md; keep the latest result per scenario for the exporter."""
     drills = state_dir(report.stack) / "drills"
-    stamp = dt.datetime.fromtimestamp(report.started, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.fromtimestamp(report.started, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     directory = Path(directory) if directory else drills / f"{stamp}-{report.scenario}"
     directory.mkdir(parents=True, exist_ok=True)
     document = json.dumps(report.to_json(), indent=2, ensure_ascii=False)

@@ -7,11 +7,10 @@ stack's state (``lgcloud.state.failover``) before the first step.
 
 from __future__ import annotations
 
-import shlex
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -58,6 +57,7 @@ class Timeline:
 
 
 # --- detection ---
+
 
 def detect(lab: Lab, vm: str, stop: threading.Event, misses: int = 2, interval: float = 0.2) -> float | None:
     """Watch a VM's heartbeat until `misses` in a row fail; the time of the first miss, or None if stopped."""
@@ -145,15 +145,21 @@ def _postgres_uid(lab: Lab, vm: str) -> int:
 
 # --- failback ---
 
+
 def _base_backup(lab: Lab, target: str, source_address: str, slot: str) -> None:
     """Make `target` a fresh streaming standby of the primary at `source_address`."""
     lab.run(target, "sv -w 60 stop postgresql >/dev/null || true", timeout=90)
-    # The password travels on stdin, never on a command line.
-    script = (f"set -eu; read -r PGPASSWORD; export PGPASSWORD; rm -rf {PG_DATA}; "
-              f"install -d -o postgres -g postgres -m 0700 {PG_DATA}; "
-              f"chpst -u postgres {PG_BIN}/pg_basebackup -h {source_address} -U {REPLICATION_USER} "
-              f"-d application_name={slot} -D {PG_DATA} -S {slot} -R -X stream -c fast -w")
-    lab.run(target, f"sh -c {shlex.quote(script)}", stdin=lab.replication_password() + "\n", timeout=300)
+    lab.script(
+        target,
+        "base-backup.sh",
+        PG_BIN,
+        PG_DATA,
+        source_address,
+        REPLICATION_USER,
+        slot,
+        stdin=lab.replication_password() + "\n",
+        timeout=300,
+    )
     lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
 
 
@@ -162,19 +168,25 @@ def _follow(lab: Lab, target: str, source_address: str, slot: str) -> None:
 
     The new primary replayed the old one's final checkpoint before its promotion, so the old
     one's history is a prefix of the new timeline and it can follow it from where it stopped."""
-    script = (f"set -eu; read -r password; conf={PG_DATA}/postgresql.auto.conf; "
-              "grep -v -e '^primary_conninfo' -e '^primary_slot_name' -e '^synchronous_standby_names' \"$conf\" > \"$conf.new\" || true; "
-              f"printf \"primary_conninfo = 'host={source_address} port=5432 user={REPLICATION_USER} "
-              f"password=%s application_name={slot}'\\nprimary_slot_name = '{slot}'\\n\" \"$password\" >> \"$conf.new\"; "
-              "chown postgres:postgres \"$conf.new\"; chmod 0600 \"$conf.new\"; mv \"$conf.new\" \"$conf\"; "
-              f"install -o postgres -g postgres -m 0600 /dev/null {PG_DATA}/standby.signal")
-    lab.run(target, f"sh -c {shlex.quote(script)}", stdin=lab.replication_password() + "\n", timeout=30)
+    lab.script(
+        target,
+        "follow-primary.sh",
+        PG_DATA,
+        source_address,
+        REPLICATION_USER,
+        slot,
+        stdin=lab.replication_password() + "\n",
+        timeout=30,
+    )
     lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
 
 
 def _ensure_slot(lab: Lab, vm: str, slot: str) -> None:
-    lab.sql(vm, f"SELECT pg_create_physical_replication_slot('{slot}', true) "
-                f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')")
+    lab.sql(
+        vm,
+        f"SELECT pg_create_physical_replication_slot('{slot}', true) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')",
+    )
 
 
 def _wait_streaming(lab: Lab, primary: str, slot: str, timeout: float = 60) -> None:
@@ -224,20 +236,27 @@ def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
         if pair.replication == "sync":
             lab.sql(backup_db, f"ALTER SYSTEM SET synchronous_standby_names = '\"{pair.slot}\"'")
             lab.sql(backup_db, "SELECT pg_reload_conf()")
-        note(f"fresh base backup over interconnect; streaming ({pair.replication}) from {backup_db}; "
-             "back on its closed segment, read-only")
+        note(
+            f"fresh base backup over interconnect; streaming ({pair.replication}) from {backup_db}; "
+            "back on its closed segment, read-only"
+        )
     with timeline.step(pair.id, "stop writes at the backup") as note:
         lab.run("gateway-standby", f"lgcloud-service-address release {pair.service_address}", timeout=10)
         lab.run(backup_db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
         note("service address released; backup primary shut down cleanly (all WAL sent)")
     with timeline.step(pair.id, "promote the center database") as note:
         checkpoint = lab.run(backup_db, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}")
-        final = next(line.split(":", 1)[1].strip() for line in checkpoint.splitlines()
-                     if line.startswith("Latest checkpoint location"))
+        final = next(
+            line.split(":", 1)[1].strip()
+            for line in checkpoint.splitlines()
+            if line.startswith("Latest checkpoint location")
+        )
         caught = lab.sql(center_db, f"SELECT pg_last_wal_replay_lsn() >= '{final}'::pg_lsn")
         if caught != "t":
-            raise LabError(f"{center_db} has not replayed the backup's final checkpoint {final}; "
-                           "the backup stays the source of truth: start its postgresql and retry failback")
+            raise LabError(
+                f"{center_db} has not replayed the backup's final checkpoint {final}; "
+                "the backup stays the source of truth: start its postgresql and retry failback"
+            )
         if lab.sql(center_db, "SELECT pg_promote(true, 30)") != "t":
             raise LabError(f"{center_db} did not finish promotion within 30 s")
         _ensure_slot(lab, center_db, pair.slot)

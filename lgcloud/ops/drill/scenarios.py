@@ -49,21 +49,25 @@ class Exercise:
 
     def run(self, task: Callable[[], None]) -> None:
         """Run a runbook task beside the drill; a failure fails the drill, reported."""
+
         def guarded() -> None:
             try:
                 task()
-            except Exception as exc:  # noqa: BLE001 - reported as the drill's error
+            except Exception as exc:
                 self.errors.append(f"{exc.__class__.__name__}: {exc}")
+
         self.tasks.append(self.pool.submit(guarded))
 
     def watch(self, pair: Pair, vm: str, recover: Callable[[Lab, Pair, Timeline], None]) -> None:
         """The runbook watches `vm`'s heartbeat and recovers `pair` once it is missed."""
+
         def task() -> None:
             noticed = detect(self.lab, vm, self.stop)
             if noticed is None:
                 return
             self.timeline.log(pair.id, "detected", f"{vm} missed its heartbeats", noticed)
             recover(self.lab, pair, self.timeline)
+
         self.run(task)
 
 
@@ -94,8 +98,10 @@ class Scenario:
                     raise DrillInvalid(f"{p.id} is served from the center already; failed over: {', '.join(served)}")
             return pairs
         if served:
-            raise DrillInvalid(f"served from the backup site since an earlier drill: {', '.join(served)}; "
-                               f"run `lgcloud drill failback --stack {lab.stack}` first")
+            raise DrillInvalid(
+                f"served from the backup site since an earlier drill: {', '.join(served)}; "
+                f"run `lgcloud drill failback --stack {lab.stack}` first"
+            )
         if self.every_municipality:
             if municipality:
                 raise DrillInvalid(f"{self.name} affects every municipality; drop --municipality")
@@ -174,9 +180,11 @@ class AppLoss(Scenario):
 
 class LinkPartition(Scenario):
     name = "link-partition"
-    description = ("interconnect is cut between the sites for 10 s, then restored; nobody fails over: "
-                   "synchronous municipalities' writes stall (never acknowledged, so never lost) until the "
-                   "link returns, asynchronous ones go on")
+    description = (
+        "interconnect is cut between the sites for 10 s, then restored; nobody fails over: "
+        "synchronous municipalities' writes stall (never acknowledged, so never lost) until the "
+        "link returns, asynchronous ones go on"
+    )
     every_municipality = True
 
     def __init__(self) -> None:
