@@ -11,6 +11,7 @@ import io
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -62,7 +63,7 @@ class Realiser:
 
     stack: str
     preview: bool = False
-    on_change: callable = lambda change: None
+    on_change: Callable[[Change], None] = lambda change: None
     changes: list[Change] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     interrupted: threading.Event = field(default_factory=threading.Event)
@@ -236,7 +237,8 @@ class Realiser:
         )
         networking = None
         if first:
-            networking = api.create_networking_config({first.network: self._endpoint(api, first)})
+            # The stubs type the argument as one endpoint; the API takes a mapping of network to endpoint.
+            networking = api.create_networking_config({first.network: self._endpoint(api, first)})  # type: ignore[arg-type]
         try:
             created = api.create_container(
                 spec.image,
@@ -266,7 +268,7 @@ class Realiser:
         return created["Id"]
 
     @staticmethod
-    def _endpoint(api, attachment: Attachment):
+    def _endpoint(api: docker.APIClient, attachment: Attachment) -> docker.types.EndpointConfig:
         return api.create_endpoint_config(
             ipv4_address=attachment.ipv4_address, aliases=list(attachment.aliases) or None
         )

@@ -14,9 +14,11 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from docker.errors import DockerException
+from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
 from ..model.schema import StackConfig
 from ..paths import PROGRAM
@@ -34,13 +36,12 @@ class Outcome:
     outputs: dict[str, Any]
 
 
-def _mocks(realiser: Realiser):
-    from pulumi.runtime import Mocks
+def _mocks(realiser: Realiser) -> Mocks:
 
     endpoints: dict[str, str | None] = {}
 
     class EngineMocks(Mocks):
-        def new_resource(self, args):
+        def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
             if not args.custom:
                 return "", {}  # components only group their children
             if args.typ == PROVIDER:
@@ -55,7 +56,7 @@ def _mocks(realiser: Realiser):
                 raise Unsupported(args.typ, args.name, "this resource type")
             return id_, {**args.inputs, **outputs}
 
-        def call(self, args):
+        def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
             raise Unsupported(args.token, "-", "provider function calls")
 
     return EngineMocks()
@@ -80,7 +81,7 @@ def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser, pr
     mocks.set_mocks(_mocks(realiser), project="lgcloud", stack=cfg.stack, preview=realiser.preview)
 
     # First Ctrl-C: finish what is in flight, start nothing new; the next up or down completes it.
-    def interrupt(signum, frame):
+    def interrupt(signum: int, frame: FrameType | None) -> None:
         realiser.interrupted.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -88,15 +89,16 @@ def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser, pr
     try:
         runpy.run_path(str(program), run_name="__main__")
         _sync_await(wait_for_rpcs())
-        outputs = _sync_await(pulumi.Output.from_input(settings.get_root_resource().outputs).future())
+        root = settings.get_root_resource()
+        outputs = _sync_await(pulumi.Output.from_input(root.outputs if root else {}).future()) or {}  # type: ignore[attr-defined]
     except (EngineError, Unsupported):
         raise
     except Exception as exc:
-        cause = exc
-        while cause.__cause__ or cause.__context__:
+        cause: BaseException = exc
+        while (inner := cause.__cause__ or cause.__context__) is not None:
             if isinstance(cause, (EngineError, Unsupported)):
                 break
-            cause = cause.__cause__ or cause.__context__
+            cause = inner
         if isinstance(cause, (EngineError, Unsupported)):
             raise cause from None
         if isinstance(cause, DockerException):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..model.config import NAMESPACE, Problem
@@ -33,11 +34,11 @@ def endpoints(cfg: StackConfig) -> list[str | None]:
     return found
 
 
-def _stack_filter(stack: str) -> dict:
+def _stack_filter(stack: str) -> dict[str, list[str]]:
     return {"label": [f"{STACK_LABEL}={stack}", RESOURCE_LABEL]}
 
 
-def destroy(cfg: StackConfig, on_change=lambda change: None) -> list[Change]:
+def destroy(cfg: StackConfig, on_change: Callable[[Change], None] = lambda change: None) -> list[Change]:
     """Remove every container and network the engine made for this stack, and nothing else."""
     changes = []
     for endpoint in endpoints(cfg):

@@ -220,7 +220,7 @@ class StackConfig(_Strict):
     segments: Segments
     allocations: Allocations = Allocations()
     municipalities: tuple[Municipality, ...] = Field(min_length=1)
-    sla: SlaTarget = SlaTarget()  # every system of every municipality, unless it states its own
+    sla: SlaTarget = SlaTarget.model_validate({})  # every system of every municipality, unless it states its own
 
     @field_validator("sites")
     @classmethod

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -105,10 +106,10 @@ def usage_from_cgroup(paths: dict[str, str], root: Path = CGROUP_ROOT) -> VmUsag
     return VmUsage(cpu_us / 1e6, usage - inactive if inactive < usage else usage)
 
 
-def read_drills(directory: Path) -> list[dict]:
+def read_drills(directory: Path) -> list[dict[str, Any]]:
     """The last result of each drill scenario; an absent directory means no drill has run.
     A file that cannot be read is skipped (reported on stderr), never guessed at."""
-    results = []
+    results: list[dict[str, Any]] = []
     if not directory.is_dir():
         return results
     for path in sorted(directory.glob("latest-*.json")):
@@ -122,7 +123,7 @@ def read_drills(directory: Path) -> list[dict]:
     return results
 
 
-def _timestamp(value) -> float | None:
+def _timestamp(value: object) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     try:
@@ -131,7 +132,7 @@ def _timestamp(value) -> float | None:
         return None
 
 
-def _number(value) -> float | None:
+def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -274,14 +275,14 @@ def _docker_usage(stack: str) -> Callable[[], dict[str, VmUsage]]:
     def usage() -> dict[str, VmUsage]:
         measured = {}
         for container in client.containers.list(filters={"label": f"{STACK_LABEL}={stack}"}):
-            name = container.labels.get(NAME_LABEL)
+            name, key = container.labels.get(NAME_LABEL, ""), str(container.id)
             try:
-                if container.id not in paths:
+                if key not in paths:
                     pid = container.attrs["State"]["Pid"]
-                    paths[container.id] = cgroup_paths(Path(f"/proc/{pid}/cgroup").read_text())
-                measured[name] = usage_from_cgroup(paths[container.id])
+                    paths[key] = cgroup_paths(Path(f"/proc/{pid}/cgroup").read_text())
+                measured[name] = usage_from_cgroup(paths[key])
             except (OSError, KeyError, ValueError):
-                paths.pop(container.id, None)  # stopped between the listing and the read
+                paths.pop(key, None)  # stopped between the listing and the read
         return measured
 
     return usage

@@ -354,8 +354,8 @@ def _charts(data: UtilizationReport, out: Path) -> dict[str, Path]:
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"VMごとの使用量 — {data.stack}, {data.window}")
     fig.tight_layout()
-    charts.vms = out / "vms.png"
-    fig.savefig(charts.vms, dpi=110)
+    charts["vms"] = out / "vms.png"
+    fig.savefig(charts["vms"], dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -378,8 +378,8 @@ def _charts(data: UtilizationReport, out: Path) -> dict[str, Path]:
         ax.set_title(title)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    charts.sites = out / "sites.png"
-    fig.savefig(charts.sites, dpi=110)
+    charts["sites"] = out / "sites.png"
+    fig.savefig(charts["sites"], dpi=110)
     plt.close(fig)
 
     c = data.consolidation
@@ -396,8 +396,8 @@ def _charts(data: UtilizationReport, out: Path) -> dict[str, Path]:
         axes[1].annotate(f"{u:.1f} %", (i, u), ha="center", va="bottom")
     axes[1].set_ylim(0, max(utils + [1]) * 1.15)  # room for the labels above the bars
     fig.tight_layout()
-    charts.consolidation = out / "consolidation.png"
-    fig.savefig(charts.consolidation, dpi=110)
+    charts["consolidation"] = out / "consolidation.png"
+    fig.savefig(charts["consolidation"], dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 3.4))
@@ -410,8 +410,8 @@ def _charts(data: UtilizationReport, out: Path) -> dict[str, Path]:
     ax.set_title("費用の割勘（団体ごとの負担割合）")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    charts.cost = out / "cost.png"
-    fig.savefig(charts.cost, dpi=110)
+    charts["cost"] = out / "cost.png"
+    fig.savefig(charts["cost"], dpi=110)
     plt.close(fig)
     return charts
 
@@ -425,7 +425,7 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 def _html(data: UtilizationReport, charts: dict[str, Path]) -> str:
-    def table(headers: list[str], rows: list[list[str]]) -> str:
+    def table(headers: list[str], rows: list[list[object]]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

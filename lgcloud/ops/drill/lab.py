@@ -18,6 +18,8 @@ from pathlib import Path
 
 import docker
 import paramiko
+from docker.models.containers import Container
+from docker.models.networks import Network
 
 from ...engine.realise import connect
 from ...errors import OperatorError
@@ -94,7 +96,7 @@ class Lab:
 
     # --- the hypervisor's view ---
 
-    def container(self, vm: str):
+    def container(self, vm: str) -> Container:
         site = self.topology.vm(vm).site
         engine = self._engines.get(site, self._engines["center"])  # offices live with the center
         try:
@@ -125,7 +127,7 @@ class Lab:
             c.start()
         self.forget(vm)
 
-    def network(self, segment: str):
+    def network(self, segment: str) -> Network:
         return self._engines[self.topology.segment(segment).site].networks.get(segment_resource(self.stack, segment))
 
     def attached(self, vm: str, segment: str) -> bool:
@@ -159,7 +161,10 @@ class Lab:
         stream, _ = self.container(vm).get_archive(path)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             member = tar.next()
-            return tar.extractfile(member).read()
+            content = tar.extractfile(member) if member else None
+            if content is None:
+                raise LabError(f"{vm}: {path} is not a file")
+            return content.read()
 
     # --- inside the VMs ---
 
@@ -184,7 +189,8 @@ class Lab:
     def session(self, vm: str) -> paramiko.SSHClient:
         with self._lock:
             client = self._sessions.get(vm)
-            if client and client.get_transport() and client.get_transport().is_active():
+            transport = client.get_transport() if client else None
+            if client and transport and transport.is_active():
                 return client
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # VMs are remade: keys are not pinned

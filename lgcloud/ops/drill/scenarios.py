@@ -7,6 +7,7 @@ runbook watches, the injection, what restores the lab, and any figure of its own
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -250,7 +251,7 @@ class Failback(Scenario):
 
     def restore(self, exercise: Exercise) -> None:
         for p in exercise.pairs:
-            exercise.run(lambda p=p: failback(exercise.lab, p, exercise.timeline))
+            exercise.run(functools.partial(failback, exercise.lab, p, exercise.timeline))
 
 
 SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (SiteLoss, DbLoss, AppLoss, LinkPartition, Failback)}
