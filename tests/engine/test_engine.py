@@ -54,8 +54,10 @@ def test_a_changed_allocation_replaces_exactly_that_vm(stack, client):
         config["lgcloud:municipalities"][0]["allocation"] = {"terminal": {"vcpus": 0.75, "memory_mb": 640}}
 
     stack("engb", 103, bigger_terminal)
-    preview = lgcloud("preview", "--file", str(path))
+    preview = lgcloud("preview", "--file", str(path), "--json")
     assert "1 replace" in preview.stderr, preview.stderr
+    planned = {c["name"] for c in json.loads(preview.stdout)["changes"] if c["action"] != "unchanged"}
+    assert planned == {"lgcloud-engb-x-town-terminal"}, preview.stdout
     assert {n: c.id for n, c in stack_containers(client, "engb").items()} == before, "preview changed something"
 
     result = lgcloud("up", "--file", str(path))

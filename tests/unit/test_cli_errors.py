@@ -1,0 +1,71 @@
+"""What an operator sees when something they can fix goes wrong: one message, a hint, the exit
+code README lists, and never a traceback. Prometheus and the engine are asked on loopback ports
+where nothing, or something broken, answers."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+
+import pytest
+import yaml
+
+from lgcloud.model.config import stack_file
+
+
+def lgcloud(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lgcloud.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def assert_operator_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    assert result.returncode == code, f"exit {result.returncode}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
+
+
+@pytest.fixture
+def refusing_prometheus():
+    """An HTTP server on loopback that answers every query with 400, as Prometheus does a bad one."""
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(400)
+            self.end_headers()
+            self.wfile.write(b'{"status":"error","error":"parse error"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("verb", [("sla",), ("report", "utilization")])
+def test_a_prometheus_that_does_not_answer_is_exit_3(verb, tmp_path):
+    result = lgcloud(*verb, "--prometheus", "http://127.0.0.1:1", *(("--out", str(tmp_path)) if len(verb) > 1 else ()))
+    assert_operator_error(result, 3, "Prometheus at http://127.0.0.1:1 does not answer", "make up")
+
+
+def test_a_prometheus_that_refuses_the_query_is_exit_3(refusing_prometheus):
+    assert_operator_error(lgcloud("sla", "--prometheus", refusing_prometheus), 3, "refused", "HTTP 400")
+
+
+def test_an_engine_that_does_not_answer_is_exit_1(tmp_path):
+    document = yaml.safe_load(stack_file("dev").read_text(encoding="utf-8"))
+    for site in document["config"]["lgcloud:sites"].values():
+        site["endpoint"] = "tcp://127.0.0.1:1"
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    assert_operator_error(
+        lgcloud("status", "--file", str(path)), 1, "no Docker Engine answers at tcp://127.0.0.1:1", "make host"
+    )
+
+
+def test_a_bad_argument_is_exit_2():
+    assert_operator_error(lgcloud("sla", "--window", "forever"), 2, "--window")
+    assert_operator_error(lgcloud("sla", "--municipality", "z-town"), 2, "unknown municipality z-town")
