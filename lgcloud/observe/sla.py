@@ -17,6 +17,7 @@ knows but the stack does not) is reported as such, never as met::
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -66,9 +67,9 @@ class Evaluation:
     unit: str
     window: str
     target: float | None
-    measured: float | None
     status: str
-    margin: float | None  # headroom in the target's unit; negative when missed
+    measured: float | None = None
+    margin: float | None = None  # headroom in the target's unit; negative when missed
     detail: str = ""
 
 
@@ -172,54 +173,24 @@ def evaluate(
     rows: list[Evaluation] = []
     for m, system, target in targets:
         w = window or target.window
-        wanted_values = {
+        goals = {
             "availability": target.availability_percent,
             "latency_p95": target.latency_p95_ms,
             "rpo": target.rpo_seconds,
             "rto": target.rto_seconds,
         }
-        for objective, goal in wanted_values.items():
-            unit = OBJECTIVES[objective][0]
+        for objective, goal in goals.items():
+            row = functools.partial(Evaluation, m.id, m.name, system, objective, OBJECTIVES[objective][0], w, goal)
             if system not in served:
-                rows.append(
-                    Evaluation(
-                        m.id,
-                        m.name,
-                        system,
-                        objective,
-                        unit,
-                        w,
-                        goal,
-                        None,
-                        NOT_SERVED,
-                        None,
-                        "the lab runs no service for this system; nothing to measure",
-                    )
-                )
+                rows.append(row(NOT_SERVED, detail="the lab runs no service for this system; nothing to measure"))
                 continue
             if failure:
-                rows.append(
-                    Evaluation(m.id, m.name, system, objective, unit, w, goal, None, UNREACHABLE, None, failure)
-                )
+                rows.append(row(UNREACHABLE, detail=failure))
                 continue
             key = (m.id, system) if objective in ("availability", "latency_p95") else (m.id,)
             value = measured[w][objective].get(key)
             if value is not None and math.isinf(value):  # a drill in which the service never came back
-                rows.append(
-                    Evaluation(
-                        m.id,
-                        m.name,
-                        system,
-                        objective,
-                        unit,
-                        w,
-                        goal,
-                        None,
-                        MISSED,
-                        None,
-                        "did not recover within the last drill",
-                    )
-                )
+                rows.append(row(MISSED, detail="did not recover within the last drill"))
                 continue
             status, margin = judge(objective, goal, value)
             detail = ""
@@ -229,27 +200,17 @@ def evaluate(
                 detail = "last drills" if value is not None else "no drill result yet (lgcloud drill)"
             elif value is None:
                 detail = f"no samples in the last {w}"
-            rows.append(Evaluation(m.id, m.name, system, objective, unit, w, goal, value, status, margin, detail))
+            rows.append(row(status, value, margin, detail))
 
     if not failure and not wanted:  # series of municipalities the stack no longer declares
         ids = {m.id for m in cfg.municipalities}
         for w in windows:
             for municipality, system in sorted(measured[w]["availability"]):
                 if municipality not in ids:
+                    seen = measured[w]["availability"][(municipality, system)]
+                    detail = f"Prometheus has probes of {municipality!r}, which stack {cfg.stack} does not declare"
                     rows.append(
-                        Evaluation(
-                            municipality,
-                            "",
-                            system,
-                            "availability",
-                            "%",
-                            w,
-                            None,
-                            measured[w]["availability"][(municipality, system)],
-                            UNKNOWN,
-                            None,
-                            f"Prometheus has probes of {municipality!r}, which stack {cfg.stack} does not declare",
-                        )
+                        Evaluation(municipality, "", system, "availability", "%", w, None, UNKNOWN, seen, detail=detail)
                     )
     return SlaReport(cfg.stack, prometheus.url, rows)
 

@@ -1,17 +1,28 @@
-"""The running `dev` lab: brought up once per session (a no-op when it is already up)."""
+"""The running `dev` lab: brought up once per session (a no-op when it is already up).
+
+Tests pick their VMs by the groups of the inventory ``lgcloud configure`` generates
+(``@pytest.mark.hosts("role_db", "role_db_replica")`` parametrizes `name`), and their
+municipalities from the stack (``@pytest.mark.municipalities`` parametrizes `m`;
+``municipalities(pairs=True)`` every ordered pair as `office`, `other`). Both are read when the
+tests are collected, never when a module is imported."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 from functools import cache
+from typing import Any
 
 import pytest
 import testinfra
 
+from lgcloud.model.config import load_stack
 from lgcloud.model.topology import plan
 from lgcloud.ops.access import ssh_config_path
+from lgcloud.ops.inventory import build_inventory
+from lgcloud.state.directory import state_dir
 
 STACK = "dev"
 
@@ -29,6 +40,36 @@ targets = json.loads(sys.argv[1])
 with ThreadPoolExecutor(32) as pool:
     print(json.dumps(dict(zip([f"{a}:{p}" for a, p in targets], pool.map(reach, targets)))))
 """
+
+
+@cache
+def inventory() -> dict[str, Any]:
+    """The dev lab's inventory as `lgcloud configure` generates it, every VM of the plan in it."""
+    return build_inventory(load_stack(STACK), state_dir(STACK) / "id_ed25519")["all"]
+
+
+def group(name: str) -> list[str]:
+    """The VMs of an inventory group (`all`, `role_db`, `site_backup`, `municipality_a_city`, …)."""
+    hosts = inventory()["hosts"] if name == "all" else inventory()["children"][name]["hosts"]
+    return sorted(hosts)
+
+
+def hostvars(name: str) -> dict[str, Any]:
+    return inventory()["hosts"][name]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    hosts = metafunc.definition.get_closest_marker("hosts")
+    if hosts:
+        metafunc.parametrize("name", sorted({h for g in hosts.args for h in group(g)}))
+    chosen = metafunc.definition.get_closest_marker("municipalities")
+    if chosen:
+        municipalities = load_stack(STACK).municipalities
+        if chosen.kwargs.get("pairs"):
+            pairs = list(itertools.permutations(municipalities, 2))
+            metafunc.parametrize(("office", "other"), pairs, ids=[f"{a.id}-asks-{b.id}" for a, b in pairs])
+        else:
+            metafunc.parametrize("m", municipalities, ids=[m.id for m in municipalities])
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def test_a_second_run_changes_nothing(configured):
     assert not changed, f"not idempotent: {changed}"
 
 
-@pytest.mark.parametrize("name", ["a-city-app", "gateway", "c-village-terminal"])
+@pytest.mark.hosts("all")
 def test_common_role_settings(configured, vm, name):
     host = vm(name)
     assert host.file("/etc/localtime").linked_to == "/usr/share/zoneinfo/Asia/Tokyo"
@@ -29,7 +29,7 @@ def test_common_role_settings(configured, vm, name):
     assert "allowusers root" in host.check_output("sshd -T")
 
 
-def test_terminals_reach_their_services_by_name(configured, vm, dev):
-    for m in dev.municipalities:
-        hosts = vm(f"{m.id}-terminal").file("/etc/hosts").content_string
-        assert f"jumin.{m.id}.lgwan.test" in hosts, f"{m.id}-terminal: {hosts}"
+@pytest.mark.municipalities
+def test_terminals_reach_their_services_by_name(configured, vm, m):
+    hosts = vm(f"{m.id}-terminal").file("/etc/hosts").content_string
+    assert f"jumin.{m.id}.lgwan.test" in hosts, f"{m.id}-terminal: {hosts}"

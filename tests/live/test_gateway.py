@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import time
 import urllib.request
 
 import pytest
 
-from lgcloud.model.config import load_stack
+from lgcloud.model.naming import identifier
 
 from .conftest import probe
 from .offices import call
 
 pytestmark = pytest.mark.live
 
-DEV = load_stack("dev")
-MUNICIPALITIES = [pytest.param(m, id=m.id) for m in DEV.municipalities]
-PAIRS = [
-    pytest.param(office, other, id=f"{office.id}-asks-{other.id}")
-    for office, other in itertools.permutations(DEV.municipalities, 2)
-]
-GATEWAYS = ["gateway", "gateway-standby"]
 STATS_PORT = 8404
 
 
@@ -48,25 +40,25 @@ def wait_for_status(lab, gateway: str, key: tuple[str, str], wanted: str, timeou
         time.sleep(0.5)
 
 
-@pytest.mark.parametrize("gateway", GATEWAYS)
-def test_haproxy_runs_under_runit_on_the_access_addresses_only(configured, vm, lab, gateway):
-    host = vm(gateway)
+@pytest.mark.hosts("role_gateway")
+def test_haproxy_runs_under_runit_on_the_access_addresses_only(configured, vm, lab, name):
+    host = vm(name)
     assert host.check_output("sv status haproxy").startswith("run:")
-    addresses = lab.vm(gateway).addresses
+    addresses = lab.vm(name).addresses
     for segment in ("lgwan", "ipvpn"):
         assert host.socket(f"tcp://{addresses[segment]}:80").is_listening, f"not listening on {segment}"
     assert not host.socket("tcp://0.0.0.0:80").is_listening, "listens on every address"
     assert not host.socket(f"tcp://{addresses['mgmt']}:80").is_listening, "the front listens on mgmt"
 
 
-@pytest.mark.parametrize("m", MUNICIPALITIES)
+@pytest.mark.municipalities
 def test_an_office_reaches_its_own_service(configured, vm, m):
     response = call(vm(f"{m.id}-terminal"), m.id, "GET", "/healthz")
     assert response.status == 200, response.body
     assert response.json()["municipality_code"] == m.code, response.body
 
 
-@pytest.mark.parametrize(("office", "other"), PAIRS)
+@pytest.mark.municipalities(pairs=True)
 def test_an_office_is_refused_another_municipality_service(configured, vm, lab, office, other):
     gateway = lab.vm("gateway").addresses[office.access]
     response = call(vm(f"{office.id}-terminal"), other.id, "GET", "/healthz", via=gateway)
@@ -77,35 +69,35 @@ def test_an_office_is_refused_another_municipality_service(configured, vm, lab, 
 @pytest.mark.parametrize(
     "name", ["nosuch.a-city.lgwan.test", "jumin.z-town.lgwan.test", "jumin.a-city.lgwan.test.example"]
 )
-def test_an_unknown_name_is_404(configured, vm, lab, name):
-    terminal = vm(f"{DEV.municipalities[0].id}-terminal")
-    gateway = lab.vm("gateway").addresses[DEV.municipalities[0].access]
+def test_an_unknown_name_is_404(configured, vm, lab, dev, name):
+    terminal = vm(f"{dev.municipalities[0].id}-terminal")
+    gateway = lab.vm("gateway").addresses[dev.municipalities[0].access]
     status = terminal.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {name}' http://{gateway}/")
     assert status == "404", f"{name}: {status}"
 
 
-@pytest.mark.parametrize("gateway", GATEWAYS)
-def test_metrics_answer_on_the_mgmt_address_only(configured, vm, lab, gateway):
-    addresses = lab.vm(gateway).addresses
+@pytest.mark.hosts("role_gateway")
+def test_metrics_answer_on_the_mgmt_address_only(configured, vm, lab, dev, name):
+    addresses = lab.vm(name).addresses
     with urllib.request.urlopen(f"http://{addresses['mgmt']}:{STATS_PORT}/metrics", timeout=5) as response:
         assert response.status == 200
         metrics = response.read().decode()
     assert 'haproxy_server_status{proxy="jumin_a_city"' in metrics, metrics[:500]
-    terminal = DEV.municipalities[0]
+    terminal = dev.municipalities[0]
     seen = probe(vm(f"{terminal.id}-terminal"), [(addresses[terminal.access], STATS_PORT)])
     assert not any(seen.values()), f"the stats endpoint answers an office: {seen}"
 
 
+@pytest.mark.municipalities
 @pytest.mark.parametrize(("gateway", "app"), [("gateway", "app"), ("gateway-standby", "app-standby")])
-def test_every_app_is_up_behind_its_gateway(configured, lab, gateway, app):
-    for m in DEV.municipalities:
-        key = (f"jumin_{m.id.replace('-', '_')}", f"{m.id}-{app}")
-        assert wait_for_status(lab, gateway, key, "UP", timeout=10).startswith("UP"), f"{gateway}: {key}"
+def test_every_app_is_up_behind_its_gateway(configured, lab, gateway, app, m):
+    key = (f"jumin_{identifier(m.id)}", f"{m.id}-{app}")
+    assert wait_for_status(lab, gateway, key, "UP", timeout=10).startswith("UP"), f"{gateway}: {key}"
 
 
-def test_a_stopped_app_is_down_and_comes_back(configured, vm, lab):
-    m = DEV.municipalities[0]
-    app, key = vm(f"{m.id}-app"), (f"jumin_{m.id.replace('-', '_')}", f"{m.id}-app")
+def test_a_stopped_app_is_down_and_comes_back(configured, vm, lab, dev):
+    m = dev.municipalities[0]
+    app, key = vm(f"{m.id}-app"), (f"jumin_{identifier(m.id)}", f"{m.id}-app")
     assert wait_for_status(lab, "gateway", key, "UP", timeout=10).startswith("UP"), "not UP to begin with"
     try:
         app.check_output("sv stop jumin")

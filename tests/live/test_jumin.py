@@ -17,15 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lgcloud.model.codes import my_number_check_digit, my_number_is_valid
-from lgcloud.model.config import load_stack
 
 from .offices import call
 
 pytestmark = pytest.mark.live
 
-DEV = load_stack("dev")
-MUNICIPALITIES = [pytest.param(m, id=m.id) for m in DEV.municipalities]
-A_CITY = DEV.municipalities[0]
 TODAY = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
 
 
@@ -48,6 +44,12 @@ def person(**fields) -> dict:
 def a_valid_my_number() -> str:
     first_eleven = f"{secrets.randbelow(10**11):011d}"
     return f"{first_eleven}{my_number_check_digit(first_eleven)}"
+
+
+@pytest.fixture(scope="module")
+def a_city(dev):
+    """The municipality most tests register with: the stack's first."""
+    return dev.municipalities[0]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def register(terminal, municipality: str, body: dict) -> dict:
     return response.json()["resident"]
 
 
-@pytest.mark.parametrize("m", MUNICIPALITIES)
+@pytest.mark.municipalities
 def test_register_and_read_back(terminal, m):
     body = person()
     created = register(terminal, m.id, body)
@@ -90,7 +92,7 @@ def test_register_and_read_back(terminal, m):
     assert read["resident"]["my_number"] == created["my_number"]
 
 
-@pytest.mark.parametrize("m", MUNICIPALITIES)
+@pytest.mark.municipalities
 def test_the_my_number_has_a_valid_check_digit(terminal, m):
     numbers = [
         register(
@@ -102,29 +104,29 @@ def test_the_my_number_has_a_valid_check_digit(terminal, m):
     assert len(set(numbers)) == 3, numbers
 
 
-def test_a_supplied_my_number_is_kept_and_held_by_one_resident_only(terminal, rows):
+def test_a_supplied_my_number_is_kept_and_held_by_one_resident_only(terminal, rows, a_city):
     number = a_valid_my_number()
-    created = register(terminal, A_CITY.id, person(my_number=number))
+    created = register(terminal, a_city.id, person(my_number=number))
     assert created["my_number"] == number
-    before = rows(A_CITY.id)
-    again = call(terminal(A_CITY.id), A_CITY.id, "POST", "/api/residents", person(my_number=number))
+    before = rows(a_city.id)
+    again = call(terminal(a_city.id), a_city.id, "POST", "/api/residents", person(my_number=number))
     assert (again.status, again.json()["field"]) == (409, "my_number"), again.body
-    assert rows(A_CITY.id) == before
+    assert rows(a_city.id) == before
 
 
 @pytest.mark.parametrize("family", ["髙橋", "山﨑", "𠮷田"])
-def test_rare_kanji_round_trip(terminal, family):
+def test_rare_kanji_round_trip(terminal, family, a_city):
     """外字 in names: 髙 (U+9AD9), 﨑 (U+FA11) and 𠮷 (U+20BB7, four bytes in UTF-8) come back as sent."""
     name = f"{family} {uuid.uuid4().hex[:6]}"
-    created = register(terminal, A_CITY.id, person(name=name))
+    created = register(terminal, a_city.id, person(name=name))
     assert created["name"] == name
-    host = terminal(A_CITY.id)
-    read = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}").json()["resident"]
+    host = terminal(a_city.id)
+    read = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}").json()["resident"]
     assert read["name"].encode() == name.encode(), read["name"]
-    found = call(host, A_CITY.id, "GET", f"/api/residents?name={quote(name)}").json()["residents"]
+    found = call(host, a_city.id, "GET", f"/api/residents?name={quote(name)}").json()["residents"]
     assert [r["resident_code"] for r in found] == [created["resident_code"]], found
     assert "my_number" not in found[0], "a name lookup shows the 個人番号"
-    html = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
+    html = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
     assert name in html.text
 
 
@@ -166,29 +168,29 @@ BAD_REGISTRATIONS = [
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_REGISTRATIONS)
-def test_a_bad_registration_is_refused_and_nothing_written(terminal, rows, body, field):
-    before = rows(A_CITY.id)
-    response = call(terminal(A_CITY.id), A_CITY.id, "POST", "/api/residents", body)
+def test_a_bad_registration_is_refused_and_nothing_written(terminal, rows, body, field, a_city):
+    before = rows(a_city.id)
+    response = call(terminal(a_city.id), a_city.id, "POST", "/api/residents", body)
     assert 400 <= response.status < 500, f"{response.status} {response.body!r}"
     answer = response.json()
     assert answer["field"] == field, answer
     assert answer["error"], answer
-    assert answer["municipality_code"] == A_CITY.code
-    assert rows(A_CITY.id) == before, "a refused registration wrote a row"
+    assert answer["municipality_code"] == a_city.code
+    assert rows(a_city.id) == before, "a refused registration wrote a row"
 
 
-def test_move_out(terminal):
-    host = terminal(A_CITY.id)
-    code = register(terminal, A_CITY.id, person())["resident_code"]
+def test_move_out(terminal, a_city):
+    host = terminal(a_city.id)
+    code = register(terminal, a_city.id, person())["resident_code"]
     response = call(
         host,
-        A_CITY.id,
+        a_city.id,
         "POST",
         f"/api/residents/{code}/move-out",
         {"event_date": TODAY.isoformat(), "destination": "Ｂ町中央2-2"},
     )
     assert response.status == 200, response.body
-    read = call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]
+    read = call(host, a_city.id, "GET", f"/api/residents/{code}").json()["resident"]
     assert (read["status"], read["moved_out_on"], read["moved_out_to"]) == (
         "moved-out",
         TODAY.isoformat(),
@@ -196,12 +198,12 @@ def test_move_out(terminal):
     )
 
 
-def test_a_second_move_out_is_refused_and_changes_nothing(terminal):
-    host = terminal(A_CITY.id)
-    code = register(terminal, A_CITY.id, person())["resident_code"]
+def test_a_second_move_out_is_refused_and_changes_nothing(terminal, a_city):
+    host = terminal(a_city.id)
+    code = register(terminal, a_city.id, person())["resident_code"]
     first = call(
         host,
-        A_CITY.id,
+        a_city.id,
         "POST",
         f"/api/residents/{code}/move-out",
         {"event_date": (TODAY - dt.timedelta(days=1)).isoformat(), "destination": "Ｂ町中央2-2"},
@@ -209,13 +211,13 @@ def test_a_second_move_out_is_refused_and_changes_nothing(terminal):
     assert first.status == 200, first.body
     again = call(
         host,
-        A_CITY.id,
+        a_city.id,
         "POST",
         f"/api/residents/{code}/move-out",
         {"event_date": TODAY.isoformat(), "destination": "Ｃ村3-3"},
     )
     assert (again.status, again.json()["field"]) == (409, "status"), again.body
-    read = call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]
+    read = call(host, a_city.id, "GET", f"/api/residents/{code}").json()["resident"]
     assert (read["moved_out_on"], read["moved_out_to"]) == (
         (TODAY - dt.timedelta(days=1)).isoformat(),
         "Ｂ町中央2-2",
@@ -230,55 +232,55 @@ def test_a_second_move_out_is_refused_and_changes_nothing(terminal):
         pytest.param(b"moving", "body", id="not-json"),
     ],
 )
-def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field):
-    host = terminal(A_CITY.id)
-    code = register(terminal, A_CITY.id, person())["resident_code"]
-    response = call(host, A_CITY.id, "POST", f"/api/residents/{code}/move-out", body)
+def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field, a_city):
+    host = terminal(a_city.id)
+    code = register(terminal, a_city.id, person())["resident_code"]
+    response = call(host, a_city.id, "POST", f"/api/residents/{code}/move-out", body)
     assert (response.status, response.json()["field"]) == (400, field), response.body
-    assert call(host, A_CITY.id, "GET", f"/api/residents/{code}").json()["resident"]["status"] == "resident"
+    assert call(host, a_city.id, "GET", f"/api/residents/{code}").json()["resident"]["status"] == "resident"
 
 
-def test_an_unknown_resident_is_404(terminal):
-    response = call(terminal(A_CITY.id), A_CITY.id, "GET", "/api/residents/00000000000")
+def test_an_unknown_resident_is_404(terminal, a_city):
+    response = call(terminal(a_city.id), a_city.id, "GET", "/api/residents/00000000000")
     assert (response.status, response.json()["field"]) == (404, "resident_code"), response.body
 
 
-def test_certificate_json(terminal):
-    host = terminal(A_CITY.id)
+def test_certificate_json(terminal, a_city):
+    host = terminal(a_city.id)
     body = person()
-    created = register(terminal, A_CITY.id, body)
-    response = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate")
+    created = register(terminal, a_city.id, body)
+    response = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate")
     assert response.status == 200, response.body
     certificate = response.json()["certificate"]
     assert certificate["title"] == "住民票の写し"
-    assert (certificate["municipality"], certificate["municipality_code"]) == (A_CITY.name, A_CITY.code)
+    assert (certificate["municipality"], certificate["municipality_code"]) == (a_city.name, a_city.code)
     assert certificate["issued_on"] == TODAY.isoformat()
     assert {k: certificate["resident"][k] for k in ("name", "birth_date", "address")} == {
         k: body[k] for k in ("name", "birth_date", "address")
     }
     assert "my_number" not in certificate["resident"], "the 個人番号 is on a certificate nobody asked it for"
-    asked = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate?my_number=include")
+    asked = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate?my_number=include")
     assert asked.json()["certificate"]["resident"]["my_number"] == created["my_number"]
 
 
-def test_certificate_of_a_resident_who_moved_out_is_a_joshu(terminal):
-    host = terminal(A_CITY.id)
-    code = register(terminal, A_CITY.id, person())["resident_code"]
+def test_certificate_of_a_resident_who_moved_out_is_a_joshu(terminal, a_city):
+    host = terminal(a_city.id)
+    code = register(terminal, a_city.id, person())["resident_code"]
     call(
         host,
-        A_CITY.id,
+        a_city.id,
         "POST",
         f"/api/residents/{code}/move-out",
         {"event_date": TODAY.isoformat(), "destination": "Ｃ村"},
     )
-    certificate = call(host, A_CITY.id, "GET", f"/api/residents/{code}/certificate").json()["certificate"]
+    certificate = call(host, a_city.id, "GET", f"/api/residents/{code}/certificate").json()["certificate"]
     assert certificate["title"] == "住民票の除票の写し", certificate
 
 
-def test_certificate_html_is_printable_and_escaped(terminal):
-    host = terminal(A_CITY.id)
-    created = register(terminal, A_CITY.id, person(name="𠮷田 <b>花子</b>", address='本町<script>alert("x")</script>'))
-    response = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
+def test_certificate_html_is_printable_and_escaped(terminal, a_city):
+    host = terminal(a_city.id)
+    created = register(terminal, a_city.id, person(name="𠮷田 <b>花子</b>", address='本町<script>alert("x")</script>'))
+    response = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
     assert response.status == 200, response.body
     assert response.content_type.lower().replace(" ", "") == "text/html;charset=utf-8", response.content_type
     html = response.text
@@ -286,21 +288,21 @@ def test_certificate_html_is_printable_and_escaped(terminal):
     assert "𠮷田 &lt;b&gt;花子&lt;/b&gt;" in html, html
     assert "&lt;script&gt;" in html and "<script>" not in html, "the address was not escaped"
     assert created["resident_code"] in html and created["my_number"] not in html
-    assert A_CITY.code in html
+    assert a_city.code in html
 
 
-def test_the_backup_site_reads_the_replica_and_refuses_writes(terminal, lab):
+def test_the_backup_site_reads_the_replica_and_refuses_writes(terminal, lab, a_city):
     """Through the standby gateway, the standby app answers from the replica: reads only."""
-    host = terminal(A_CITY.id)
-    standby = lab.vm("gateway-standby").addresses[A_CITY.access]
-    created = register(terminal, A_CITY.id, person())
+    host = terminal(a_city.id)
+    standby = lab.vm("gateway-standby").addresses[a_city.access]
+    created = register(terminal, a_city.id, person())
     deadline = time.monotonic() + 10
     while True:
-        read = call(host, A_CITY.id, "GET", f"/api/residents/{created['resident_code']}", via=standby)
+        read = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}", via=standby)
         if read.status == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert read.status == 200, f"the backup site does not have the resident: {read.status} {read.body!r}"
     assert read.json()["resident"]["name"] == created["name"]
-    refused = call(host, A_CITY.id, "POST", "/api/residents", person(), via=standby)
+    refused = call(host, a_city.id, "POST", "/api/residents", person(), via=standby)
     assert refused.status == 503, f"the backup site accepted a registration: {refused.status} {refused.body!r}"

@@ -13,18 +13,14 @@ import uuid
 
 import pytest
 
-from lgcloud.model.config import load_stack
+from lgcloud.model.naming import replica_slot
+
+from .conftest import hostvars
 
 pytestmark = pytest.mark.live
 
 PORT = 5432
 CHECK_DB = "lgcloud_check"
-MUNICIPALITIES = [pytest.param(m.id, m.replication, id=m.id) for m in load_stack("dev").municipalities]
-DATABASE_VMS = [
-    pytest.param(m.id, f"{m.id}-{role}", id=f"{m.id}-{role}")
-    for m in load_stack("dev").municipalities
-    for role in ("db", "db-replica")
-]
 
 
 def psql(host, sql: str, database: str = "postgres"):
@@ -38,12 +34,8 @@ def query(host, sql: str, database: str = "postgres") -> str:
     return result.stdout.strip()
 
 
-def slot(municipality: str) -> str:
-    return f"{municipality.replace('-', '_')}_replica"
-
-
-@pytest.mark.parametrize(("municipality", "name"), DATABASE_VMS)
-def test_postgresql_runs_under_runit(configured, vm, municipality, name):
+@pytest.mark.hosts("role_db", "role_db_replica")
+def test_postgresql_runs_under_runit(configured, vm, name):
     host = vm(name)
     status = host.check_output("sv status postgresql")
     assert status.startswith("run:"), f"{name}: {status}"
@@ -52,8 +44,9 @@ def test_postgresql_runs_under_runit(configured, vm, municipality, name):
     assert host.run("pg_isready -q -h /var/run/postgresql").rc == 0
 
 
-@pytest.mark.parametrize(("municipality", "name"), DATABASE_VMS)
-def test_listens_on_closed_segment_and_interconnect_only(configured, vm, lab, municipality, name):
+@pytest.mark.hosts("role_db", "role_db_replica")
+def test_listens_on_closed_segment_and_interconnect_only(configured, vm, lab, name):
+    municipality = hostvars(name)["lgcloud_municipality"]
     host = vm(name)
     addresses = lab.vm(name).addresses
     closed = next(a for segment, a in addresses.items() if segment.startswith(f"{municipality}-"))
@@ -67,24 +60,24 @@ def test_listens_on_closed_segment_and_interconnect_only(configured, vm, lab, mu
         socket.create_connection((addresses["mgmt"], PORT), timeout=2).close()
 
 
-@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
-def test_replica_streams_over_interconnect(configured, vm, lab, municipality, replication):
+@pytest.mark.municipalities
+def test_replica_streams_over_interconnect(configured, vm, lab, m):
     rows = query(
-        vm(f"{municipality}-db"), "SELECT application_name, client_addr, state, sync_state FROM pg_stat_replication"
+        vm(f"{m.id}-db"), "SELECT application_name, client_addr, state, sync_state FROM pg_stat_replication"
     ).splitlines()
-    replica = lab.vm(f"{municipality}-db-replica").addresses["interconnect"]
-    expected = "sync" if replication == "sync" else "async"
-    assert rows == [f"{slot(municipality)}|{replica}|streaming|{expected}"], rows
+    replica = lab.vm(f"{m.id}-db-replica").addresses["interconnect"]
+    expected = "sync" if m.replication == "sync" else "async"
+    assert rows == [f"{replica_slot(m.id)}|{replica}|streaming|{expected}"], rows
     active = query(
-        vm(f"{municipality}-db"), f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot(municipality)}'"
+        vm(f"{m.id}-db"), f"SELECT active FROM pg_replication_slots WHERE slot_name = '{replica_slot(m.id)}'"
     )
-    assert active == "t", f"slot {slot(municipality)} is not in use"
-    assert query(vm(f"{municipality}-db-replica"), "SELECT pg_is_in_recovery()") == "t"
+    assert active == "t", f"slot {replica_slot(m.id)} is not in use"
+    assert query(vm(f"{m.id}-db-replica"), "SELECT pg_is_in_recovery()") == "t"
 
 
-@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
-def test_a_row_written_on_the_primary_is_read_on_the_replica(configured, vm, municipality, replication):
-    primary, replica = vm(f"{municipality}-db"), vm(f"{municipality}-db-replica")
+@pytest.mark.municipalities
+def test_a_row_written_on_the_primary_is_read_on_the_replica(configured, vm, m):
+    primary, replica = vm(f"{m.id}-db"), vm(f"{m.id}-db-replica")
     if not query(primary, f"SELECT 1 FROM pg_database WHERE datname = '{CHECK_DB}'"):
         query(primary, f"CREATE DATABASE {CHECK_DB}")
     query(
@@ -101,25 +94,25 @@ def test_a_row_written_on_the_primary_is_read_on_the_replica(configured, vm, mun
             break
         time.sleep(0.05)
     query(primary, f"DELETE FROM rows WHERE token = '{token}'", CHECK_DB)
-    assert seen is not None, f"{municipality}: the row did not reach the replica within 1 s"
+    assert seen is not None, f"{m.id}: the row did not reach the replica within 1 s"
 
 
-@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
-def test_the_replica_refuses_writes(configured, vm, municipality, replication):
-    result = psql(vm(f"{municipality}-db-replica"), "CREATE TABLE refused (id int)")
+@pytest.mark.municipalities
+def test_the_replica_refuses_writes(configured, vm, m):
+    result = psql(vm(f"{m.id}-db-replica"), "CREATE TABLE refused (id int)")
     assert result.rc != 0, "the replica accepted a write"
     assert "read-only transaction" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize(("municipality", "replication"), MUNICIPALITIES)
-def test_only_the_peer_may_replicate(configured, vm, lab, municipality, replication):
+@pytest.mark.municipalities
+def test_only_the_peer_may_replicate(configured, vm, lab, m):
     """From the app VM on the closed segment, neither replication nor the superuser is admitted."""
-    db = lab.vm(f"{municipality}-db").addresses[f"{municipality}-center"]
-    app = vm(f"{municipality}-app")
+    db = lab.vm(f"{m.id}-db").addresses[f"{m.id}-center"]
+    app = vm(f"{m.id}-app")
     for conninfo in (
         f"host={db} user=replicator dbname=replication replication=true",
         f"host={db} user=postgres dbname=postgres",
     ):
         result = app.run("PGPASSWORD=wrong PGCONNECT_TIMEOUT=3 psql -w %s -c 'SELECT 1'", conninfo)
-        assert result.rc != 0, f"{conninfo}: admitted from {municipality}-app"
+        assert result.rc != 0, f"{conninfo}: admitted from {m.id}-app"
         assert "no pg_hba.conf entry" in result.stderr, result.stderr

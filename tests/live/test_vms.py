@@ -5,14 +5,10 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from lgcloud.model.config import load_stack
-from lgcloud.model.topology import plan
-
 pytestmark = pytest.mark.live
-VMS = [v.name for v in plan(load_stack("dev")).vms]
 
 
-@pytest.mark.parametrize("name", VMS)
+@pytest.mark.hosts("all")
 def test_sshd_runs_under_runit(vm, name):
     host = vm(name)
     assert host.process.get(pid=1).comm == "runsvdir", "runit is not PID 1"
@@ -20,7 +16,7 @@ def test_sshd_runs_under_runit(vm, name):
     assert host.socket("tcp://0.0.0.0:22").is_listening
 
 
-@pytest.mark.parametrize("name", VMS)
+@pytest.mark.hosts("all")
 def test_password_login_is_off(vm, name):
     settings = vm(name).check_output("sshd -T")
     assert "passwordauthentication no" in settings
@@ -40,7 +36,7 @@ def test_a_password_is_refused_by_the_server(lab):
         transport.close()
 
 
-@pytest.mark.parametrize("name", VMS)
+@pytest.mark.hosts("all")
 def test_hostname_and_addresses_are_as_declared(vm, lab, name):
     host = vm(name)
     assert host.check_output("hostname") == name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lgcloud.model.topology import plan
 from lgcloud.ops.drill.clerk import Attempt
 from lgcloud.ops.drill.lab import Pair
 from lgcloud.ops.drill.measure import Outcome, judge, recovery
@@ -26,21 +27,7 @@ CHANGED = Integrity(before={"at": "t", "primary": "1 x", "replica": "1 x"}, kept
 
 
 def pair(dev, municipality: str) -> Pair:
-    m = dev.municipality(municipality)
-    return Pair(
-        m.id,
-        m.code,
-        m.name,
-        m.replication,
-        f"{m.id}-db",
-        f"{m.id}-db-replica",
-        f"{m.id}-app",
-        f"{m.id}-app-standby",
-        f"{m.id}-terminal",
-        "x_replica",
-        "10.100.1.254",
-        "http://x",
-    )
+    return Pair.of(dev.municipality(municipality), plan(dev))
 
 
 def test_rto_is_the_gap_from_the_injection_to_the_first_acknowledgement():

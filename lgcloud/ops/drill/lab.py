@@ -58,6 +58,23 @@ class Pair:
     service_address: str
     url: str  # what the office uses
 
+    @classmethod
+    def of(cls, m: Municipality, topology: Topology) -> Pair:
+        return cls(
+            m.id,
+            m.code,
+            m.name,
+            m.replication,
+            f"{m.id}-db",
+            f"{m.id}-db-replica",
+            f"{m.id}-app",
+            f"{m.id}-app-standby",
+            f"{m.id}-terminal",
+            replica_slot(m.id),
+            topology.service_addresses[m.id],
+            service_url("jumin", m.id),
+        )
+
 
 class Lab:
     def __init__(self, cfg: StackConfig) -> None:
@@ -69,23 +86,7 @@ class Lab:
         self._key = paramiko.Ed25519Key.from_private_key_file(str(ensure_keypair(cfg.stack).private))
         self._sessions: dict[str, paramiko.SSHClient] = {}
         self._lock = threading.Lock()
-        self.pairs = {m.id: self._pair(m) for m in cfg.municipalities}
-
-    def _pair(self, m: Municipality) -> Pair:
-        return Pair(
-            m.id,
-            m.code,
-            m.name,
-            m.replication,
-            f"{m.id}-db",
-            f"{m.id}-db-replica",
-            f"{m.id}-app",
-            f"{m.id}-app-standby",
-            f"{m.id}-terminal",
-            replica_slot(m.id),
-            self.topology.service_addresses[m.id],
-            service_url("jumin", m.id),
-        )
+        self.pairs = {m.id: Pair.of(m, self.topology) for m in cfg.municipalities}
 
     def pair(self, municipality: str) -> Pair:
         for p in self.pairs.values():

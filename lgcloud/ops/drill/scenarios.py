@@ -147,36 +147,43 @@ class SiteLoss(Scenario):
         return injection
 
 
-class DbLoss(Scenario):
+class VmLoss(Scenario):
+    """One VM of one municipality dies (powered off); the runbook notices and recovers."""
+
+    lost: ClassVar[str]  # which of the municipality's VMs: an attribute of Pair ("db", "app")
+
+    def recover(self, lab: Lab, pair: Pair, timeline: Timeline) -> None:
+        raise NotImplementedError
+
+    def watch(self, exercise: Exercise) -> None:
+        p = exercise.pairs[0]
+        exercise.watch(p, getattr(p, self.lost), self.recover)
+
+    def inject(self, exercise: Exercise) -> float:
+        p = exercise.pairs[0]
+        vm = getattr(p, self.lost)
+        injection = time.time()
+        exercise.lab.kill(vm)
+        exercise.timeline.log(p.id, f"injected: {vm} lost", "powered off", injection)
+        return injection
+
+
+class DbLoss(VmLoss):
     name = "db-loss"
     description = "one municipality's primary database VM dies; that municipality fails over"
+    lost = "db"
 
-    def watch(self, exercise: Exercise) -> None:
-        p = exercise.pairs[0]
-        exercise.watch(p, p.db, lambda lab, pair, timeline: failover(lab, pair, timeline, self.name))
-
-    def inject(self, exercise: Exercise) -> float:
-        p = exercise.pairs[0]
-        injection = time.time()
-        exercise.lab.kill(p.db)
-        exercise.timeline.log(p.id, f"injected: {p.db} lost", "powered off", injection)
-        return injection
+    def recover(self, lab: Lab, pair: Pair, timeline: Timeline) -> None:
+        failover(lab, pair, timeline, self.name)
 
 
-class AppLoss(Scenario):
+class AppLoss(VmLoss):
     name = "app-loss"
     description = "one municipality's app VM dies; its hypervisor starts it again"
+    lost = "app"
 
-    def watch(self, exercise: Exercise) -> None:
-        p = exercise.pairs[0]
-        exercise.watch(p, p.app, restart_app)
-
-    def inject(self, exercise: Exercise) -> float:
-        p = exercise.pairs[0]
-        injection = time.time()
-        exercise.lab.kill(p.app)
-        exercise.timeline.log(p.id, f"injected: {p.app} lost", "powered off", injection)
-        return injection
+    def recover(self, lab: Lab, pair: Pair, timeline: Timeline) -> None:
+        restart_app(lab, pair, timeline)
 
 
 class LinkPartition(Scenario):
