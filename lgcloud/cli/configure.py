@@ -8,12 +8,17 @@ from ..engine import running_vms
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, OperatorError
 from ..ops.configure import configure
 from ..state.failover import served_from_backup
-from .options import Options
+from .options import Options, wait_flag
 
 __all__ = ["add"]
 
 
 def run(opts: Options) -> int:
+    with opts.hold("configure"):
+        return _configure(opts)
+
+
+def _configure(opts: Options) -> int:
     cfg = opts.config()
     moved = served_from_backup(cfg.stack)
     if moved:
@@ -77,4 +82,5 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
     sub.add_argument("--check", action="store_true", help="report what would change, changing nothing")
     sub.add_argument("-v", "--verbose", action="store_true", help="also list each changed task")
     sub.add_argument("--json", action="store_true", help="per-host results as JSON")
+    wait_flag(sub)
     sub.set_defaults(run=run)

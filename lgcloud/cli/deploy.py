@@ -13,7 +13,8 @@ from ..engine import Change, EngineError, Realiser, engine_conflicts, run_progra
 from ..model.config import ConfigInvalid
 from ..model.naming import segment_resource, vm_resource
 from ..ops.access import wait_for_ssh, write_ssh_config
-from .options import Options
+from ..state.failover import fenced_vms
+from .options import Options, wait_flag
 
 __all__ = ["add", "show_change"]
 
@@ -23,6 +24,7 @@ _MARKS = {
     "start": "[cyan]▶[/]",
     "delete": "[red]-[/]",
     "unchanged": "[dim]=[/]",
+    "fenced": "[magenta]⊘[/]",
 }
 
 
@@ -56,9 +58,20 @@ def _deploy(opts: Options, preview: bool) -> int:
     problems = engine_conflicts(cfg)
     if problems:
         raise ConfigInvalid(str(opts.path), problems)
-    realiser = Realiser(cfg.stack, preview=preview, on_change=show_change(opts))
+    fenced = fenced_vms(cfg.stack)
+    realiser = Realiser(
+        cfg.stack,
+        preview=preview,
+        on_change=show_change(opts),
+        fenced=frozenset(vm_resource(cfg.stack, vm) for vm in fenced),
+    )
     with opts.output.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
         outcome = run_program(cfg, values, realiser)
+    if fenced:
+        opts.output.note(
+            f"kept off, fenced by a failover: {', '.join(sorted(fenced))}; "
+            f"`lgcloud drill failback --stack {cfg.stack}` brings them back"
+        )
     if preview:
         _summary(opts, outcome.changes, time.monotonic() - started, preview)
         if opts.flag("json"):
@@ -73,7 +86,7 @@ def _deploy(opts: Options, preview: bool) -> int:
     ssh_config = write_ssh_config(cfg.stack, vms)
     mgmt = segment_resource(cfg.stack, "mgmt")
     with opts.output.err.status("waiting for every VM to answer SSH …"):
-        silent = wait_for_ssh({name: vm["addresses"][mgmt] for name, vm in vms.items()})
+        silent = wait_for_ssh({name: vm["addresses"][mgmt] for name, vm in vms.items() if name not in fenced})
     if silent:
         raise EngineError(
             f"VMs up but not answering SSH within 60 s: {', '.join(silent)}",
@@ -93,7 +106,8 @@ def _deploy(opts: Options, preview: bool) -> int:
 
 
 def _up(opts: Options) -> int:
-    return _deploy(opts, preview=False)
+    with opts.hold("up"):
+        return _deploy(opts, preview=False)
 
 
 def _preview(opts: Options) -> int:
@@ -108,4 +122,6 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
         sub = verbs.add_parser(name, parents=[common], help=text, description=text)
         sub.add_argument("--json", action="store_true", help=json_text)
         sub.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")
+        if name == "up":
+            wait_flag(sub)
         sub.set_defaults(run=run)

@@ -8,7 +8,7 @@ import time
 from ..engine import destroy
 from ..state.failover import forget_failovers
 from .deploy import show_change
-from .options import Options
+from .options import Options, wait_flag
 
 __all__ = ["add"]
 
@@ -16,9 +16,9 @@ __all__ = ["add"]
 def run(opts: Options) -> int:
     started = time.monotonic()
     cfg = opts.config()
-    with opts.output.err.status(f"removing stack {cfg.stack} …"):
+    with opts.hold("down"), opts.output.err.status(f"removing stack {cfg.stack} …"):
         changes = destroy(cfg, show_change(opts))
-    forget_failovers(cfg.stack)  # the VMs a drill moved are gone with the stack
+        forget_failovers(cfg.stack)  # the VMs a drill moved are gone with the stack
     opts.output.done(f"stack {cfg.stack}: removed {len(changes)} resources ({time.monotonic() - started:.1f}s)")
     return 0
 
@@ -26,4 +26,5 @@ def run(opts: Options) -> int:
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     sub = verbs.add_parser("down", parents=[common], help="remove every resource of the stack, and nothing else")
     sub.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")
+    wait_flag(sub)
     sub.set_defaults(run=run)

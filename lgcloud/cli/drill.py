@@ -9,12 +9,17 @@ from ..errors import EXIT_FAILED
 from ..ops.drill import SCENARIOS, LabError, run_drill, write_report
 from ..ops.drill.runbook import Step
 from ..state.failover import served_from_backup
-from .options import Options
+from .options import Options, wait_flag
 
 __all__ = ["add"]
 
 
 def run(opts: Options) -> int:
+    with opts.hold("drill"):
+        return _drill(opts)
+
+
+def _drill(opts: Options) -> int:
     cfg = opts.config()
     started = time.time()
     output = opts.output
@@ -82,4 +87,5 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
         "--report", help="directory for report.json and report.md (default .lgcloud/<stack>/drills/<time>-<scenario>)"
     )
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    wait_flag(sub)
     sub.set_defaults(run=run)

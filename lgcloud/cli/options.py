@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..model.config import parse, read_file, stack_file, stack_name
 from ..model.schema import StackConfig
+from ..state.lock import Holder, stack_lock
 from .output import Output
 
-__all__ = ["Options", "common_flags"]
+__all__ = ["Options", "common_flags", "wait_flag"]
 
 
 def common_flags() -> argparse.ArgumentParser:
@@ -20,6 +22,11 @@ def common_flags() -> argparse.ArgumentParser:
     common.add_argument("--stack", default="dev", help="stack name: stacks/Pulumi.<stack>.yaml (default: dev)")
     common.add_argument("--file", help="a stack config file (Pulumi.<stack>.yaml) instead of --stack")
     return common
+
+
+def wait_flag(sub: argparse.ArgumentParser) -> None:
+    """For verbs that hold the stack: queue behind another run instead of refusing."""
+    sub.add_argument("--wait", action="store_true", help="wait for another run on the stack to finish")
 
 
 @dataclass
@@ -44,6 +51,10 @@ class Options:
     def config(self) -> StackConfig:
         """The stack's config, validated; ConfigInvalid (exit 2) names every problem."""
         return parse(self.values(), self.stack, str(self.path))
+
+    def hold(self, verb: str) -> AbstractContextManager[Holder]:
+        """The stack's lock for `verb` (StackBusy, exit 2, when another run holds it; --wait queues)."""
+        return stack_lock(self.stack, verb, self.flag("wait"))
 
     def flag(self, name: str) -> bool:
         """A verb's own switch (--json, -v): False for verbs that do not take it."""

@@ -35,7 +35,7 @@ class EngineError(OperatorError):
 
 @dataclass(frozen=True)
 class Change:
-    action: str  # create | replace | start | unchanged | delete
+    action: str  # create | replace | start | unchanged | delete | fenced (kept off for a failover)
     kind: str  # network | container
     name: str
     seconds: float = 0.0
@@ -64,6 +64,8 @@ class Realiser:
     stack: str
     preview: bool = False
     on_change: Callable[[Change], None] = lambda change: None
+    # Containers a failover fenced: never started, replaced or made anew until failback.
+    fenced: frozenset[str] = frozenset()
     changes: list[Change] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     interrupted: threading.Event = field(default_factory=threading.Event)
@@ -190,6 +192,9 @@ class Realiser:
         image_id = self._image_id(client, spec.image)
         digest = spec.digest(image_id)
         existing = self._existing(endpoint, "container", resource)
+        if spec.name in self.fenced and not (existing and existing["State"]["Running"]):
+            self._record("fenced", "container", spec.name, started)
+            return existing["Id"] if existing else f"fenced-{resource}", self._outputs(spec, existing)
         if existing and existing["Config"]["Labels"].get(DIGEST_LABEL) == digest:
             state = existing["State"]
             if state["Running"]:

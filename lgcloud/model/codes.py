@@ -11,6 +11,7 @@ __all__ = [
     "local_government_code_is_valid",
     "my_number_check_digit",
     "my_number_is_valid",
+    "resident_code_is_valid",
 ]
 
 _LG_WEIGHTS = (6, 5, 4, 3, 2)
@@ -44,3 +45,12 @@ def my_number_check_digit(first_eleven: str) -> int:
 def my_number_is_valid(number: str) -> bool:
     """True when `number` is twelve digits whose last one is the right check digit."""
     return len(number) == 12 and number.isdigit() and my_number_check_digit(number[:11]) == int(number[11])
+
+
+def resident_code_is_valid(code: object) -> bool:
+    """True when `code` has the form of a 住民票コード as the lab issues it: eleven ASCII digits.
+
+    >>> resident_code_is_valid("48213907715"), resident_code_is_valid("1' OR '1'='1")
+    (True, False)
+    """
+    return isinstance(code, str) and len(code) == 11 and code.isascii() and code.isdigit()

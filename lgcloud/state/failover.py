@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .directory import file_lock, state_dir, write_atomic
 
-__all__ = ["Failover", "forget_failovers", "record_failback", "record_failover", "served_from_backup"]
+__all__ = ["Failover", "fenced_vms", "forget_failovers", "record_failback", "record_failover", "served_from_backup"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Failover:
     since: float  # epoch seconds
     scenario: str
     site: str = "backup"
+    fenced: tuple[str, ...] = ()  # the VMs the failover fenced: kept off until failback
 
 
 def _path(stack: str) -> Path:
@@ -40,7 +41,15 @@ def served_from_backup(stack: str) -> dict[str, Failover]:
     path = _path(stack)
     if not path.exists():
         return {}
-    return {municipality: Failover(**entry) for municipality, entry in json.loads(path.read_text()).items()}
+    return {
+        municipality: Failover(**{**entry, "fenced": tuple(entry.get("fenced", ()))})
+        for municipality, entry in json.loads(path.read_text()).items()
+    }
+
+
+def fenced_vms(stack: str) -> set[str]:
+    """Every VM a failover fenced and a failback has not yet brought back."""
+    return {vm for failover in served_from_backup(stack).values() for vm in failover.fenced}
 
 
 def _change(stack: str, municipality: str, failover: Failover | None) -> None:

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from lgcloud.state.failover import Failover, forget_failovers, record_failover
+
 from .conftest import lgcloud, stack_containers, stack_networks
 
 pytestmark = pytest.mark.engine
@@ -162,3 +164,21 @@ def test_a_missing_image_is_named(stack, client):
     result = lgcloud("up", "--file", str(stack("engj", 111, unknown)), check=False)
     assert result.returncode == 1 and "image lgcloud/nonexistent:1 is not on the engine" in result.stderr
     assert "make images" in result.stderr
+
+
+def test_up_keeps_a_vm_a_failover_fenced_off(stack, client):
+    path = stack("engk", 114)
+    lgcloud("up", "--file", str(path))
+    db = stack_containers(client, "engk")["lgcloud-engk-x-town-db"]
+    db.kill()
+    record_failover("engk", "x-town", Failover(time.time(), "db-loss", fenced=("x-town-db",)))
+    try:
+        result = lgcloud("up", "--file", str(path))
+        db.reload()
+        assert db.status == "exited", "up started a fenced database"
+        assert "kept off, fenced by a failover: x-town-db" in result.stderr and "drill failback" in result.stderr
+    finally:
+        forget_failovers("engk")
+    lgcloud("up", "--file", str(path))  # failed back: up starts it again
+    db.reload()
+    assert db.status == "running"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lgcloud.model.topology import plan
-from lgcloud.ops.drill.clerk import Attempt
+from lgcloud.ops.drill.clerk import Attempt, _entries
 from lgcloud.ops.drill.lab import Pair
 from lgcloud.ops.drill.measure import Outcome, judge, recovery
 from lgcloud.ops.drill.report import DrillReport, Integrity, markdown
@@ -88,3 +88,16 @@ def test_the_markdown_report_shows_verdicts_timeline_and_state(dev):
     assert "| Ａ市 (012025) | sync | 2.00 s | 30 s | 0.00 s | 0 s | 1 of 1 | 0 | ok | met |" in page
     assert "promote the backup replica | 0.20 s" in page
     assert "served from the backup site: a-city" in page
+
+
+def test_a_clerk_log_written_in_a_tenant_vm_is_not_trusted():
+    log = "\n".join(
+        [
+            '{"sent": 1.0, "done": 1.1, "status": 201, "code": "48213907715"}',
+            '{"sent": 2.0, "done": 2.1, "status": 201, "code": "1\' OR \'1\'=\'1"}',
+            '{"sent": "soon", "done": 3.1, "code": "48213907716"}',
+            '["not", "an", "attempt"]',
+            '{"sent": 4.0, "done": 4',
+        ]
+    )
+    assert [(e["sent"], e.get("code")) for e in _entries(log)] == [(1.0, "48213907715"), (2.0, None)]

@@ -13,7 +13,9 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from ...model.codes import resident_code_is_valid
 from .lab import SCRIPTS, Lab
 
 __all__ = ["Attempt", "Clerk"]
@@ -37,13 +39,23 @@ class Attempt:
         return self.code is not None
 
 
-def _entries(text: str) -> list[dict]:
+def _entries(text: str) -> list[dict[str, Any]]:
+    """The log's well-formed entries. The log is written inside a tenant's VM, so nothing in it is
+    trusted: a line that is cut, or not an attempt, is skipped; a code that is not a 住民票コード
+    is no acknowledgement (it never reaches a query)."""
     found = []
     for line in text.splitlines():
         try:
-            found.append(json.loads(line))
+            entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by the stop: not acknowledged to anyone
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("sent", "done"))):
+            continue
+        if not resident_code_is_valid(entry.get("code")):
+            entry.pop("code", None)
+        if not isinstance(entry.get("status"), int):
+            entry.pop("status", None)
+        found.append(entry)
     return found
 
 

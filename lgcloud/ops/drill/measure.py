@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ...model.codes import resident_code_is_valid
 from ...model.schema import StackConfig
 from ...state.failover import served_from_backup
 from .clerk import Attempt
-from .lab import Lab, Pair
+from .lab import Lab, LabError, Pair
 from .report import Integrity, MunicipalityResult, Targets
 
 __all__ = ["Outcome", "caught_up", "checksum", "in_sync", "integrity", "judge", "present", "primary_of", "recovery"]
@@ -61,6 +62,8 @@ def present(lab: Lab, vm: str, codes: list[str]) -> set[str]:
     """Which of the acknowledged 住民票コード the database on `vm` holds."""
     if not codes:
         return set()
+    if not all(resident_code_is_valid(c) for c in codes):  # they are pasted into SQL that runs as postgres
+        raise LabError(f"refusing to look up malformed 住民票コード on {vm}")
     found = lab.sql(
         vm, "SELECT resident_code FROM residents WHERE resident_code IN (" + ",".join(f"'{c}'" for c in codes) + ")"
     )

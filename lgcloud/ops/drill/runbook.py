@@ -98,7 +98,7 @@ def _gateway_release(lab: Lab, pair: Pair, timeline: Timeline) -> None:
 def failover(lab: Lab, pair: Pair, timeline: Timeline, scenario: str) -> None:
     """Fence the center's primary, promote the backup replica, move the service address, verify."""
     # Recorded first: a failover cut short still leaves a state that `drill failback` repairs.
-    record_failover(lab.stack, pair.id, Failover(time.time(), scenario))
+    record_failover(lab.stack, pair.id, Failover(time.time(), scenario, fenced=(pair.db,)))
     with timeline.step(pair.id, "fence the center primary") as note:
         lab.kill(pair.db)  # STONITH: a primary that might still run is stopped first
         # standby.signal on its disk: started again, it can only come up read-only.
