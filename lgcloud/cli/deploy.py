@@ -25,6 +25,7 @@ _MARKS = {
     "delete": "[red]-[/]",
     "unchanged": "[dim]=[/]",
     "fenced": "[magenta]⊘[/]",
+    "kept": "[blue]◆[/]",
 }
 
 
@@ -64,6 +65,7 @@ def _deploy(opts: Options, preview: bool) -> int:
         preview=preview,
         on_change=show_change(opts),
         fenced=frozenset(vm_resource(cfg.stack, vm) for vm in fenced),
+        allow_data_loss=opts.flag("allow_data_loss"),
     )
     with opts.output.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
         outcome = run_program(cfg, values, realiser)
@@ -122,6 +124,11 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
         sub = verbs.add_parser(name, parents=[common], help=text, description=text)
         sub.add_argument("--json", action="store_true", help=json_text)
         sub.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")
+        sub.add_argument(
+            "--allow-data-loss",
+            action="store_true",
+            help="delete the data volumes of VMs the config no longer declares (kept otherwise)",
+        )
         if name == "up":
             wait_flag(sub)
         sub.set_defaults(run=run)

@@ -17,14 +17,24 @@ def run(opts: Options) -> int:
     started = time.monotonic()
     cfg = opts.config()
     with opts.hold("down"), opts.output.err.status(f"removing stack {cfg.stack} …"):
-        changes = destroy(cfg, show_change(opts))
+        changes = destroy(cfg, show_change(opts), delete_data=opts.args.delete_data)
         forget_failovers(cfg.stack)  # the VMs a drill moved are gone with the stack
-    opts.output.done(f"stack {cfg.stack}: removed {len(changes)} resources ({time.monotonic() - started:.1f}s)")
+    removed = [c for c in changes if c.action == "delete"]
+    kept = [c.name for c in changes if c.action == "kept"]
+    opts.output.done(f"stack {cfg.stack}: removed {len(removed)} resources ({time.monotonic() - started:.1f}s)")
+    if kept:
+        opts.output.note(
+            f"data kept on {len(kept)} volume(s): {', '.join(kept)}; the next `lgcloud up` finds them again "
+            "(`lgcloud down --delete-data` deletes them)"
+        )
     return 0
 
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     sub = verbs.add_parser("down", parents=[common], help="remove every resource of the stack, and nothing else")
     sub.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")
+    sub.add_argument(
+        "--delete-data", action="store_true", help="also delete the stack's data volumes (databases, time series)"
+    )
     wait_flag(sub)
     sub.set_defaults(run=run)

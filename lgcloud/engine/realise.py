@@ -1,26 +1,32 @@
 """Realise translated resources on a Docker Engine, keeping state in Docker labels.
 
-Each network and container the engine makes carries the stack's name, the resource's
+Each network, volume and container the engine makes carries the stack's name, the resource's
 logical name and a digest of what was declared; comparing digests is how a second ``up``
 knows what changed, and the stack label is how ``down`` finds exactly its own resources.
+
+Volumes hold data: a replaced container gets its volumes back, nothing deletes a volume unless the
+operator asks for it (``--allow-data-loss``, ``down --delete-data``), and a VM that kept its data
+on its own disk before it had a volume has that data carried into the new volume.
 """
 
 from __future__ import annotations
 
 import io
 import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import IO
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from ..errors import OperatorError
 from ..model.naming import STACK_LABEL
-from .translate import Attachment, ContainerSpec, NetworkSpec, Upload
+from .translate import Attachment, ContainerSpec, NetworkSpec, Upload, VolumeSpec
 
 __all__ = ["RESOURCE_LABEL", "Change", "EngineError", "Realiser", "connect"]
 
@@ -35,8 +41,10 @@ class EngineError(OperatorError):
 
 @dataclass(frozen=True)
 class Change:
-    action: str  # create | replace | start | unchanged | delete | fenced (kept off for a failover)
-    kind: str  # network | container
+    # create | replace | start | unchanged | delete | fenced (kept off for a failover) | kept (a
+    # volume no longer declared, or left by down: its data stays)
+    action: str
+    kind: str  # network | volume | container
     name: str
     seconds: float = 0.0
 
@@ -66,6 +74,7 @@ class Realiser:
     on_change: Callable[[Change], None] = lambda change: None
     # Containers a failover fenced: never started, replaced or made anew until failback.
     fenced: frozenset[str] = frozenset()
+    allow_data_loss: bool = False  # may volumes the program no longer declares be deleted
     changes: list[Change] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     interrupted: threading.Event = field(default_factory=threading.Event)
@@ -73,6 +82,7 @@ class Realiser:
     _clients: dict[str, docker.DockerClient] = field(default_factory=dict)
     _inventory: dict[str, dict] = field(default_factory=dict)  # endpoint -> {(kind, name): attrs}
     _images: dict[tuple[str, str], str] = field(default_factory=dict)
+    _new_volumes: set[str] = field(default_factory=set)  # made in this run: empty, or to carry data into
 
     # -- engines and what they already hold ---------------------------------------------
 
@@ -90,6 +100,8 @@ class Realiser:
         flt = {"label": [f"{STACK_LABEL}={self.stack}", RESOURCE_LABEL]}
         for net in client.api.networks(filters=flt):
             found[("network", net["Labels"][RESOURCE_LABEL])] = net
+        for volume in client.api.volumes(filters=flt).get("Volumes") or []:
+            found[("volume", volume["Labels"][RESOURCE_LABEL])] = volume
         listed = client.api.containers(all=True, filters=flt)
         with ThreadPoolExecutor(8) as pool:  # inspect answers what a listing lacks (state, start time)
             for c, inspected in zip(listed, pool.map(client.api.inspect_container, [c["Id"] for c in listed])):
@@ -183,6 +195,76 @@ class Realiser:
                     f"{self.stack}; remove or rename it, or change the stack name"
                 )
 
+    # -- volumes --------------------------------------------------------------------------
+
+    def volume(self, endpoint: str | None, resource: str, spec: VolumeSpec) -> tuple[str, dict]:
+        started = time.monotonic()
+        self.seen.add(resource)
+        client = self.client(endpoint)
+        existing = self._existing(endpoint, "volume", resource)
+        outputs = {"name": spec.name}
+        if existing:
+            if (existing.get("Labels") or {}).get(DIGEST_LABEL) != spec.digest:
+                raise EngineError(
+                    f"volume {spec.name} holds data and was made with another driver or options; making it anew "
+                    "would delete that data",
+                    "keep its declaration as it was, or move the data yourself and remove the volume",
+                )
+            self._record("unchanged", "volume", spec.name, started)
+            return spec.name, outputs
+        if self.preview:
+            self._record("create", "volume", spec.name, started)
+            return f"preview-{resource}", outputs
+        self._guard()
+        self._refuse_foreign(client.api.volumes(filters={"name": spec.name}).get("Volumes") or [], "volume", spec.name)
+        client.api.create_volume(
+            spec.name,
+            driver=spec.driver,
+            driver_opts=spec.options or None,
+            labels=self._labels(spec.labels, resource, spec.digest),
+        )
+        with self._lock:
+            self._new_volumes.add(spec.name)
+        self._record("create", "volume", spec.name, started)
+        return spec.name, outputs
+
+    def _carry_over(self, client: docker.DockerClient, old: dict, spec: ContainerSpec) -> None:
+        """Carry what a container being replaced kept on its own disk, at each path where its
+        successor mounts a volume made in this run, into that volume: stopped first, so the files
+        are consistent (a database shuts down cleanly)."""
+        mounted = {m["Destination"] for m in old.get("Mounts") or []}
+        carried = [m for m in spec.mounts if m.volume in self._new_volumes and m.path not in mounted]
+        if not carried or old["State"]["StartedAt"] == _NEVER_STARTED:
+            return
+        api = client.api
+        api.stop(old["Id"], timeout=60)
+        for mount in carried:
+            with tempfile.TemporaryFile() as tar:
+                stream, _ = api.get_archive(old["Id"], mount.path)
+                top = _reroot(stream, tar)
+                tar.seek(0)
+                # The archive API leaves the volume's own directory to root; a helper gives it the
+                # owner and mode the directory had (postgres' home, say) once the files are in.
+                helper = api.create_container(
+                    spec.image,
+                    entrypoint=["/bin/chown", f"{top.uid}:{top.gid}", "/carry"],
+                    network_disabled=True,
+                    labels={STACK_LABEL: self.stack, "lgcloud.engine.carry": mount.volume},
+                    host_config=api.create_host_config(
+                        binds={mount.volume: {"bind": "/carry", "mode": "rw"}}, network_mode="none"
+                    ),
+                )
+                try:
+                    api.put_archive(helper["Id"], "/carry", tar)
+                    api.start(helper["Id"])
+                    if api.wait(helper["Id"], timeout=60)["StatusCode"] != 0:
+                        raise EngineError(
+                            f"{spec.name}: the data carried into {mount.volume} could not be given "
+                            f"its owner {top.uid}:{top.gid}"
+                        )
+                finally:
+                    api.remove_container(helper["Id"], force=True)
+
     # -- containers -----------------------------------------------------------------------
 
     def container(self, endpoint: str | None, resource: str, spec: ContainerSpec) -> tuple[str, dict]:
@@ -214,6 +296,7 @@ class Realiser:
             return existing["Id"] if existing else f"preview-{resource}", self._outputs(spec, None)
         self._guard()
         if existing:
+            self._carry_over(client, existing, spec)
             client.api.remove_container(existing["Id"], force=True)
         self._refuse_foreign(client.api.containers(all=True, filters={"name": spec.name}), "container", spec.name)
         container_id = self._create(client, resource, spec, digest)
@@ -239,6 +322,7 @@ class Realiser:
             cap_add=list(spec.cap_add) or None,
             restart_policy={"Name": spec.restart} if spec.restart != "no" else None,
             network_mode=first.network if first else "none",
+            binds={m.volume: {"bind": m.path, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts} or None,
         )
         networking = None
         if first:
@@ -310,24 +394,51 @@ class Realiser:
     # -- what the program no longer declares ------------------------------------------------
 
     def prune(self) -> None:
-        """Delete this stack's resources that the program did not declare this time."""
+        """Delete this stack's resources that the program did not declare this time; volumes (data)
+        only with ``allow_data_loss``, else they are kept and said so."""
         for key, inventory in list(self._inventory.items()):
             client = self._clients[key]
-            for kind in ("container", "network"):  # containers first: they hold the networks
+            for kind in ("container", "network", "volume"):  # containers first: they hold the rest
                 for (k, resource), attrs in inventory.items():
                     if k != kind or resource in self.seen:
                         continue
                     started = time.monotonic()
                     name = (attrs.get("Name") or "").lstrip("/")
+                    if kind == "volume" and not self.allow_data_loss:
+                        self._record("kept", kind, name, started)
+                        continue
                     if not self.preview:
                         try:
                             if kind == "container":
                                 client.api.remove_container(attrs["Id"], force=True)
-                            else:
+                            elif kind == "network":
                                 self._remove_network(client, attrs["Id"])
+                            else:
+                                client.api.remove_volume(name)
                         except NotFound:
                             pass
                     self._record("delete", kind, name, started)
+
+
+def _reroot(stream: Iterable[bytes], out: IO[bytes]) -> tarfile.TarInfo:
+    """Write the tar `stream` (a directory, as the archive API returns it) to `out` with its
+    top directory as the root: ``postgresql/15/main`` becomes ``./15/main``. Returns the top
+    directory's own entry (its owner and mode)."""
+    top = tarfile.TarInfo(".")
+    with tempfile.TemporaryFile() as raw:
+        for chunk in stream:
+            raw.write(chunk)
+        raw.seek(0)
+        with tarfile.open(fileobj=raw, mode="r:") as source, tarfile.open(fileobj=out, mode="w:") as target:
+            for member in source:
+                _, _, rest = member.name.partition("/")
+                if not rest:
+                    top = member
+                member.name = f"./{rest}" if rest else "."
+                if member.islnk():
+                    member.linkname = f"./{member.linkname.partition('/')[2]}"
+                target.addfile(member, source.extractfile(member) if member.isfile() else None)
+    return top
 
 
 def _tar(uploads: tuple[Upload, ...]) -> bytes:

@@ -23,7 +23,7 @@ from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 from ..model.schema import StackConfig
 from ..paths import PROGRAM
 from .realise import Change, EngineError, Realiser
-from .translate import CONTAINER, NETWORK, PROVIDER, Unsupported, container_spec, network_spec
+from .translate import CONTAINER, NETWORK, PROVIDER, VOLUME, Unsupported, container_spec, network_spec, volume_spec
 
 __all__ = ["Outcome", "run_program"]
 
@@ -50,6 +50,8 @@ def _mocks(realiser: Realiser) -> Mocks:
             endpoint = endpoints.get((args.provider or "").rsplit("::", 1)[-1])
             if args.typ == NETWORK:
                 id_, outputs = realiser.network(endpoint, args.name, network_spec(args.name, args.inputs))
+            elif args.typ == VOLUME:
+                id_, outputs = realiser.volume(endpoint, args.name, volume_spec(args.name, args.inputs))
             elif args.typ == CONTAINER:
                 id_, outputs = realiser.container(endpoint, args.name, container_spec(args.name, args.inputs))
             else:

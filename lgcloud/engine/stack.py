@@ -38,21 +38,32 @@ def _stack_filter(stack: str) -> dict[str, list[str]]:
     return {"label": [f"{STACK_LABEL}={stack}", RESOURCE_LABEL]}
 
 
-def destroy(cfg: StackConfig, on_change: Callable[[Change], None] = lambda change: None) -> list[Change]:
-    """Remove every container and network the engine made for this stack, and nothing else."""
+def destroy(
+    cfg: StackConfig, on_change: Callable[[Change], None] = lambda change: None, delete_data: bool = False
+) -> list[Change]:
+    """Remove every container and network the engine made for this stack, and nothing else. Its
+    data volumes are kept (the next `up` finds them again) unless `delete_data`."""
     changes = []
+
+    def done(action: str, kind: str, name: str, started: float) -> None:
+        changes.append(Change(action, kind, name, time.monotonic() - started))
+        on_change(changes[-1])
+
     for endpoint in endpoints(cfg):
         api = connect(endpoint).api
         for container in api.containers(all=True, filters=_stack_filter(cfg.stack)):
             started = time.monotonic()
             api.remove_container(container["Id"], force=True)
-            changes.append(Change("delete", "container", container["Names"][0].lstrip("/"), time.monotonic() - started))
-            on_change(changes[-1])
+            done("delete", "container", container["Names"][0].lstrip("/"), started)
         for network in api.networks(filters=_stack_filter(cfg.stack)):
             started = time.monotonic()
             api.remove_network(network["Id"])
-            changes.append(Change("delete", "network", network["Name"], time.monotonic() - started))
-            on_change(changes[-1])
+            done("delete", "network", network["Name"], started)
+        for volume in api.volumes(filters=_stack_filter(cfg.stack)).get("Volumes") or []:
+            started = time.monotonic()
+            if delete_data:
+                api.remove_volume(volume["Name"])
+            done("delete" if delete_data else "kept", "volume", volume["Name"], started)
     return changes
 
 

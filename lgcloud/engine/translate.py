@@ -13,9 +13,19 @@ from typing import Any
 
 from ..errors import OperatorError
 
-__all__ = ["ContainerSpec", "NetworkSpec", "Unsupported", "container_spec", "network_spec"]
+__all__ = [
+    "ContainerSpec",
+    "Mount",
+    "NetworkSpec",
+    "Unsupported",
+    "VolumeSpec",
+    "container_spec",
+    "network_spec",
+    "volume_spec",
+]
 
 NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
 CONTAINER = "docker:index/container:Container"
 PROVIDER = "pulumi:providers:docker"
 
@@ -96,6 +106,15 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A named volume mounted into a container."""
+
+    volume: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -109,10 +128,13 @@ class ContainerSpec:
     restart: str
     attachments: tuple[Attachment, ...]
     uploads: tuple[Upload, ...] = field(default=())
+    mounts: tuple[Mount, ...] = field(default=())
 
     def digest(self, image_id: str) -> str:
-        """Changes when anything declared changes, including the image behind the tag."""
-        return _digest({**self.__dict__, "image_id": image_id})
+        """Changes when anything declared changes, including the image behind the tag. A container
+        without volumes digests as it did before volumes were understood, so none is replaced for it."""
+        declared = {k: v for k, v in self.__dict__.items() if not (k == "mounts" and not v)}
+        return _digest({**declared, "image_id": image_id})
 
 
 _CONTAINER_INPUTS = {
@@ -130,6 +152,7 @@ _CONTAINER_INPUTS = {
     "uploads",
     "mustRun",
     "start",
+    "volumes",
 }
 
 
@@ -151,6 +174,12 @@ def container_spec(name: str, inputs: dict) -> ContainerSpec:
             raise Unsupported(CONTAINER, name, "an upload without 'content'")
         mode = int(up.get("permissions") or ("0755" if up.get("executable") else "0644"), 8)
         uploads.append(Upload(up["file"], up["content"], mode))
+    mounts = []
+    for volume in inputs.get("volumes") or []:
+        _check(CONTAINER, name, volume, {"volumeName", "containerPath", "readOnly"})
+        if not volume.get("volumeName") or not volume.get("containerPath"):
+            raise Unsupported(CONTAINER, name, "a volume without volumeName and containerPath (host paths)")
+        mounts.append(Mount(volume["volumeName"], volume["containerPath"], bool(volume.get("readOnly"))))
     cpus = inputs.get("cpus")
     return ContainerSpec(
         name=inputs.get("name") or name,
@@ -165,4 +194,28 @@ def container_spec(name: str, inputs: dict) -> ContainerSpec:
         restart=inputs.get("restart") or "no",
         attachments=tuple(attachments),
         uploads=tuple(uploads),
+        mounts=tuple(mounts),
+    )
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    name: str
+    driver: str
+    options: dict[str, str]
+    labels: dict[str, str]
+
+    @property
+    def digest(self) -> str:
+        """What a volume is made with; its labels only describe it."""
+        return _digest({"name": self.name, "driver": self.driver, "options": self.options})
+
+
+def volume_spec(name: str, inputs: dict) -> VolumeSpec:
+    _check(VOLUME, name, inputs, {"name", "driver", "driverOpts", "labels"})
+    return VolumeSpec(
+        name=inputs.get("name") or name,
+        driver=inputs.get("driver") or "local",
+        options=dict(inputs.get("driverOpts") or {}),
+        labels=_labels(inputs.get("labels")),
     )

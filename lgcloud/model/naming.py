@@ -36,6 +36,7 @@ __all__ = [
     "segment_resource",
     "service_url",
     "vm_resource",
+    "volume_resource",
 ]
 
 # The local Docker Engine; a site that names it is served by the client's default connection.
@@ -64,6 +65,11 @@ def vm_resource(stack: str, vm: str) -> str:
 def segment_resource(stack: str, segment: str) -> str:
     """The Docker network of segment `segment` of `stack`."""
     return _resource(stack, segment)
+
+
+def volume_resource(stack: str, vm: str) -> str:
+    """The Docker volume holding VM `vm`'s data (its database cluster, its time series)."""
+    return _resource(stack, f"{vm}-data")
 
 
 def segment_key(stack: str, network: str) -> str:

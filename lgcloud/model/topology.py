@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .naming import SHARED
 from .schema import Allocation, StackConfig
 
-__all__ = ["SegmentPlan", "Topology", "VmPlan", "plan"]
+__all__ = ["DATA_PATHS", "SegmentPlan", "Topology", "VmPlan", "plan"]
 
 # Fixed host numbers on the segments shared by the whole stack.
 _MGMT_HOSTS = {"bastion": 2, "monitor": 3, "gateway": 4, "gateway-standby": 5}
@@ -24,6 +24,8 @@ _MGMT_FIRST_MUNICIPAL = 10  # then five per municipality, in config order
 _WAN_HOSTS = {"gateway": 2, "gateway-standby": 3}  # on lgwan, ipvpn and shared
 _CLOSED_HOSTS = {"gateway": 2, "app": 10, "db": 11}  # on a municipality's closed segment
 _MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
+# VMs that hold data, and where: the databases' clusters, the monitor's time series.
+DATA_PATHS = {"db": "/var/lib/postgresql", "db-replica": "/var/lib/postgresql", "monitor": "/var/lib/prometheus"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class VmPlan:
     addresses: dict[str, str]  # segment key -> IPv4 address
     # segment key -> sources allowed to open connections on that segment (absent: open)
     ingress: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Where the VM keeps data that must outlive it (its data volume is mounted there), or None.
+    data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ def plan(cfg: StackConfig) -> Topology:
                 getattr(cfg.allocations, role),
                 mgmt(_MGMT_HOSTS[role], role),
                 {"mgmt": operators},
+                DATA_PATHS.get(role),
             )
         )
 
@@ -168,7 +173,14 @@ def plan(cfg: StackConfig) -> Topology:
                 ingress["interconnect"] = (link[peer],)
             vms.append(
                 VmPlan(
-                    f"{m.id}-{role}", role, site, m.code, m.allocation_for(kind, cfg.allocations), addresses, ingress
+                    f"{m.id}-{role}",
+                    role,
+                    site,
+                    m.code,
+                    m.allocation_for(kind, cfg.allocations),
+                    addresses,
+                    ingress,
+                    DATA_PATHS.get(role),
                 )
             )
         gateways = tuple(

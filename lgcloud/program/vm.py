@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from ..model.naming import labels, vm_resource
+from ..model.naming import labels, vm_resource, volume_resource
 from ..model.topology import Topology, VmPlan
 
 __all__ = ["VmArgs", "ingress_policy", "vm"]
@@ -31,7 +31,21 @@ def ingress_policy(plan: VmPlan, topology: Topology) -> str:
 def vm(
     plan: VmPlan, args: VmArgs, networks: dict[str, docker.Network], parent: pulumi.Resource, provider: docker.Provider
 ) -> docker.Container:
-    """Create the container for `plan`, attached to its segments with fixed addresses."""
+    """Create the container for `plan`, attached to its segments with fixed addresses, and its
+    data volume when it holds data (the container can be replaced; the volume stays)."""
+    volumes = []
+    if plan.data:
+        volume = docker.Volume(
+            f"{plan.name}-data",
+            name=volume_resource(args.stack, plan.name),
+            labels=[
+                docker.VolumeLabelArgs(label=k, value=v)
+                for k, v in labels(args.stack, plan.site, plan.municipality, "data", plan.name).items()
+            ],
+            # `pulumi destroy` and a replacement leave the data where it is, as `lgcloud down` does.
+            opts=pulumi.ResourceOptions(parent=parent, provider=provider, retain_on_delete=True),
+        )
+        volumes.append(docker.ContainerVolumeArgs(volume_name=volume.name, container_path=plan.data))
     return docker.Container(
         f"{plan.name}-vm",
         name=vm_resource(args.stack, plan.name),
@@ -55,6 +69,7 @@ def vm(
                 file="/etc/lgcloud/authorized_keys", content=args.ssh_public_key + "\n", permissions="0644"
             )
         ],
+        volumes=volumes,
         restart="no",  # a stopped VM stays stopped: drills decide when it comes back
         opts=pulumi.ResourceOptions(parent=parent, provider=provider),
     )

@@ -182,3 +182,71 @@ def test_up_keeps_a_vm_a_failover_fenced_off(stack, client):
     lgcloud("up", "--file", str(path))  # failed back: up starts it again
     db.reload()
     assert db.status == "running"
+
+
+def db_file(client, stack: str, path: str) -> str:
+    """A file on the stack's database VM, read through the engine (works while the VM is off)."""
+    container = stack_containers(client, stack)[f"lgcloud-{stack}-x-town-db"]
+    result = container.exec_run(["cat", path]) if container.status == "running" else None
+    return result.output.decode().strip() if result and result.exit_code == 0 else ""
+
+
+def test_a_database_vm_keeps_its_data_when_replaced_and_across_down_and_up(stack, client):
+    path = stack("engl", 115)
+    lgcloud("up", "--file", str(path))
+    db = stack_containers(client, "engl")["lgcloud-engl-x-town-db"]
+    assert db.exec_run(["sh", "-c", "echo 155 residents > /var/lib/postgresql/marker"]).exit_code == 0
+
+    def bigger_db(config):
+        config["lgcloud:municipalities"][0]["allocation"] = {"db": {"vcpus": 0.5, "memory_mb": 384}}
+
+    stack("engl", 115, bigger_db)
+    lgcloud("up", "--file", str(path))
+    replaced = stack_containers(client, "engl")["lgcloud-engl-x-town-db"]
+    assert replaced.id != db.id, "the allocation change did not replace the VM"
+    assert db_file(client, "engl", "/var/lib/postgresql/marker") == "155 residents", "data lost on replacement"
+
+    down = lgcloud("down", "--file", str(path))
+    assert "data kept on 3 volume(s)" in down.stderr and "lgcloud-engl-x-town-db-data" in down.stderr, down.stderr
+    assert "lgcloud-engl-x-town-db-data" in {v.name for v in client.volumes.list()}
+    lgcloud("up", "--file", str(path))
+    assert db_file(client, "engl", "/var/lib/postgresql/marker") == "155 residents", "data lost across down and up"
+
+    lgcloud("down", "--file", str(path), "--delete-data")
+    assert not [v for v in client.volumes.list() if v.name.startswith("lgcloud-engl-")], "--delete-data kept volumes"
+
+
+def test_a_database_that_kept_its_data_on_its_own_disk_has_it_carried_into_its_new_volume(stack, client):
+    """A lab made before VMs had data volumes: its databases' clusters live in the container."""
+    path = stack("engm", 116)
+    lgcloud("up", "--file", str(path))
+    name = "lgcloud-engm-x-town-db"
+    old = stack_containers(client, "engm")[name]
+    labels = {**old.labels, "lgcloud.engine.digest": "made-before-volumes"}
+    old.remove(force=True)
+    client.volumes.get("lgcloud-engm-x-town-db-data").remove()
+    script = (
+        "echo written before volumes > /var/lib/postgresql/marker; chown -R postgres:postgres /var/lib/postgresql;"
+        " trap 'exit 0' TERM; sleep 600 & wait"
+    )
+    legacy = client.containers.run(
+        "lgcloud/vm:latest",
+        name=name,
+        labels=labels,
+        detach=True,
+        network_mode="none",
+        entrypoint=["/bin/sh", "-c", script],
+    )
+    time.sleep(1)
+
+    lgcloud("up", "--file", str(path))
+    new = stack_containers(client, "engm")[name]
+    assert new.id != legacy.id
+    assert [m["Name"] for m in new.attrs["Mounts"]] == ["lgcloud-engm-x-town-db-data"]
+    assert db_file(client, "engm", "/var/lib/postgresql/marker") == "written before volumes"
+    for directory, expected in (
+        ("/var/lib/postgresql", "postgres 755"),
+        ("/var/lib/postgresql/15/main", "postgres 700"),
+    ):
+        owner = new.exec_run(["stat", "-c", "%U %a", directory]).output.decode().strip()
+        assert owner == expected, f"{directory} came over as {owner}"

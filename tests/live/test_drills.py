@@ -102,6 +102,9 @@ def test_failback_after_site_loss_switches_back_without_loss(site_loss, vm, dev)
     _, report, _ = drill("failback")
     assert_recovered(report)
     assert_normal(vm, dev.municipalities)
+    for m in dev.municipalities:  # the fenced primaries' clusters were moved aside, not deleted
+        kept = vm(f"{m.id}-db").run("ls -d /var/lib/postgresql/15/main.replaced-*")
+        assert kept.rc == 0 and kept.stdout.strip(), f"{m.id}-db: no moved-aside cluster: {kept.stderr}"
 
 
 @pytest.fixture(scope="module")

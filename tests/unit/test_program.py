@@ -149,3 +149,17 @@ def test_backup_vms_use_the_backup_sites_engine(containers):
         site = labels(vm)["lgcloud.site"]
         expected = "backup-engine" if site == "backup" else "center-engine"
         assert f"pulumi:providers:docker::{expected}::" in vm.provider, f"{vm.name}: provider {vm.provider}"
+
+
+def test_the_vms_that_hold_data_keep_it_on_a_volume_of_their_own(resources, containers, dev):
+    volumes = {r.inputs["name"]: r for r in resources if r.typ == "docker:index/volume:Volume"}
+    for vm in plan(dev).vms:
+        mounted = {v["volumeName"]: v["containerPath"] for v in containers[vm.name].inputs.get("volumes", [])}
+        if vm.data:
+            volume = f"lgcloud-dev-{vm.name}-data"
+            assert mounted == {volume: vm.data}, f"{vm.name}: mounts {mounted}"
+            assert labels(volumes[volume])["lgcloud.name"] == vm.name, f"{volume}: labels"
+            assert volumes[volume].provider == containers[vm.name].provider, f"{volume}: not on {vm.name}'s site"
+        else:
+            assert not mounted, f"{vm.name} holds no data but mounts {mounted}"
+    assert {vm.role for vm in plan(dev).vms if vm.data} == {"db", "db-replica", "monitor"}

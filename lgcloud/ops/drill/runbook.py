@@ -146,17 +146,45 @@ def _postgres_uid(lab: Lab, vm: str) -> int:
 # --- failback ---
 
 
-def _base_backup(lab: Lab, target: str, source_address: str, slot: str) -> None:
-    """Make `target` a fresh streaming standby of the primary at `source_address`."""
+# Data directories a rebuild moved aside, kept per database VM (the newest); older ones go.
+KEPT_GENERATIONS = 2
+
+
+def _timeline(lab: Lab, vm: str) -> int:
+    """The timeline a database VM's cluster is on, read from its control file (running or not)."""
+    control = lab.run(vm, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}")
+    return int(
+        next(
+            line.split(":", 1)[1] for line in control.splitlines() if line.startswith("Latest checkpoint's TimeLineID")
+        )
+    )
+
+
+def _base_backup(lab: Lab, target: str, source: str, slot: str) -> None:
+    """Make `target` a fresh streaming standby of the primary on `source`, over interconnect.
+
+    Only once `source` is verified a primary on a newer timeline than `target`'s cluster (its data
+    is then a later history); the cluster `target` had is moved aside, not deleted."""
+    if lab.sql(source, "SELECT pg_is_in_recovery()") != "f":
+        raise LabError(f"{source} is not a primary; {target} keeps its data and is not rebuilt from it")
+    newer = int(lab.sql(source, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
     lab.run(target, "sv -w 60 stop postgresql >/dev/null || true", timeout=90)
+    older = _timeline(lab, target)
+    if newer <= older:
+        raise LabError(
+            f"{source} is on timeline {newer}, not newer than {target}'s {older}; {target} keeps its "
+            "data and is not rebuilt (start its postgresql to serve it again)"
+        )
     lab.script(
         target,
         "base-backup.sh",
         PG_BIN,
         PG_DATA,
-        source_address,
+        lab.topology.vm(source).addresses["interconnect"],
         REPLICATION_USER,
         slot,
+        str(KEPT_GENERATIONS),
+        time.strftime("%Y%m%dT%H%M%S"),
         stdin=lab.replication_password() + "\n",
         timeout=300,
     )
@@ -231,7 +259,7 @@ def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
         # the old primary is gone with the base backup and a standby cannot take writes.
         lab.plug(center_db, f"{pair.id}-center")
         _ensure_slot(lab, backup_db, pair.slot)
-        _base_backup(lab, center_db, lab.topology.vm(backup_db).addresses["interconnect"], pair.slot)
+        _base_backup(lab, center_db, backup_db, pair.slot)
         _wait_streaming(lab, backup_db, pair.slot)
         if pair.replication == "sync":
             lab.sql(backup_db, f"ALTER SYSTEM SET synchronous_standby_names = '\"{pair.slot}\"'")
@@ -269,7 +297,7 @@ def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
             _wait_streaming(lab, center_db, pair.slot, timeout=15)
             note(f"{backup_db} follows {center_db}'s new timeline ({pair.replication})")
         except LabError:
-            _base_backup(lab, backup_db, center_link, pair.slot)
+            _base_backup(lab, backup_db, center_db, pair.slot)
             _wait_streaming(lab, center_db, pair.slot)
             note(f"{backup_db} could not follow; rebuilt from a fresh base backup ({pair.replication})")
     with timeline.step(pair.id, "take service address at the center") as note:
