@@ -11,7 +11,7 @@ from typing import Any
 
 from ..engine import Change, EngineError, Realiser, engine_conflicts, run_program
 from ..model.config import ConfigInvalid
-from ..model.naming import segment_resource, vm_resource
+from ..model.naming import lab_name, segment_resource, vm_resource
 from ..ops.access import wait_for_ssh, write_ssh_config
 from ..state.failover import fenced_vms
 from .options import Options, wait_flag
@@ -26,6 +26,7 @@ _MARKS = {
     "unchanged": "[dim]=[/]",
     "fenced": "[magenta]⊘[/]",
     "kept": "[blue]◆[/]",
+    "deferred": "[yellow]…[/]",
 }
 
 
@@ -66,9 +67,21 @@ def _deploy(opts: Options, preview: bool) -> int:
         on_change=show_change(opts),
         fenced=frozenset(vm_resource(cfg.stack, vm) for vm in fenced),
         allow_data_loss=opts.flag("allow_data_loss"),
+        # A primary is never replaced in the run that replaces its replica: one site at a time.
+        partners={
+            vm_resource(cfg.stack, f"{m.id}-db"): vm_resource(cfg.stack, f"{m.id}-db-replica")
+            for m in cfg.municipalities
+        },
     )
     with opts.output.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
         outcome = run_program(cfg, values, realiser)
+    deferred = [lab_name(cfg.stack, c.name) for c in outcome.changes if c.action == "deferred"]
+    if deferred:
+        opts.output.note(
+            f"{'would wait' if preview else 'waiting'} for the next run: {', '.join(deferred)} (its replica is "
+            f"replaced in this one); once `lgcloud configure --stack {cfg.stack}` has the replica streaming, "
+            f"`lgcloud up --stack {cfg.stack}` replaces it"
+        )
     if fenced:
         opts.output.note(
             f"kept off, fenced by a failover: {', '.join(sorted(fenced))}; "

@@ -42,7 +42,8 @@ class EngineError(OperatorError):
 @dataclass(frozen=True)
 class Change:
     # create | replace | start | unchanged | delete | fenced (kept off for a failover) | kept (a
-    # volume no longer declared, or left by down: its data stays)
+    # volume no longer declared, or left by down: its data stays) | deferred (replaced by the next
+    # run: its partner was replaced in this one)
     action: str
     kind: str  # network | volume | container
     name: str
@@ -75,6 +76,9 @@ class Realiser:
     # Containers a failover fenced: never started, replaced or made anew until failback.
     fenced: frozenset[str] = frozenset()
     allow_data_loss: bool = False  # may volumes the program no longer declares be deleted
+    # Container -> the one it must not be replaced together with (a primary -> its replica): when
+    # that one was replaced in this run, this one waits for the next.
+    partners: dict[str, str] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     interrupted: threading.Event = field(default_factory=threading.Event)
@@ -83,6 +87,7 @@ class Realiser:
     _inventory: dict[str, dict] = field(default_factory=dict)  # endpoint -> {(kind, name): attrs}
     _images: dict[tuple[str, str], str] = field(default_factory=dict)
     _new_volumes: set[str] = field(default_factory=set)  # made in this run: empty, or to carry data into
+    _replaced: set[str] = field(default_factory=set)  # containers replaced (or, previewing, to be) in this run
 
     # -- engines and what they already hold ---------------------------------------------
 
@@ -291,6 +296,14 @@ class Realiser:
                 return existing["Id"], self._outputs(spec, existing)
             # Never started: an earlier up was interrupted half-way; make it anew.
         action = "replace" if existing else "create"
+        if existing:
+            with self._lock:
+                deferred = self.partners.get(spec.name) in self._replaced
+                if not deferred:
+                    self._replaced.add(spec.name)
+            if deferred:
+                self._record("deferred", "container", spec.name, started)
+                return existing["Id"], self._outputs(spec, existing)
         if self.preview:
             self._record(action, "container", spec.name, started)
             return existing["Id"] if existing else f"preview-{resource}", self._outputs(spec, None)

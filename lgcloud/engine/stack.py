@@ -15,7 +15,7 @@ from ..model.naming import (
     SITE_LABEL,
     STACK_LABEL,
     endpoint_or_default,
-    segment_key,
+    lab_name,
 )
 from ..model.schema import StackConfig
 from ..model.topology import plan
@@ -102,7 +102,7 @@ def inventory(cfg: StackConfig) -> tuple[list[VmState], list[SegmentState]]:
                     municipality=labels.get(MUNICIPALITY_LABEL, ""),
                     role=labels.get(ROLE_LABEL, ""),
                     state=c["State"],
-                    addresses={segment_key(cfg.stack, net): v.get("IPAddress", "") for net, v in nets.items()},
+                    addresses={lab_name(cfg.stack, net): v.get("IPAddress", "") for net, v in nets.items()},
                 )
             )
         for n in api.networks(filters=_stack_filter(cfg.stack)):

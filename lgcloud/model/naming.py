@@ -3,7 +3,7 @@ identifiers derived from a municipality's id, and the ports the controller serve
 
     >>> vm_resource("dev", "a-city-db")
     'lgcloud-dev-a-city-db'
-    >>> segment_key("dev", "lgcloud-dev-interconnect")
+    >>> lab_name("dev", "lgcloud-dev-interconnect")
     'interconnect'
     >>> replica_slot("a-city")
     'a_city_replica'
@@ -32,7 +32,7 @@ __all__ = [
     "labels",
     "municipality_ids",
     "replica_slot",
-    "segment_key",
+    "lab_name",
     "segment_resource",
     "service_url",
     "vm_resource",
@@ -72,9 +72,10 @@ def volume_resource(stack: str, vm: str) -> str:
     return _resource(stack, f"{vm}-data")
 
 
-def segment_key(stack: str, network: str) -> str:
-    """The segment a Docker network of `stack` stands for (the inverse of ``segment_resource``)."""
-    return network.removeprefix(_resource(stack, ""))
+def lab_name(stack: str, resource: str) -> str:
+    """The VM or segment a container or network of `stack` stands for (the inverse of
+    ``vm_resource`` and ``segment_resource``)."""
+    return resource.removeprefix(_resource(stack, ""))
 
 
 def labels(stack: str, site: str, municipality: str, role: str, name: str) -> dict[str, str]:

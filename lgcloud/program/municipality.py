@@ -43,8 +43,12 @@ class Municipality(pulumi.ComponentResource):
         networks = {key: seg.network for site in args.sites.values() for key, seg in site.segments.items()}
         networks.update({f"{m.id}-{site}": seg.network for site, seg in self.segments.items()})
         self.vms = {}
-        for plan in (v for v in topology.vms if v.municipality == m.code):
+        # The replica is made before its primary: a change to both replaces the replica first, and
+        # the engine leaves the primary for the next run (lgcloud.engine.realise, `partners`).
+        own = sorted((v for v in topology.vms if v.municipality == m.code), key=lambda v: v.role != "db-replica")
+        for plan in own:
             # The office terminal is outside both sites; the lab runs it on the center's engine.
             site = args.sites["backup" if plan.site == "backup" else "center"]
-            self.vms[plan.role] = vm(plan, args.vm, networks, self, site.provider)
+            after = [self.vms["db-replica"]] if plan.role == "db" else []
+            self.vms[plan.role] = vm(plan, args.vm, networks, self, site.provider, after)
         self.register_outputs({"code": m.code, "vms": list(self.vms)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -29,7 +30,12 @@ def ingress_policy(plan: VmPlan, topology: Topology) -> str:
 
 
 def vm(
-    plan: VmPlan, args: VmArgs, networks: dict[str, docker.Network], parent: pulumi.Resource, provider: docker.Provider
+    plan: VmPlan,
+    args: VmArgs,
+    networks: dict[str, docker.Network],
+    parent: pulumi.Resource,
+    provider: docker.Provider,
+    after: Sequence[pulumi.Resource] = (),
 ) -> docker.Container:
     """Create the container for `plan`, attached to its segments with fixed addresses, and its
     data volume when it holds data (the container can be replaced; the volume stays)."""
@@ -71,5 +77,5 @@ def vm(
         ],
         volumes=volumes,
         restart="no",  # a stopped VM stays stopped: drills decide when it comes back
-        opts=pulumi.ResourceOptions(parent=parent, provider=provider),
+        opts=pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=list(after)),
     )
