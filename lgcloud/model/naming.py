@@ -22,6 +22,7 @@ __all__ = [
     "LOCAL_ENDPOINT",
     "MUNICIPALITY_LABEL",
     "NAME_LABEL",
+    "REPLACED_GENERATIONS",
     "ROLE_LABEL",
     "SERVICE_DOMAIN",
     "SHARED",
@@ -47,6 +48,9 @@ SHARED = "shared"
 SERVICE_DOMAIN = "lgwan.test"
 # `lgcloud exporter` on the controller, at the mgmt segment's first address.
 EXPORTER_PORT = 9480
+# A database cluster replaced by a re-clone or a failback is moved aside, not deleted; this many of
+# the newest are kept per VM (the drills' runbook and the postgresql role, via the inventory).
+REPLACED_GENERATIONS = 2
 
 # The labels every container and network of the lab carries, in this order.
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")

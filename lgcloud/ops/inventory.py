@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..model.naming import EXPORTER_PORT, SHARED, identifier, municipality_ids
+from ..model.naming import EXPORTER_PORT, REPLACED_GENERATIONS, SHARED, identifier, municipality_ids
 from ..model.schema import StackConfig
 from ..model.topology import Topology, plan
 
@@ -93,6 +93,7 @@ def build_inventory(cfg: StackConfig, key: Path | str, running: set[str] | None 
                 "lgcloud_interconnect_cidr": str(cfg.segments.interconnect),
                 "lgcloud_controller": topology.controller,
                 "lgcloud_exporter_port": EXPORTER_PORT,  # `lgcloud exporter` on the controller
+                "lgcloud_replaced_generations": REPLACED_GENERATIONS,
                 "lgcloud_monitor": topology.vm("monitor").addresses["mgmt"],
                 "lgcloud_municipalities": _municipalities(cfg, topology),
             },

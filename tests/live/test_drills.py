@@ -15,6 +15,7 @@ import pytest
 
 from lgcloud.model.naming import segment_resource, vm_resource
 from lgcloud.ops.access import wait_for_ssh
+from lgcloud.state.directory import state_dir
 from lgcloud.state.failover import served_from_backup
 
 from .conftest import STACK
@@ -96,6 +97,28 @@ def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm):
         [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "lgcloud drill failback" in result.stderr
+
+
+def test_a_promoted_replica_is_never_cloned_over_even_if_the_failover_record_is_lost(site_loss, vm):
+    """The CLI refuses configure while failed over; without the record, the role itself refuses."""
+    replica = vm("a-city-db-replica")
+    moved_aside = "ls -d /var/lib/postgresql/15/main.replaced-* 2>/dev/null | wc -l"
+    kept_before = replica.check_output(moved_aside)
+    record = state_dir(STACK) / "failover.json"
+    aside = record.with_name("failover.json.test-aside")
+    record.rename(aside)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--limit", "a-city-db-replica"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        aside.rename(record)
+    assert result.returncode == 1 and "a primary on timeline" in result.stderr, result.stderr
+    assert replica.check_output("cd / && chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
+    assert replica.check_output(moved_aside) == kept_before, "the promoted replica's cluster was moved"
 
 
 def test_failback_after_site_loss_switches_back_without_loss(site_loss, vm, dev):

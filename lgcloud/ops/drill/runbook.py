@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ...model.naming import identifier
+from ...model.naming import REPLACED_GENERATIONS, identifier
 from ...state.failover import Failover, record_failback, record_failover
 from .lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
@@ -146,10 +146,6 @@ def _postgres_uid(lab: Lab, vm: str) -> int:
 # --- failback ---
 
 
-# Data directories a rebuild moved aside, kept per database VM (the newest); older ones go.
-KEPT_GENERATIONS = 2
-
-
 def _timeline(lab: Lab, vm: str) -> int:
     """The timeline a database VM's cluster is on, read from its control file (running or not)."""
     control = lab.run(vm, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}")
@@ -183,7 +179,7 @@ def _base_backup(lab: Lab, target: str, source: str, slot: str) -> None:
         lab.topology.vm(source).addresses["interconnect"],
         REPLICATION_USER,
         slot,
-        str(KEPT_GENERATIONS),
+        str(REPLACED_GENERATIONS),
         time.strftime("%Y%m%dT%H%M%S"),
         stdin=lab.replication_password() + "\n",
         timeout=300,
