@@ -201,6 +201,11 @@ def test_a_database_vm_keeps_its_data_when_replaced_and_across_down_and_up(stack
         config["lgcloud:municipalities"][0]["allocation"] = {"db": {"vcpus": 0.5, "memory_mb": 384}}
 
     stack("engl", 115, bigger_db)
+    first = lgcloud("up", "--file", str(path))  # the replica now; its primary waits for the next run
+    assert "waiting for the next run: x-town-db" in first.stderr, first.stderr
+    assert stack_containers(client, "engl")["lgcloud-engl-x-town-db"].id == db.id, (
+        "primary and replica replaced at once"
+    )
     lgcloud("up", "--file", str(path))
     replaced = stack_containers(client, "engl")["lgcloud-engl-x-town-db"]
     assert replaced.id != db.id, "the allocation change did not replace the VM"

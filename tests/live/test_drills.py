@@ -116,7 +116,7 @@ def test_a_promoted_replica_is_never_cloned_over_even_if_the_failover_record_is_
         )
     finally:
         aside.rename(record)
-    assert result.returncode == 1 and "a primary on timeline" in result.stderr, result.stderr
+    assert result.returncode == 1 and "a primary holding data of its own" in result.stderr, result.stderr
     assert replica.check_output("cd / && chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
     assert replica.check_output(moved_aside) == kept_before, "the promoted replica's cluster was moved"
 
