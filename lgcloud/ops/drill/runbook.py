@@ -7,6 +7,7 @@ stack's state (``lgcloud.state.failover``) before the first step.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -146,30 +147,43 @@ def _postgres_uid(lab: Lab, vm: str) -> int:
 # --- failback ---
 
 
-def _timeline(lab: Lab, vm: str) -> int:
-    """The timeline a database VM's cluster is on, read from its control file (running or not)."""
-    control = lab.run(vm, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}")
-    return int(
-        next(
-            line.split(":", 1)[1] for line in control.splitlines() if line.startswith("Latest checkpoint's TimeLineID")
+_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
+
+
+def _position(lab: Lab, vm: str) -> tuple[int, str]:
+    """How far a database VM's cluster got, from its control file (running or not): its timeline
+    and the furthest WAL position it holds (its last checkpoint, or where its recovery must reach)."""
+    control = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (
+            line.partition(":")
+            for line in lab.run(vm, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}").splitlines()
         )
     )
+    timeline = int(control["Latest checkpoint's TimeLineID"])
+    positions = [control["Latest checkpoint location"], control.get("Minimum recovery ending location", "0/0")]
+    if not all(_LSN.fullmatch(p) for p in positions):  # they go into a query on the other side
+        raise LabError(f"{vm}: its control file shows no WAL positions: {positions}")
+    return timeline, max(positions, key=lambda lsn: tuple(int(part, 16) for part in lsn.split("/")))
 
 
 def _base_backup(lab: Lab, target: str, source: str, slot: str) -> None:
     """Make `target` a fresh streaming standby of the primary on `source`, over interconnect.
 
-    Only once `source` is verified a primary on a newer timeline than `target`'s cluster (its data
-    is then a later history); the cluster `target` had is moved aside, not deleted."""
+    Only once `source` is verified a primary whose history `target` has nothing beyond: a newer
+    timeline, or the same one no further along. The cluster `target` had is moved aside, not deleted."""
     if lab.sql(source, "SELECT pg_is_in_recovery()") != "f":
         raise LabError(f"{source} is not a primary; {target} keeps its data and is not rebuilt from it")
     newer = int(lab.sql(source, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
     lab.run(target, "sv -w 60 stop postgresql >/dev/null || true", timeout=90)
-    older = _timeline(lab, target)
-    if newer <= older:
+    timeline, reached = _position(lab, target)
+    behind = timeline < newer or (
+        timeline == newer and lab.sql(source, f"SELECT '{reached}'::pg_lsn <= pg_current_wal_lsn()") == "t"
+    )
+    if not behind:
         raise LabError(
-            f"{source} is on timeline {newer}, not newer than {target}'s {older}; {target} keeps its "
-            "data and is not rebuilt (start its postgresql to serve it again)"
+            f"{target} holds WAL beyond {source} (timeline {timeline} at {reached}, {source} on {newer}); "
+            f"{target} keeps its data and is not rebuilt (start its postgresql to serve it again)"
         )
     lab.script(
         target,
