@@ -11,7 +11,8 @@ from typing import Any
 
 from ..engine import Change, EngineError, Realiser, engine_conflicts, run_program
 from ..model.config import ConfigInvalid
-from ..model.naming import lab_name, segment_resource, vm_resource
+from ..model.naming import lab_name, segment_resource, vm_resource, volume_resource
+from ..model.topology import Topology, VmPlan, plan
 from ..ops.access import wait_for_ssh, write_ssh_config
 from ..state.failover import fenced_vms
 from .options import Options, wait_flag
@@ -30,17 +31,29 @@ _MARKS = {
 }
 
 
-def show_change(opts: Options) -> Callable[[Change], None]:
-    """Progress on stderr, one line per change (unchanged ones too with -v)."""
+def show_change(opts: Options, topology: Topology | None = None) -> Callable[[Change], None]:
+    """Progress on stderr, one line per change (unchanged ones too with -v); with the stack's
+    `topology`, a replaced VM says what becomes of its data and whether a primary stops."""
+    vms = {vm_resource(opts.stack, vm.name): vm for vm in topology.vms} if topology else {}
 
     def show(change: Change) -> None:
         if change.action != "unchanged" or opts.flag("verbose"):
             opts.output.err.print(
                 f" {_MARKS[change.action]} {change.action:9} {change.kind:9} {change.name} "
-                f"[dim]{change.seconds:.1f}s[/]"
+                f"[dim]{change.seconds:.1f}s[/]{_consequence(opts.stack, change, vms.get(change.name))}"
             )
 
     return show
+
+
+def _consequence(stack: str, change: Change, vm: VmPlan | None) -> str:
+    """What a replacement means for the lab: where the VM's data goes, and whether a primary stops."""
+    if change.action != "replace" or vm is None:
+        return ""
+    said = [f"its data stays on {volume_resource(stack, vm.name)}"] if vm.data else []
+    if vm.role == "db":
+        said.append("its primary database stops while it is replaced")
+    return f"  [yellow]{'; '.join(said)}[/]" if said else ""
 
 
 def _summary(opts: Options, changes: list[Change], seconds: float, preview: bool) -> None:
@@ -64,7 +77,7 @@ def _deploy(opts: Options, preview: bool) -> int:
     realiser = Realiser(
         cfg.stack,
         preview=preview,
-        on_change=show_change(opts),
+        on_change=show_change(opts, plan(cfg)),
         fenced=frozenset(vm_resource(cfg.stack, vm) for vm in fenced),
         allow_data_loss=opts.flag("allow_data_loss"),
         # A primary is never replaced in the run that replaces its replica: one site at a time.

@@ -72,11 +72,13 @@ def test_a_raised_database_allocation_keeps_every_row_at_both_sites(raised, vm):
     first = lgcloud("up", "--file", raised)
     assert f"lgcloud-{STACK}-{MUNICIPALITY}-db-replica" in first.stderr and "waiting for the next run" in first.stderr
     assert f"{MUNICIPALITY}-db (its replica is replaced in this one)" in first.stderr, first.stderr
+    assert f"its data stays on lgcloud-{STACK}-{MUNICIPALITY}-db-replica-data" in first.stderr, first.stderr
     lgcloud("configure", "--file", raised, "--limit", limit)
     assert streams(vm) == "streaming", "the replaced replica does not stream"
 
     second = lgcloud("up", "--file", raised)
     assert f"replace   container lgcloud-{STACK}-{MUNICIPALITY}-db " in second.stderr, second.stderr
+    assert "its primary database stops while it is replaced" in second.stderr, second.stderr
     lgcloud("configure", "--file", raised, "--limit", limit)
 
     after = {side: vm(f"{MUNICIPALITY}-{side}").check_output(ROWS) for side in ("db", "db-replica")}
