@@ -73,14 +73,17 @@ def client():
 
 @pytest.fixture
 def stack(tmp_path, client, request):
-    """A fresh small stack file; whatever the test leaves is brought down afterwards."""
+    """A fresh small stack file; whatever the test leaves is brought down afterwards, its data
+    volumes too (and any an earlier run left under the same name before it starts)."""
     made = []
 
     def make(name: str, net: int, change=None) -> Path:
         path = small_stack(tmp_path, name, net, change)
-        made.append(path)
+        if path not in made:
+            lgcloud("down", "--file", str(path), "--delete-data", check=False)
+            made.append(path)
         return path
 
     yield make
     for path in made:
-        lgcloud("down", "--file", str(path), check=False)
+        lgcloud("down", "--file", str(path), "--delete-data", check=False)
