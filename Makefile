@@ -37,5 +37,9 @@ $(VENV)/.installed: pyproject.toml
 unit: venv
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not live and not engine"
 
-clean: down
+# Everything the lab made, its data volumes included (the keys and passwords in .lgcloud go too,
+# and data without them could not be used).
+clean: venv
+	$(VENV)/bin/lgcloud exporter --stack $(STACK) --stop
+	$(VENV)/bin/lgcloud down --stack $(STACK) --delete-data
 	rm -rf $(VENV) .lgcloud
