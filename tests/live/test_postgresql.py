@@ -75,6 +75,12 @@ def test_replica_streams_over_interconnect(configured, vm, lab, m):
     assert query(vm(f"{m.id}-db-replica"), "SELECT pg_is_in_recovery()") == "t"
 
 
+@pytest.mark.hosts("role_db")
+def test_a_lost_standby_cannot_fill_the_primarys_disk(configured, vm, name):
+    assert query(vm(name), "SHOW max_slot_wal_keep_size") == "1GB"
+    assert query(vm(name), "SELECT wal_status FROM pg_replication_slots") in ("reserved", "extended")
+
+
 @pytest.mark.municipalities
 def test_a_row_written_on_the_primary_is_read_on_the_replica(configured, vm, m):
     primary, replica = vm(f"{m.id}-db"), vm(f"{m.id}-db-replica")
