@@ -69,7 +69,7 @@ def _summary(opts: Options, changes: list[Change], seconds: float, preview: bool
 def _deploy(opts: Options, preview: bool) -> int:
     started = time.monotonic()
     values = opts.values()
-    cfg = opts.config()
+    cfg = opts.config(values)
     problems = engine_conflicts(cfg)
     if problems:
         raise ConfigInvalid(str(opts.path), problems)

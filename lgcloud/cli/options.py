@@ -48,9 +48,10 @@ class Options:
         """The stack's config values, not yet validated (the engine hands them to the program)."""
         return read_file(self.path)
 
-    def config(self) -> StackConfig:
-        """The stack's config, validated; ConfigInvalid (exit 2) names every problem."""
-        return parse(self.values(), self.stack, str(self.path))
+    def config(self, values: dict[str, Any] | None = None) -> StackConfig:
+        """The stack's config (from `values` already read, or the file), validated; ConfigInvalid
+        (exit 2) names every problem."""
+        return parse(self.values() if values is None else values, self.stack, str(self.path))
 
     def hold(self, verb: str) -> AbstractContextManager[Holder]:
         """The stack's lock for `verb` (StackBusy, exit 2, when another run holds it; --wait queues)."""

@@ -150,21 +150,24 @@ def _postgres_uid(lab: Lab, vm: str) -> int:
 _LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
 
 
+def _control_data(lab: Lab, vm: str) -> dict[str, str]:
+    """A database VM's control file (pg_controldata), running or not. Its WAL positions go into
+    queries on the other side of a pair, so they are checked for their form here."""
+    output = lab.run(vm, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}")
+    control = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in output.splitlines())}
+    for key in ("Latest checkpoint location", "Minimum recovery ending location"):
+        if not _LSN.fullmatch(control.get(key, "")):
+            raise LabError(f"{vm}: its control file shows no {key.lower()}: {control.get(key)!r}")
+    return control
+
+
 def _position(lab: Lab, vm: str) -> tuple[int, str]:
-    """How far a database VM's cluster got, from its control file (running or not): its timeline
-    and the furthest WAL position it holds (its last checkpoint, or where its recovery must reach)."""
-    control = dict(
-        (key.strip(), value.strip())
-        for key, _, value in (
-            line.partition(":")
-            for line in lab.run(vm, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}").splitlines()
-        )
-    )
-    timeline = int(control["Latest checkpoint's TimeLineID"])
-    positions = [control["Latest checkpoint location"], control.get("Minimum recovery ending location", "0/0")]
-    if not all(_LSN.fullmatch(p) for p in positions):  # they go into a query on the other side
-        raise LabError(f"{vm}: its control file shows no WAL positions: {positions}")
-    return timeline, max(positions, key=lambda lsn: tuple(int(part, 16) for part in lsn.split("/")))
+    """How far a database VM's cluster got: its timeline and the furthest WAL position it holds
+    (its last checkpoint, or where its recovery must reach)."""
+    control = _control_data(lab, vm)
+    positions = [control["Latest checkpoint location"], control["Minimum recovery ending location"]]
+    furthest = max(positions, key=lambda lsn: tuple(int(part, 16) for part in lsn.split("/")))
+    return int(control["Latest checkpoint's TimeLineID"]), furthest
 
 
 def _base_backup(lab: Lab, target: str, source: str, slot: str) -> None:
@@ -283,12 +286,7 @@ def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
         lab.run(backup_db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
         note("service address released; backup primary shut down cleanly (all WAL sent)")
     with timeline.step(pair.id, "promote the center database") as note:
-        checkpoint = lab.run(backup_db, f"LC_ALL=C chpst -u postgres {PG_BIN}/pg_controldata -D {PG_DATA}")
-        final = next(
-            line.split(":", 1)[1].strip()
-            for line in checkpoint.splitlines()
-            if line.startswith("Latest checkpoint location")
-        )
+        final = _control_data(lab, backup_db)["Latest checkpoint location"]
         caught = lab.sql(center_db, f"SELECT pg_last_wal_replay_lsn() >= '{final}'::pg_lsn")
         if caught != "t":
             raise LabError(
