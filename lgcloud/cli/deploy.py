@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..engine import Change, EngineError, Realiser, engine_conflicts, run_program
+from ..engine import Change, EngineError, Realiser, engine_conflicts, refuse_unowned, run_program
 from ..model.config import ConfigInvalid
 from ..model.naming import lab_name, segment_resource, vm_resource, volume_resource
 from ..model.topology import Topology, VmPlan, plan
@@ -73,6 +73,7 @@ def _deploy(opts: Options, preview: bool) -> int:
     problems = engine_conflicts(cfg)
     if problems:
         raise ConfigInvalid(str(opts.path), problems)
+    refuse_unowned(cfg)
     fenced = fenced_vms(cfg.stack)
     realiser = Realiser(
         cfg.stack,

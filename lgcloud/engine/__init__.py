@@ -2,7 +2,7 @@
 
 from .realise import Change, EngineError, Realiser, connect
 from .runner import Outcome, run_program
-from .stack import SegmentState, VmState, destroy, engine_conflicts, inventory, running_vms
+from .stack import SegmentState, VmState, destroy, engine_conflicts, inventory, refuse_unowned, running_vms
 
 __all__ = [
     "Change",
@@ -15,6 +15,7 @@ __all__ = [
     "destroy",
     "engine_conflicts",
     "inventory",
+    "refuse_unowned",
     "run_program",
     "running_vms",
 ]

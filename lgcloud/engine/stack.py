@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.config import NAMESPACE, Problem
 from ..model.naming import (
     MUNICIPALITY_LABEL,
@@ -19,9 +20,20 @@ from ..model.naming import (
 )
 from ..model.schema import StackConfig
 from ..model.topology import plan
+from ..state.directory import state_dir
+from ..state.keys import has_keypair
 from .realise import RESOURCE_LABEL, Change, connect
 
-__all__ = ["SegmentState", "VmState", "destroy", "endpoints", "engine_conflicts", "inventory", "running_vms"]
+__all__ = [
+    "SegmentState",
+    "VmState",
+    "destroy",
+    "endpoints",
+    "engine_conflicts",
+    "inventory",
+    "refuse_unowned",
+    "running_vms",
+]
 
 
 def endpoints(cfg: StackConfig) -> list[str | None]:
@@ -65,6 +77,28 @@ def destroy(
                 api.remove_volume(volume["Name"])
             done("delete" if delete_data else "kept", "volume", volume["Name"], started)
     return changes
+
+
+def refuse_unowned(cfg: StackConfig) -> None:
+    """Refuse (exit 2) when the engines hold this stack's VMs or data volumes but its state
+    directory has no key: they were made from another checkout, or the directory was lost. Going on
+    would replace every VM with ones trusting a new key, beside data set up with lost passwords."""
+    if has_keypair(cfg.stack):
+        return
+    containers, volumes = 0, 0
+    for endpoint in endpoints(cfg):
+        api = connect(endpoint).api
+        containers += len(api.containers(all=True, filters=_stack_filter(cfg.stack)))
+        volumes += len(api.volumes(filters=_stack_filter(cfg.stack)).get("Volumes") or [])
+    if containers or volumes:
+        directory = state_dir(cfg.stack)
+        raise OperatorError(
+            f"stack {cfg.stack} already has {containers} VMs and {volumes} data volumes on its engines, but "
+            f"{directory} holds no key for them: they were made from another checkout, or that directory was lost",
+            f"copy {directory} back from the checkout that made the lab; to start afresh instead, "
+            f"`lgcloud down --stack {cfg.stack} --delete-data` removes the lab and deletes its data",
+            EXIT_BAD_INPUT,
+        )
 
 
 @dataclass(frozen=True)

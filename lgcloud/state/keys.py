@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .directory import state_dir, write_atomic
 
-__all__ = ["KeyPair", "ensure_keypair"]
+__all__ = ["KeyPair", "ensure_keypair", "has_keypair"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,11 @@ class KeyPair:
     @property
     def public_text(self) -> str:
         return self.public.read_text(encoding="ascii").strip()
+
+
+def has_keypair(stack: str) -> bool:
+    """Whether the stack's key pair exists already (the VMs of a lab trust only it)."""
+    return (state_dir(stack) / "id_ed25519").exists()
 
 
 def ensure_keypair(stack: str) -> KeyPair:

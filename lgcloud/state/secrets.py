@@ -9,6 +9,7 @@ import json
 import secrets
 from dataclasses import dataclass
 
+from ..errors import EXIT_BAD_INPUT, OperatorError
 from .directory import state_dir, write_atomic
 
 __all__ = ["StackSecrets", "stack_secrets"]
@@ -27,10 +28,20 @@ class StackSecrets:
 
 
 def stack_secrets(stack: str) -> StackSecrets:
-    """The stack's passwords; those missing are generated and the file rewritten whole."""
-    path = state_dir(stack) / "secrets.json"
+    """The stack's passwords; those missing are generated and the file rewritten whole, unless the
+    lab was configured with them already (its databases and replicas would no longer match)."""
+    directory = state_dir(stack)
+    path = directory / "secrets.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     if any(key not in known for key in _KEYS):
+        if (directory / "facts.json").exists():
+            raise OperatorError(
+                f"stack {stack} was configured, but {path} is missing or incomplete: new passwords would lock "
+                "the replicas and applications out of the databases set up with the old ones",
+                f"put back {path} from where it was copied; to start the lab afresh instead, "
+                f"`lgcloud down --stack {stack} --delete-data` (deletes its data) and remove {directory}",
+                EXIT_BAD_INPUT,
+            )
         known = {**{key: secrets.token_urlsafe(24) for key in _KEYS}, **known}
         write_atomic(path, json.dumps(known, indent=2), 0o600)
     return StackSecrets(**{key: known[key] for key in _KEYS})

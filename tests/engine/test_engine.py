@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from lgcloud.state.directory import state_dir
 from lgcloud.state.failover import Failover, forget_failovers, record_failover
 
 from .conftest import lgcloud, stack_containers, stack_networks
@@ -255,3 +256,23 @@ def test_a_database_that_kept_its_data_on_its_own_disk_has_it_carried_into_its_n
     ):
         owner = new.exec_run(["stat", "-c", "%U %a", directory]).output.decode().strip()
         assert owner == expected, f"{directory} came over as {owner}"
+
+
+def test_a_lab_whose_key_is_lost_is_refused_not_replaced(stack, client):
+    """A fresh checkout (or a lost .lgcloud/<stack>) beside a lab made with another key."""
+    path = stack("engn", 117)
+    lgcloud("up", "--file", str(path))
+    before = {n: c.id for n, c in stack_containers(client, "engn").items()}
+    key = state_dir("engn") / "id_ed25519"
+    aside = key.with_name("id_ed25519.aside")
+    key.rename(aside)
+    try:
+        for verb in ("up", "preview"):
+            result = lgcloud(verb, "--file", str(path), check=False)
+            assert result.returncode == 2, result.stderr
+            assert f"already has {SMALL_VMS} VMs and 3 data volumes" in result.stderr, result.stderr
+            assert "holds no key for them" in result.stderr and "--delete-data" in result.stderr, result.stderr
+        assert {n: c.id for n, c in stack_containers(client, "engn").items()} == before, "a refused up changed VMs"
+    finally:
+        aside.rename(key)
+    assert "no changes" in lgcloud("up", "--file", str(path)).stderr

@@ -23,6 +23,7 @@ from lgcloud.model.topology import plan
 from lgcloud.ops.access import ssh_config_path
 from lgcloud.ops.inventory import build_inventory
 from lgcloud.state.directory import state_dir
+from lgcloud.state.keys import has_keypair
 
 STACK = "dev"
 
@@ -74,7 +75,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def lab(dev):
-    """Bring `dev` up (idempotent) and return its topology."""
+    """Bring `dev` up (idempotent) and return its topology. A `dev` lab this checkout holds no key
+    for (left on the machine by an earlier clone, as on a CI runner) is removed first, its data
+    with it: `up` refuses to take it over, and nothing of it could be reached."""
+    if not has_keypair(STACK):
+        subprocess.run(
+            [sys.executable, "-m", "lgcloud.cli", "down", "--stack", STACK, "--delete-data"],
+            check=True,
+            timeout=300,
+        )
     result = subprocess.run(
         [sys.executable, "-m", "lgcloud.cli", "up", "--stack", STACK, "--json"],
         capture_output=True,
