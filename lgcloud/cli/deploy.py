@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..engine import Change, EngineError, Realiser, engine_conflicts, refuse_unowned, run_program
+from ..engine import Change, EngineError, engine_conflicts, realise_stack, refuse_unowned
 from ..model.config import ConfigInvalid
 from ..model.naming import lab_name, segment_resource, vm_resource, volume_resource
 from ..model.topology import Topology, VmPlan, plan
@@ -75,20 +75,10 @@ def _deploy(opts: Options, preview: bool) -> int:
         raise ConfigInvalid(str(opts.path), problems)
     refuse_unowned(cfg)
     fenced = fenced_vms(cfg.stack)
-    realiser = Realiser(
-        cfg.stack,
-        preview=preview,
-        on_change=show_change(opts, plan(cfg)),
-        fenced=frozenset(vm_resource(cfg.stack, vm) for vm in fenced),
-        allow_data_loss=opts.flag("allow_data_loss"),
-        # A primary is never replaced in the run that replaces its replica: one site at a time.
-        partners={
-            vm_resource(cfg.stack, f"{m.id}-db"): vm_resource(cfg.stack, f"{m.id}-db-replica")
-            for m in cfg.municipalities
-        },
-    )
     with opts.output.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
-        outcome = run_program(cfg, values, realiser)
+        outcome = realise_stack(
+            cfg, values, show_change(opts, plan(cfg)), preview=preview, allow_data_loss=opts.flag("allow_data_loss")
+        )
     deferred = [lab_name(cfg.stack, c.name) for c in outcome.changes if c.action == "deferred"]
     if deferred:
         opts.output.note(

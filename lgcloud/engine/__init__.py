@@ -1,7 +1,7 @@
 """The embedded engine: runs the Pulumi program without the Pulumi CLI, on Docker."""
 
 from .realise import Change, EngineError, Realiser, connect
-from .runner import Outcome, run_program
+from .runner import Outcome, realise_stack, run_program
 from .stack import SegmentState, VmState, destroy, engine_conflicts, inventory, refuse_unowned, running_vms
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "destroy",
     "engine_conflicts",
     "inventory",
+    "realise_stack",
     "refuse_unowned",
     "run_program",
     "running_vms",

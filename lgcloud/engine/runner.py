@@ -11,6 +11,7 @@ import asyncio
 import json
 import runpy
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,14 @@ from typing import Any
 from docker.errors import DockerException
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
+from ..model.naming import vm_resource
 from ..model.schema import StackConfig
 from ..paths import PROGRAM
+from ..state.failover import fenced_vms
 from .realise import Change, EngineError, Realiser
 from .translate import CONTAINER, NETWORK, PROVIDER, VOLUME, Unsupported, container_spec, network_spec, volume_spec
 
-__all__ = ["Outcome", "run_program"]
+__all__ = ["Outcome", "realise_stack", "run_program"]
 
 PARALLELISM = 8  # concurrent Docker API calls; the engine is the bottleneck beyond this
 
@@ -118,3 +121,26 @@ def run_program(cfg: StackConfig, values: dict[str, Any], realiser: Realiser, pr
         )
     realiser.prune()
     return Outcome(realiser.changes, outputs)
+
+
+def realise_stack(
+    cfg: StackConfig,
+    values: dict[str, Any],
+    on_change: Callable[[Change], None] = lambda change: None,
+    preview: bool = False,
+    allow_data_loss: bool = False,
+) -> Outcome:
+    """Make the engines hold what the program declares for `cfg` (what `lgcloud up` does), keeping
+    off what a failover fenced, and never replacing a primary in the run that replaces its replica."""
+    realiser = Realiser(
+        cfg.stack,
+        preview=preview,
+        on_change=on_change,
+        fenced=frozenset(vm_resource(cfg.stack, vm) for vm in fenced_vms(cfg.stack)),
+        allow_data_loss=allow_data_loss,
+        partners={
+            vm_resource(cfg.stack, f"{m.id}-db"): vm_resource(cfg.stack, f"{m.id}-db-replica")
+            for m in cfg.municipalities
+        },
+    )
+    return run_program(cfg, values, realiser)

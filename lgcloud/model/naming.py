@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 __all__ = [
+    "BACKUP_COMMON_NAME",
+    "BACKUP_TLS_PORT",
     "EXPORTER_PORT",
     "LABELS",
     "LOCAL_ENDPOINT",
@@ -51,6 +53,10 @@ EXPORTER_PORT = 9480
 # A database cluster replaced by a re-clone or a failback is moved aside, not deleted; this many of
 # the newest are kept per VM (the drills' runbook and the postgresql role, via the inventory).
 REPLACED_GENERATIONS = 2
+# pgBackRest's TLS server, on the backup repository and on every database, on `interconnect`.
+BACKUP_TLS_PORT = 8432
+# The name the repository's certificate carries (a municipality's databases carry its id).
+BACKUP_COMMON_NAME = "lgcloud-backup"
 
 # The labels every container and network of the lab carries, in this order.
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")

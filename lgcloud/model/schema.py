@@ -101,6 +101,7 @@ class Allocations(_Strict):
     gateway: Allocation = Allocation(vcpus=0.5, memory_mb=256)
     monitor: Allocation = Allocation(vcpus=0.5, memory_mb=1024)
     bastion: Allocation = Allocation(vcpus=0.25, memory_mb=256)
+    backup: Allocation = Allocation(vcpus=0.5, memory_mb=512)
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -133,6 +134,22 @@ class SlaTarget(_Strict):
     latency_p95_ms: int = Field(3000, gt=0)
     rto_seconds: float = Field(12 * 3600, gt=0)
     rpo_seconds: float = Field(24 * 3600, ge=0)
+
+
+class BackupPolicy(_Strict):
+    """How each municipality's database is backed up (世代管理): a full backup every `interval`,
+    the newest `generations` of them kept with the WAL to restore to any moment since the oldest.
+    The one copy is off-site by construction: the repository is at the backup site."""
+
+    interval: Duration = "1d"
+    generations: int = Field(7, ge=1, le=60)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if duration_seconds(value) < 3600:
+            raise ValueError(f"back up at most hourly: a full backup takes minutes at scale (got {value!r})")
+        return value
 
 
 class SlaOverride(_Strict):
@@ -221,6 +238,7 @@ class StackConfig(_Strict):
     allocations: Allocations = Allocations()
     municipalities: tuple[Municipality, ...] = Field(min_length=1)
     sla: SlaTarget = SlaTarget.model_validate({})  # every system of every municipality, unless it states its own
+    backup: BackupPolicy = BackupPolicy.model_validate({})
 
     @field_validator("sites")
     @classmethod

@@ -11,7 +11,8 @@ benchmark and the tests read the same plan, so the address rules live only here:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from .naming import SHARED
 from .schema import Allocation, StackConfig
@@ -19,13 +20,20 @@ from .schema import Allocation, StackConfig
 __all__ = ["DATA_PATHS", "SegmentPlan", "Topology", "VmPlan", "plan"]
 
 # Fixed host numbers on the segments shared by the whole stack.
-_MGMT_HOSTS = {"bastion": 2, "monitor": 3, "gateway": 4, "gateway-standby": 5}
+_MGMT_HOSTS = {"bastion": 2, "monitor": 3, "gateway": 4, "gateway-standby": 5, "backup": 6}
+_INTERCONNECT_HOSTS = {"backup": 5}  # the databases' from 10 up, restore VMs' from the top down
 _MGMT_FIRST_MUNICIPAL = 10  # then five per municipality, in config order
 _WAN_HOSTS = {"gateway": 2, "gateway-standby": 3}  # on lgwan, ipvpn and shared
-_CLOSED_HOSTS = {"gateway": 2, "app": 10, "db": 11}  # on a municipality's closed segment
+_CLOSED_HOSTS = {"gateway": 2, "app": 10, "db": 11, "db-restore": 12}  # on a municipality's closed segment
 _MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
-# VMs that hold data, and where: the databases' clusters, the monitor's time series.
-DATA_PATHS = {"db": "/var/lib/postgresql", "db-replica": "/var/lib/postgresql", "monitor": "/var/lib/prometheus"}
+# VMs that hold data, and where: the databases' clusters, the monitor's time series, the backups.
+DATA_PATHS = {
+    "db": "/var/lib/postgresql",
+    "db-replica": "/var/lib/postgresql",
+    "db-restore": "/var/lib/postgresql",
+    "monitor": "/var/lib/prometheus",
+    "backup": "/var/lib/pgbackrest",
+}
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,23 @@ class Topology:
     # The host that runs the engine, Ansible and the exporter: the mgmt segment's first address,
     # which the host's bridge holds.
     controller: str = ""
+    # One per municipality, made only while `lgcloud restore` has a restore there to inspect.
+    restore_vms: tuple[VmPlan, ...] = ()
 
     def segment(self, key: str) -> SegmentPlan:
         return next(s for s in self.segments if s.key == key)
 
     def vm(self, name: str) -> VmPlan:
         return next(v for v in self.vms if v.name == name)
+
+    def with_restores(self, municipality_ids: Iterable[str]) -> Topology:
+        """This topology with the restore VMs of these municipalities among its VMs."""
+        wanted = {f"{m}-db-restore" for m in municipality_ids}
+        return replace(self, vms=self.vms + tuple(v for v in self.restore_vms if v.name in wanted))
+
+    def restore_vm(self, municipality_id: str) -> VmPlan:
+        """Where `lgcloud restore` puts a municipality's restored database to be inspected."""
+        return next(v for v in self.restore_vms if v.name == f"{municipality_id}-db-restore")
 
     def allocated(self, site: str) -> Allocation:
         at_site = [v.allocation for v in self.vms if v.site == site]
@@ -151,6 +170,33 @@ def plan(cfg: StackConfig) -> Topology:
             )
         )
 
+    # The backup repository is at the backup site, beside the replicas, on the interconnect its
+    # databases archive over. It takes connections from every database's address there, each
+    # admitted by its client certificate to its own municipality's backups only.
+    backup = _host(seg.interconnect, _INTERCONNECT_HOSTS["backup"], "the backup repository")
+    restores = [
+        _host(seg.interconnect, seg.interconnect.num_addresses - 2 - index, f"{m.id}'s restore VM")
+        for index, m in enumerate(cfg.municipalities)
+    ]
+    databases = tuple(
+        _host(seg.interconnect, 10 + index * 2 + k, f"{m.id}'s databases")
+        for index, m in enumerate(cfg.municipalities)
+        for k in range(2)
+    )
+    vms.append(
+        VmPlan(
+            "backup",
+            "backup",
+            "backup",
+            SHARED,
+            cfg.allocations.backup,
+            {**mgmt(_MGMT_HOSTS["backup"], "backup"), "interconnect": backup},
+            {"mgmt": operators, "interconnect": databases + tuple(restores)},
+            DATA_PATHS["backup"],
+        )
+    )
+
+    restore_vms: list[VmPlan] = []
     for index, m in enumerate(cfg.municipalities):
         first = _MGMT_FIRST_MUNICIPAL + index * len(_MUNICIPAL_ROLES)
         number = {role: first + k for k, role in enumerate(_MUNICIPAL_ROLES)}
@@ -170,7 +216,7 @@ def plan(cfg: StackConfig) -> Topology:
             if kind == "db":
                 peer = "db-replica" if role == "db" else "db"
                 addresses["interconnect"] = link[role]
-                ingress["interconnect"] = (link[peer],)
+                ingress["interconnect"] = (link[peer], backup)
             vms.append(
                 VmPlan(
                     f"{m.id}-{role}",
@@ -197,4 +243,27 @@ def plan(cfg: StackConfig) -> Topology:
                 {"mgmt": operators, m.access: gateways},
             )
         )
-    return Topology(tuple(segments), tuple(vms), service_addresses, controller)
+        # Counted down from the top of mgmt, so that adding one never moves another VM.
+        restore_vms.append(
+            VmPlan(
+                f"{m.id}-db-restore",
+                "db-restore",
+                "center",
+                m.code,
+                m.allocation_for("db", cfg.allocations),
+                {
+                    **mgmt(seg.mgmt.num_addresses - 2 - index, f"{m.id}-db-restore"),
+                    f"{m.id}-center": _host(m.segments["center"], _CLOSED_HOSTS["db-restore"], f"{m.id}-db-restore"),
+                    "interconnect": restores[index],
+                },
+                {"mgmt": operators, f"{m.id}-center": (), "interconnect": ()},
+                DATA_PATHS["db-restore"],
+            )
+        )
+    holders: dict[tuple[str, str], str] = {}
+    for vm in (*vms, *restore_vms):
+        for key, address in vm.addresses.items():
+            other = holders.setdefault((key, address), vm.name)
+            if other != vm.name:
+                raise ValueError(f"segment {key} is too small: {vm.name} and {other} would share {address}")
+    return Topology(tuple(segments), tuple(vms), service_addresses, controller, tuple(restore_vms))

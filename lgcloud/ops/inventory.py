@@ -15,9 +15,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..model.naming import EXPORTER_PORT, REPLACED_GENERATIONS, SHARED, identifier, municipality_ids
-from ..model.schema import StackConfig
+from ..model.naming import (
+    BACKUP_COMMON_NAME,
+    BACKUP_TLS_PORT,
+    EXPORTER_PORT,
+    REPLACED_GENERATIONS,
+    SHARED,
+    identifier,
+    municipality_ids,
+)
+from ..model.schema import StackConfig, duration_seconds
 from ..model.topology import Topology, plan
+from ..state.restores import active_restores
 
 __all__ = ["build_inventory", "group"]
 
@@ -56,10 +65,13 @@ def _municipalities(cfg: StackConfig, topology: Topology) -> list[dict[str, Any]
     return described
 
 
-def build_inventory(cfg: StackConfig, key: Path | str, running: set[str] | None = None) -> dict[str, Any]:
+def build_inventory(
+    cfg: StackConfig, key: Path | str, running: set[str] | None = None, pki_dir: Path | str = ""
+) -> dict[str, Any]:
     """An Ansible YAML inventory of the stack's VMs (only those `running`, when given), reached
-    as root with the private `key`."""
-    topology = plan(cfg)
+    as root with the private `key`; their backup certificates are in `pki_dir`."""
+    # A restore VM is configured like any VM while it exists (lgcloud.ops.restore).
+    topology = plan(cfg).with_restores(active_restores(cfg.stack))
     ids = municipality_ids(cfg.municipalities)
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {"hosts": {}})
     hosts = {}
@@ -95,6 +107,15 @@ def build_inventory(cfg: StackConfig, key: Path | str, running: set[str] | None 
                 "lgcloud_exporter_port": EXPORTER_PORT,  # `lgcloud exporter` on the controller
                 "lgcloud_replaced_generations": REPLACED_GENERATIONS,
                 "lgcloud_monitor": topology.vm("monitor").addresses["mgmt"],
+                # The backup repository, and where the controller keeps each VM's certificate for it.
+                "lgcloud_backup": {
+                    "address": topology.vm("backup").addresses["interconnect"],
+                    "port": BACKUP_TLS_PORT,
+                    "common_name": BACKUP_COMMON_NAME,
+                    "interval_seconds": duration_seconds(cfg.backup.interval),
+                    "generations": cfg.backup.generations,
+                },
+                "lgcloud_pki_dir": str(pki_dir),
                 "lgcloud_municipalities": _municipalities(cfg, topology),
             },
             "children": dict(groups),

@@ -12,6 +12,7 @@ from ..model.naming import SHARED
 from ..model.schema import StackConfig
 from ..model.topology import VmPlan, plan
 from ..state.keys import ensure_keypair
+from ..state.restores import active_restores
 from .municipality import Municipality, MunicipalityArgs
 from .shared_base import SharedBase, SharedBaseArgs
 from .site import Site, SiteArgs
@@ -35,7 +36,8 @@ def _vm_output(vm: VmPlan, container: docker.Container) -> pulumi.Output:
 
 def build(cfg: StackConfig) -> None:
     """Declare every resource of the stack and export its VMs and segments."""
-    topology = plan(cfg)
+    # A restore VM is part of the stack while an operator inspects it (`lgcloud restore`).
+    topology = plan(cfg).with_restores(active_restores(cfg.stack))
     sites = {
         name: Site(
             name,

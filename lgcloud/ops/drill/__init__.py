@@ -1,7 +1,7 @@
 """Disaster-recovery drills: scripted failures, runbook recovery, measured RTO and RPO."""
 
+from ..lab import LabError
 from .drill import run_drill
-from .lab import LabError
 from .report import DrillReport, markdown
 from .report import write as write_report
 from .scenarios import SCENARIOS, DrillInvalid

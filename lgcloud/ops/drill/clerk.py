@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...model.codes import resident_code_is_valid
-from .lab import SCRIPTS, Lab
+from ..lab import SCRIPTS, Lab
 
 __all__ = ["Attempt", "Clerk"]
 

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...model.schema import StackConfig
 from ...state.failover import Failover, served_from_backup
+from ..lab import Lab, LabError, Pair
 from .clerk import Attempt, Clerk
-from .lab import Lab, LabError, Pair
 from .measure import Outcome, checksum, in_sync, integrity, judge, present, primary_of
 from .report import DrillReport
 from .runbook import Step, Timeline

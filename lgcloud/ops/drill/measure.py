@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from ...model.codes import resident_code_is_valid
 from ...model.schema import StackConfig
 from ...state.failover import served_from_backup
+from ..lab import Lab, LabError, Pair
 from .clerk import Attempt
-from .lab import Lab, LabError, Pair
 from .report import Integrity, MunicipalityResult, Targets
 
 __all__ = ["Outcome", "caught_up", "checksum", "in_sync", "integrity", "judge", "present", "primary_of", "recovery"]

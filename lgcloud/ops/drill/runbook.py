@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ...model.naming import REPLACED_GENERATIONS, identifier
 from ...state.failover import Failover, record_failback, record_failover
-from .lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
+from ..lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
 __all__ = ["Step", "Timeline", "center_returns", "detect", "failback", "failover", "restart_app", "verify"]
 

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from ...errors import EXIT_BAD_INPUT, OperatorError
 from ...state.failover import served_from_backup
-from .lab import Lab, LabError, Pair
+from ..lab import Lab, LabError, Pair
 from .measure import caught_up
 from .report import MunicipalityResult
 from .runbook import Timeline, center_returns, detect, failback, failover, restart_app

@@ -1,8 +1,9 @@
-"""The running lab as a drill sees it: VMs (containers), their shells over SSH, their databases.
+"""The running lab as an operation sees it: VMs (containers), their shells over SSH, their databases.
 
-Drills act where an operator would: on the sites' hypervisors (the Docker Engines) for what a VM
-cannot do to itself — killing it, cutting its network ports, writing to the disk of a stopped VM —
-and inside the VMs over SSH on mgmt (paramiko, one kept-open session per VM) for the rest.
+Drills, backups and restores act where an operator would: on the sites' hypervisors (the Docker
+Engines) for what a VM cannot do to itself — killing it, cutting its network ports, writing to the
+disk of a stopped VM — and inside the VMs over SSH on mgmt (paramiko, one kept-open session per VM)
+for the rest.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ import paramiko
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from ...engine.realise import connect
-from ...errors import OperatorError
-from ...model.naming import endpoint_or_default, replica_slot, segment_resource, service_url, vm_resource
-from ...model.schema import Municipality, StackConfig
-from ...model.topology import Topology, plan
-from ...state.keys import ensure_keypair
-from ...state.secrets import stack_secrets
+from ..engine.realise import connect
+from ..errors import OperatorError
+from ..model.naming import endpoint_or_default, replica_slot, segment_resource, service_url, vm_resource
+from ..model.schema import Municipality, StackConfig
+from ..model.topology import Topology, VmPlan, plan
+from ..state.keys import ensure_keypair
+from ..state.secrets import stack_secrets
 
 __all__ = ["SCRIPTS", "Lab", "LabError", "Pair"]
 
-SCRIPTS = Path(__file__).with_name("files")  # what the drills run on the VMs
+SCRIPTS = Path(__file__).with_name("files")  # what operations run on the VMs
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_DATA = "/var/lib/postgresql/15/main"
 REPLICATION_USER = "replicator"  # roles/postgresql/defaults/main.yml
@@ -97,8 +98,15 @@ class Lab:
 
     # --- the hypervisor's view ---
 
+    def plan(self, vm: str) -> VmPlan:
+        """A VM of the stack, a restore VM included."""
+        for found in (*self.topology.vms, *self.topology.restore_vms):
+            if found.name == vm:
+                return found
+        raise LabError(f"no VM {vm!r} in stack {self.stack}")
+
     def container(self, vm: str) -> Container:
-        site = self.topology.vm(vm).site
+        site = self.plan(vm).site
         engine = self._engines.get(site, self._engines["center"])  # offices live with the center
         try:
             return engine.containers.get(vm_resource(self.stack, vm))
@@ -128,6 +136,13 @@ class Lab:
             c.start()
         self.forget(vm)
 
+    def remove_volume(self, name: str, site: str) -> None:
+        """Delete a data volume on a site's engine (gone already: nothing to do)."""
+        try:
+            self._engines.get(site, self._engines["center"]).volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
     def network(self, segment: str) -> Network:
         return self._engines[self.topology.segment(segment).site].networks.get(segment_resource(self.stack, segment))
 
@@ -144,7 +159,7 @@ class Lab:
     def plug(self, vm: str, segment: str) -> None:
         """Give the VM its port on a segment back, with its declared address."""
         if not self.attached(vm, segment):
-            address = self.topology.vm(vm).addresses[segment]
+            address = self.plan(vm).addresses[segment]
             self.network(segment).connect(self.container(vm), ipv4_address=address)
 
     def write_file(self, vm: str, path: str, content: bytes, mode: int = 0o644, uid: int = 0) -> None:
@@ -170,7 +185,7 @@ class Lab:
     # --- inside the VMs ---
 
     def mgmt(self, vm: str) -> str:
-        return self.topology.vm(vm).addresses["mgmt"]
+        return self.plan(vm).addresses["mgmt"]
 
     def alive(self, vm: str, timeout: float = 0.3) -> bool:
         """A heartbeat: the VM's sshd accepts a connection on mgmt within `timeout`."""
@@ -232,7 +247,7 @@ class Lab:
         return text
 
     def script(self, vm: str, name: str, *args: str, stdin: str = "", timeout: float = 60) -> str:
-        """Run one of the drills' scripts (``files/<name>``) on a VM with `args`; its stdout."""
+        """Run one of the operations' scripts (``files/<name>``) on a VM with `args`; its stdout."""
         text = (SCRIPTS / name).read_text(encoding="utf-8")
         return self.run(vm, f"sh -c {shlex.quote(text)} {shlex.join([name, *args])}", stdin=stdin, timeout=timeout)
 

@@ -1,0 +1,156 @@
+"""Backups of every municipality's database: pgBackRest, its repository on the `backup` VM at the
+backup site, one stanza per municipality (named by its id), WAL archived from every primary.
+
+The controller asks the repository (``pgbackrest info``, ``verify``, ``backup``) over SSH; the
+databases and the repository speak to each other over pgBackRest's TLS server on `interconnect`,
+each admitted by a certificate of the stack's own CA (lgcloud.state.pki)::
+
+    with Lab(cfg) as lab:
+        for stanza in backups(lab):
+            print(stanza.municipality, [b.label for b in stanza.backups])
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EXIT_BAD_INPUT, OperatorError
+from ..model.naming import BACKUP_COMMON_NAME
+from ..model.schema import StackConfig
+from ..model.topology import plan
+from ..state.pki import ensure_certificate
+from .lab import Lab, LabError
+
+__all__ = ["Backup", "BackupCheck", "Stanza", "backups", "certify", "check_backups", "run_backups"]
+
+REPOSITORY = "backup"  # the VM
+
+
+def certify(cfg: StackConfig) -> Path:
+    """Issue (or keep) the backup certificate of every VM that speaks to the repository; their directory."""
+    topology = plan(cfg)
+    found = ensure_certificate(
+        cfg.stack, REPOSITORY, BACKUP_COMMON_NAME, topology.vm(REPOSITORY).addresses["interconnect"]
+    )
+    ids = {m.code: m.id for m in cfg.municipalities}
+    for vm in (*topology.vms, *topology.restore_vms):
+        if vm.role in ("db", "db-replica", "db-restore"):
+            ensure_certificate(cfg.stack, vm.name, ids[vm.municipality], vm.addresses["interconnect"])
+    return found.certificate.parent
+
+
+@dataclass(frozen=True)
+class Backup:
+    label: str  # pgBackRest's, e.g. 20261201-103000F
+    kind: str  # full, diff or incr
+    started: datetime.datetime
+    stopped: datetime.datetime
+    size_bytes: int  # of the database
+    stored_bytes: int  # in the repository, compressed
+    wal_start: str
+    wal_stop: str
+
+    @property
+    def seconds(self) -> float:
+        return (self.stopped - self.started).total_seconds()
+
+
+@dataclass(frozen=True)
+class Stanza:
+    municipality: str
+    status: str  # "ok", or pgBackRest's message
+    backups: tuple[Backup, ...]
+    wal_min: str
+    wal_max: str
+
+    @property
+    def latest(self) -> Backup | None:
+        return self.backups[-1] if self.backups else None
+
+    @property
+    def oldest(self) -> Backup | None:
+        return self.backups[0] if self.backups else None
+
+
+@dataclass(frozen=True)
+class BackupCheck:
+    municipality: str
+    ok: bool
+    detail: str  # what pgBackRest's verify found wrong, naming the backup and file
+
+
+def _when(epoch: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).astimezone()
+
+
+def _pgbackrest(lab: Lab, *args: str, timeout: float = 600, check: bool = True) -> str:
+    return lab.run(REPOSITORY, f"chpst -u postgres pgbackrest {shlex.join(args)}", timeout=timeout, check=check)
+
+
+def _stanzas(cfg: StackConfig, municipality: str | None) -> list[str]:
+    if municipality is None:
+        return [m.id for m in cfg.municipalities]
+    for m in cfg.municipalities:
+        if municipality in (m.id, m.code):
+            return [m.id]
+    known = ", ".join(f"{m.id} ({m.code})" for m in cfg.municipalities)
+    raise OperatorError(f"no municipality {municipality!r} in stack {cfg.stack}", f"known: {known}", EXIT_BAD_INPUT)
+
+
+def backups(lab: Lab, municipality: str | None = None) -> list[Stanza]:
+    """What the repository holds for each municipality (or the one named), oldest backup first."""
+    wanted = _stanzas(lab.cfg, municipality)
+    document = json.loads(_pgbackrest(lab, "info", "--output=json", timeout=60))
+    found = {entry["name"]: entry for entry in document}
+    stanzas = []
+    for name in wanted:
+        entry = found.get(name, {"status": {"message": "missing stanza path"}, "backup": [], "archive": []})
+        archive = [a for a in entry.get("archive", []) if a.get("min")]
+        stanzas.append(
+            Stanza(
+                name,
+                "ok" if entry["status"].get("code") == 0 else entry["status"].get("message", "unknown"),
+                tuple(
+                    Backup(
+                        b["label"],
+                        b["type"],
+                        _when(b["timestamp"]["start"]),
+                        _when(b["timestamp"]["stop"]),
+                        b["info"]["size"],
+                        b["info"]["repository"]["delta"],
+                        b["archive"]["start"],
+                        b["archive"]["stop"],
+                    )
+                    for b in entry.get("backup", [])
+                ),
+                min((a["min"] for a in archive), default=""),
+                max((a["max"] for a in archive), default=""),
+            )
+        )
+    return stanzas
+
+
+def run_backups(lab: Lab, municipality: str | None = None) -> list[Stanza]:
+    """A full backup of each municipality's (or the named one's) database now; what the repository holds after."""
+    for name in _stanzas(lab.cfg, municipality):
+        try:
+            _pgbackrest(lab, f"--stanza={name}", "--type=full", "backup", timeout=3600)
+        except LabError as exc:
+            raise OperatorError(f"the backup of {name} failed: {exc}", "see `lgcloud backup check`") from None
+    return backups(lab, municipality)
+
+
+def check_backups(lab: Lab, municipality: str | None = None) -> list[BackupCheck]:
+    """Read back every file of every backup and WAL segment and check it against its checksum."""
+    results = []
+    for name in _stanzas(lab.cfg, municipality):
+        output = _pgbackrest(lab, f"--stanza={name}", "--log-level-console=warn", "verify", check=False)
+        problems = [
+            line.split("WARN: ", 1)[-1].strip() for line in output.splitlines() if "WARN:" in line or "ERROR:" in line
+        ]
+        results.append(BackupCheck(name, not problems, "; ".join(problems)))
+    return results

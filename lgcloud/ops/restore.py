@@ -1,0 +1,208 @@
+"""Point-in-time recovery of a municipality's database onto its restore VM, for inspection.
+
+The restore VM (``<municipality>-db-restore``) sits beside the live primary on the municipality's
+center segment, reached by nobody but the operators (SSH on mgmt): the restored database answers
+only on its own loopback. Its backup certificate admits it to its own municipality's stanza. The
+steps, each timed: check the target against what the repository holds, record the restore (so
+every `up` keeps the VM), make the VM, give it pgBackRest (`configure` limited to it), restore,
+start PostgreSQL, wait until recovery reached the target and promoted::
+
+    report = restore(cfg, values, "a-city", RestoreTarget.at("2026-12-01T10:30:00+09:00"))
+"""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from ..engine import realise_stack
+from ..errors import EXIT_BAD_INPUT, OperatorError
+from ..model.naming import volume_resource
+from ..model.schema import StackConfig
+from ..model.topology import plan
+from ..state.restores import Restore, active_restores, forget_restore, record_restore
+from .access import wait_for_ssh, write_ssh_config
+from .backup import Stanza, backups
+from .configure import configure
+from .lab import PG_BIN, PG_DATA, Lab, LabError
+
+__all__ = ["LAB_ZONE", "RestoreReport", "RestoreTarget", "discard", "restore"]
+
+# The VMs' clock zone (images/vm/Dockerfile): a time given without an offset is read in it.
+LAB_ZONE = ZoneInfo("Asia/Tokyo")
+RECOVERY_TIMEOUT = 600  # seconds for the restored cluster to replay its WAL and promote
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where recovery stops: the end of the archive, a moment, or just before a transaction."""
+
+    kind: Literal["latest", "time", "xid"]
+    time: datetime.datetime | None = None
+    xid: int | None = None
+
+    @classmethod
+    def at(cls, text: str) -> RestoreTarget:
+        """A moment in ISO 8601 (``2026-12-01T10:30:00+09:00``; without an offset, the lab's zone)."""
+        try:
+            moment = datetime.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise OperatorError(
+                f"--to {text!r} is not a time", "write ISO 8601, e.g. 2026-12-01T10:30:00+09:00", EXIT_BAD_INPUT
+            ) from None
+        return cls("time", time=moment if moment.tzinfo else moment.replace(tzinfo=LAB_ZONE))
+
+    @classmethod
+    def before_xid(cls, text: str) -> RestoreTarget:
+        if not text.isdigit() or int(text) < 3:
+            raise OperatorError(
+                f"--before-xid {text!r} is not a transaction id",
+                "give the number `txid_current()` or the audit shows, e.g. 48213",
+                EXIT_BAD_INPUT,
+            )
+        return cls("xid", xid=int(text))
+
+    def describe(self) -> str:
+        if self.kind == "time" and self.time:
+            return f"time {self.time.isoformat()}"
+        return f"before xid {self.xid}" if self.kind == "xid" else "latest"
+
+    def pgbackrest_args(self) -> list[str]:
+        if self.kind == "time" and self.time:
+            return ["--type=time", f"--target={self.time.isoformat(sep=' ')}", "--target-action=promote"]
+        if self.kind == "xid":
+            return ["--type=xid", f"--target={self.xid}", "--target-exclusive", "--target-action=promote"]
+        return ["--type=default"]
+
+
+@dataclass
+class RestoreReport:
+    municipality: str
+    vm: str
+    target: str
+    backup: str  # the label of the backup set restored from
+    residents: int  # rows in the restored 住民記録
+    steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
+
+    @property
+    def recovery_seconds(self) -> float:
+        """From the restore command to a promoted database answering: what PITR itself costs."""
+        return self.steps.get("restore", 0.0) + self.steps.get("recover", 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "recovery_seconds": round(self.recovery_seconds, 2)}
+
+
+def _check_target(stanza: Stanza, target: RestoreTarget, now: datetime.datetime) -> str:
+    """The label of the backup the target starts from; OperatorError (exit 2) when none does."""
+    oldest, latest = stanza.oldest, stanza.latest
+    if oldest is None or latest is None:
+        raise OperatorError(
+            f"{stanza.municipality} has no backup to restore from ({stanza.status})",
+            f"take one with `lgcloud backup run --municipality {stanza.municipality}`",
+            EXIT_BAD_INPUT,
+        )
+    if target.kind != "time" or target.time is None:
+        return latest.label
+    if not oldest.stopped <= target.time <= now:
+        raise OperatorError(
+            f"--to {target.time.isoformat()} is outside what {stanza.municipality}'s backups can restore",
+            f"restorable: from {oldest.stopped.astimezone(LAB_ZONE).isoformat(timespec='seconds')} "
+            f"(the end of backup {oldest.label}) to now ({now.astimezone(LAB_ZONE).isoformat(timespec='seconds')})",
+            EXIT_BAD_INPUT,
+        )
+    return max((b for b in stanza.backups if b.stopped <= target.time), key=lambda b: b.stopped).label
+
+
+def restore(
+    cfg: StackConfig,
+    values: dict[str, Any],
+    municipality: str,
+    target: RestoreTarget,
+    on_step: Callable[[str, float], None] = lambda step, seconds: None,
+) -> RestoreReport:
+    """Restore `municipality`'s backup to `target` on its restore VM; the VM stays for inspection."""
+    lab = Lab(cfg)
+    try:
+        m = lab.pair(municipality)
+        vm = plan(cfg).restore_vm(m.id).name
+        if m.id in active_restores(cfg.stack):
+            raise OperatorError(
+                f"{vm} already holds a restore of {m.id} ({active_restores(cfg.stack)[m.id].target})",
+                f"look at it with `ssh -F .lgcloud/{cfg.stack}/ssh_config {vm}`, then "
+                f"`lgcloud restore --stack {cfg.stack} --municipality {m.id} --discard`",
+                EXIT_BAD_INPUT,
+            )
+        report = RestoreReport(m.id, vm, target.describe(), "", 0)
+
+        def step(name: str, started: float) -> None:
+            report.steps[name] = time.monotonic() - started
+            on_step(name, report.steps[name])
+
+        started = time.monotonic()
+        [stanza] = backups(lab, m.id)
+        report.backup = _check_target(stanza, target, datetime.datetime.now(datetime.UTC))
+        step("check", started)
+
+        started = time.monotonic()
+        record_restore(cfg.stack, m.id, Restore(time.time(), target.describe()))
+        outcome = realise_stack(cfg, values)
+        vms = outcome.outputs["vms"]
+        write_ssh_config(cfg.stack, vms)
+        if wait_for_ssh({vm: lab.mgmt(vm)}):
+            raise LabError(f"{vm} does not answer SSH; see `docker logs` of its container")
+        step("vm", started)
+
+        started = time.monotonic()
+        summary = configure(cfg, {vm}, limit=vm)
+        if not summary.succeeded:
+            said = "; ".join(f for result in summary.hosts.values() for f in result.failures)
+            raise LabError(f"configuring {vm} failed: {said or summary.status}")
+        step("configure", started)
+
+        started = time.monotonic()
+        # Over the image's empty cluster, which the fresh volume starts with.
+        command = ["pgbackrest", f"--stanza={m.id}", "--delta", *target.pgbackrest_args(), "restore"]
+        lab.run(vm, "runuser -u postgres -- " + shlex.join(command), timeout=3600)
+        step("restore", started)
+
+        started = time.monotonic()
+        lab.run(
+            vm,
+            f"runuser -u postgres -- {PG_BIN}/pg_ctl -D {PG_DATA} -w -t {RECOVERY_TIMEOUT} "
+            f"-o '-c config_file=/etc/postgresql/15/main/postgresql.conf' -l /var/log/postgresql/restore.log start",
+            timeout=RECOVERY_TIMEOUT + 30,
+        )
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        while lab.sql(vm, "select pg_is_in_recovery()", database="postgres") != "f":
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"{vm} is still recovering after {RECOVERY_TIMEOUT} s; see /var/log/postgresql/restore.log"
+                )
+            time.sleep(0.2)
+        step("recover", started)
+        report.residents = int(lab.sql(vm, "select count(*) from residents"))
+        return report
+    finally:
+        lab.close()
+
+
+def discard(cfg: StackConfig, values: dict[str, Any], municipality: str) -> str:
+    """Remove the municipality's restore VM and its volume (a copy of backed-up data); its name."""
+    lab = Lab(cfg)
+    try:
+        m = lab.pair(municipality)
+        vm = plan(cfg).restore_vm(m.id).name
+        if m.id not in active_restores(cfg.stack):
+            raise OperatorError(f"{m.id} has no restore to discard", "", EXIT_BAD_INPUT)
+        forget_restore(cfg.stack, m.id)
+        realise_stack(cfg, values)
+        lab.remove_volume(volume_resource(cfg.stack, vm), "center")
+        return vm
+    finally:
+        lab.close()

@@ -1,0 +1,108 @@
+"""The certificates of the backup network: a CA of the stack's own, and one certificate per VM
+that speaks to the backup repository (pgBackRest's TLS server, both directions).
+
+A certificate's common name is whom pgBackRest authorizes: a municipality's databases carry the
+municipality's id, and the repository admits that name to that municipality's backups only; the
+repository carries BACKUP_CLIENT, which the databases admit. Its one subject alternative name is
+the VM's interconnect address, which the other side checks it reached. Keys are 0600 here and
+reach the VMs only through `lgcloud configure` (or `lgcloud restore`)::
+
+    pki = ensure_certificate("dev", "a-city-db", "a-city", "10.100.4.10")
+    pki.certificate, pki.key, pki.authority   # .lgcloud/dev/pki/a-city-db.crt, …
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from .directory import file_lock, state_dir, write_atomic
+
+__all__ = ["Certificate", "ensure_certificate"]
+
+_VALID = datetime.timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    certificate: Path
+    key: Path
+    authority: Path  # the CA's certificate, which both sides trust
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _authority(directory: Path, stack: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+    if key_path.exists() and cert_path.exists():
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"lgcloud {stack} backup CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _VALID)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    write_atomic(key_path, _pem_key(key), 0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return key, cert
+
+
+def ensure_certificate(stack: str, vm: str, common_name: str, address: str) -> Certificate:
+    """The VM's certificate for `common_name` at `address`, issued when missing or when either changed."""
+    directory = state_dir(stack) / "pki"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    found = Certificate(directory / f"{vm}.crt", directory / f"{vm}.key", directory / "ca.crt")
+    with file_lock(directory / ".lock"):
+        ca_key, ca_cert = _authority(directory, stack)
+        if found.certificate.exists() and found.key.exists():
+            current = x509.load_pem_x509_certificate(found.certificate.read_bytes())
+            names = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            if (
+                current.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == common_name
+                and names.get_values_for_type(x509.DNSName) == [address]
+                and current.issuer == ca_cert.subject
+            ):
+                return found
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + _VALID)
+            # pgBackRest matches the host it dialled against DNS names; the lab dials addresses.
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(address)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        write_atomic(found.key, _pem_key(key), 0o600)
+        write_atomic(found.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return found
