@@ -260,10 +260,11 @@ def plan(cfg: StackConfig) -> Topology:
                 DATA_PATHS["db-restore"],
             )
         )
-    holders: dict[tuple[str, str], str] = {}
-    for vm in (*vms, *restore_vms):
+    # Validation checks the VMs against each other; restore VMs, counted from the top, are checked here.
+    holders = {(key, address): vm.name for vm in vms for key, address in vm.addresses.items()}
+    for vm in restore_vms:
         for key, address in vm.addresses.items():
-            other = holders.setdefault((key, address), vm.name)
-            if other != vm.name:
+            if (key, address) in holders:
+                other = holders[(key, address)]
                 raise ValueError(f"segment {key} is too small: {vm.name} and {other} would share {address}")
     return Topology(tuple(segments), tuple(vms), service_addresses, controller, tuple(restore_vms))

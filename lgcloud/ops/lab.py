@@ -23,7 +23,7 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from ..engine.realise import connect
-from ..errors import OperatorError
+from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.naming import endpoint_or_default, replica_slot, segment_resource, service_url, vm_resource
 from ..model.schema import Municipality, StackConfig
 from ..model.topology import Topology, VmPlan, plan
@@ -39,7 +39,7 @@ REPLICATION_USER = "replicator"  # roles/postgresql/defaults/main.yml
 
 
 class LabError(OperatorError):
-    """The lab is not in a state the drill can work from; the message says what to do."""
+    """The lab is not in a state the operation can work from; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,9 @@ class Lab:
             if municipality in (p.id, p.code):
                 return p
         known = ", ".join(f"{p.id} ({p.code})" for p in self.pairs.values())
-        raise LabError(f"no municipality {municipality!r} in stack {self.stack}; known: {known}")
+        raise LabError(
+            f"no municipality {municipality!r} in stack {self.stack}; known: {known}", exit_code=EXIT_BAD_INPUT
+        )
 
     # --- the hypervisor's view ---
 

@@ -6,10 +6,10 @@ import pytest
 
 from lgcloud.model.topology import plan
 from lgcloud.ops.drill.clerk import Attempt, _entries
-from lgcloud.ops.lab import Pair
 from lgcloud.ops.drill.measure import Outcome, judge, recovery
 from lgcloud.ops.drill.report import DrillReport, Integrity, markdown
 from lgcloud.ops.drill.runbook import Step
+from lgcloud.ops.lab import Pair
 
 INJECTION = 1000.0
 

@@ -37,7 +37,7 @@ def test_every_vm_has_its_allocation(dev, tmp_path):
 def test_every_site_has_its_capacity(dev, tmp_path):
     reg = registry(dev, tmp_path / "drills")
     assert reg.get_sample_value("lgcloud_site_capacity_vcpus", {"site": "center"}) == 8
-    assert reg.get_sample_value("lgcloud_site_capacity_memory_bytes", {"site": "backup"}) == 8192 * MIB
+    assert reg.get_sample_value("lgcloud_site_capacity_memory_bytes", {"site": "backup"}) == 12288 * MIB
 
 
 def test_sla_targets_are_published_per_municipality_and_system(dev, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from lgcloud.model.topology import plan
 
 MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
-SHARED_VMS = ("gateway", "gateway-standby", "monitor", "bastion")
+SHARED_VMS = ("gateway", "gateway-standby", "monitor", "bastion", "backup")
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")
 
 
@@ -162,4 +162,4 @@ def test_the_vms_that_hold_data_keep_it_on_a_volume_of_their_own(resources, cont
             assert volumes[volume].provider == containers[vm.name].provider, f"{volume}: not on {vm.name}'s site"
         else:
             assert not mounted, f"{vm.name} holds no data but mounts {mounted}"
-    assert {vm.role for vm in plan(dev).vms if vm.data} == {"db", "db-replica", "monitor"}
+    assert {vm.role for vm in plan(dev).vms if vm.data} == {"db", "db-replica", "monitor", "backup"}

@@ -77,7 +77,7 @@ BAD = {
     "beyond capacity": (
         "lgcloud:sites.backup.capacity.vcpus",
         1,
-        ["lgcloud:sites.backup.capacity.vcpus", "allocated 4"],
+        ["lgcloud:sites.backup.capacity.vcpus", "allocated 4.5"],
     ),
     "unknown site": (
         "lgcloud:municipalities.0.segments.osaka",
@@ -103,6 +103,18 @@ BAD = {
     "missing backup site": ("lgcloud:sites.backup", KeyError, ["lgcloud:sites", "backup site"]),
     "typo in a top key": ("lgcloud:municipalites", [], ["lgcloud:municipalites", "unknown key"]),
     "typo in a nested key": ("lgcloud:municipalities.0.acess", "lgwan", ["municipalities[0].acess", "unknown key"]),
+    "backups more often than hourly": (
+        "lgcloud:backup",
+        {"interval": "30m"},
+        ["lgcloud:backup.interval", "at most hourly"],
+    ),
+    "backup interval not a duration": (
+        "lgcloud:backup",
+        {"interval": "daily"},
+        ["lgcloud:backup.interval", "not a duration"],
+    ),
+    "no backup generation kept": ("lgcloud:backup", {"generations": 0}, ["lgcloud:backup.generations", "greater than"]),
+    "typo in a backup key": ("lgcloud:backup", {"generation": 7}, ["lgcloud:backup.generation", "unknown key"]),
     "negative allocation": (
         "lgcloud:allocations",
         {"app": {"vcpus": -1, "memory_mb": 512}},
