@@ -7,6 +7,7 @@ import argparse
 from ..model.schema import BUSINESS_SYSTEMS
 from ..observe.prometheus import Prometheus
 from ..observe.sla import (
+    DATABASE,
     MET,
     MISSED,
     NO_DATA,
@@ -44,9 +45,11 @@ def _show(opts: Options, report: SlaReport) -> None:
         rows.append(
             (
                 f"{r.name} {r.municipality}" if r.name else r.municipality,
-                f"{BUSINESS_SYSTEMS.get(r.system, r.system)} {r.system}",
+                "データベース db" if r.system == DATABASE else f"{BUSINESS_SYSTEMS.get(r.system, r.system)} {r.system}",
                 r.objective,
-                r.window if r.objective in ("availability", "latency_p95", "rpo") else "last",
+                r.window
+                if r.objective in ("availability", "latency_p95", "rpo")
+                else {"rto": "last"}.get(r.objective, "now"),
                 _number(r.target, r.unit),
                 _number(r.measured, r.unit),
                 f"[{_COLOURS[r.status]}]{r.status}[/]",

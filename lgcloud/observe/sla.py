@@ -6,7 +6,9 @@ Per municipality and business system (targets from the stack config, ``lgcloud:s
   LGWAN or IP-VPN, that succeeded over the window (what a clerk sees);
 - p95 latency: the 95th percentile of those probes' durations over the window;
 - RPO: the worst replication lag over the window (0 while the primary streams synchronously);
-- RTO: the recovery time of the municipality in the last drill of each scenario (the worst).
+- RTO: the recovery time of the municipality in the last drill of each scenario (the worst);
+- backup age: how old the municipality's newest backup in the repository is now, against one and
+  a half backup intervals (``lgcloud:backup``): the backups a restore depends on are being taken.
 
 A target that cannot be evaluated (no samples, Prometheus unreachable, a municipality Prometheus
 knows but the stack does not) is reported as such, never as met::
@@ -29,6 +31,7 @@ from ..model.schema import StackConfig, duration_seconds
 from .prometheus import Prometheus, PrometheusUnreachable, Sample
 
 __all__ = [
+    "DATABASE",
     "MET",
     "MISSED",
     "NOT_SERVED",
@@ -53,7 +56,17 @@ MET, MISSED, NO_DATA, UNREACHABLE, NOT_SERVED, UNKNOWN = (
     "unknown municipality",
 )
 # Objective -> (unit, True when a higher measurement is better).
-OBJECTIVES = {"availability": ("%", True), "latency_p95": ("ms", False), "rpo": ("s", False), "rto": ("s", False)}
+OBJECTIVES = {
+    "availability": ("%", True),
+    "latency_p95": ("ms", False),
+    "rpo": ("s", False),
+    "rto": ("s", False),
+    "backup_age": ("s", False),
+}
+# The backup objective is the municipality's database's, shared by its systems: one row, this "system".
+DATABASE = "db"
+# How late a scheduled backup may be before the objective is missed (BackupTooOld in monitoring/rules).
+BACKUP_SLACK = 1.5
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ def queries(window: str) -> dict[str, str]:
         ),
         "rpo": f"max by (municipality) (max_over_time(municipality:postgresql_rpo_seconds:max[{window}]))",
         "rto": "max by (municipality) (lgcloud_drill_rto_seconds)",
+        "backup_age": "min by (municipality) (municipality:backup_age_seconds:min)",
     }
 
 
@@ -166,11 +180,23 @@ def evaluate(
                 "latency_p95": _by(prometheus.query(q["latency_p95"], at), "municipality", "system"),
                 "rpo": _by(prometheus.query(q["rpo"], at), "municipality"),
                 "rto": _by(prometheus.query(q["rto"], at), "municipality"),
+                "backup_age": _by(prometheus.query(q["backup_age"], at), "municipality"),
             }
     except PrometheusUnreachable as exc:
         failure = str(exc)
 
     rows: list[Evaluation] = []
+    backup_goal = BACKUP_SLACK * duration_seconds(cfg.backup.interval)
+    for m in chosen:
+        row = functools.partial(
+            Evaluation, m.id, m.name, DATABASE, "backup_age", OBJECTIVES["backup_age"][0], "now", backup_goal
+        )
+        if failure:
+            rows.append(row(UNREACHABLE, detail=failure))
+            continue
+        age = next(iter(measured.values()))["backup_age"].get((m.id,)) if measured else None
+        status, margin = judge("backup_age", backup_goal, age)
+        rows.append(row(status, age, margin, "newest backup" if age is not None else "no backup metrics yet"))
     for m, system, target in targets:
         w = window or target.window
         goals = {

@@ -122,7 +122,7 @@ def test_no_measurement_is_no_data_never_met():
 
 def test_every_query_covers_the_window_asked_for():
     for name, expr in queries("17m").items():
-        assert "[17m]" in expr or name == "rto", (name, expr)
+        assert "[17m]" in expr or name in ("rto", "backup_age"), (name, expr)  # the last drills; the age now
 
 
 def test_the_systems_served_are_those_prometheus_holds_probes_of(dev):
@@ -154,6 +154,7 @@ class FakePrometheus:
                     ("quantile_over_time", "latency_p95"),
                     ("postgresql_rpo", "rpo"),
                     ("drill", "rto"),
+                    ("backup_age", "backup_age"),
                 )
                 if marker in expr
             ),
@@ -170,6 +171,7 @@ def healthy(cfg, **overrides) -> FakePrometheus:
         "latency_p95": {(m.id, "jumin"): 12.0 for m in cfg.municipalities},
         "rpo": {(m.id,): 0.0 for m in cfg.municipalities},
         "rto": {(m.id,): 9.0 for m in cfg.municipalities},
+        "backup_age": {(m.id,): 3600.0 for m in cfg.municipalities},
     }
     for kind, values in overrides.items():
         answers[kind] = {**answers[kind], **values}
@@ -189,9 +191,18 @@ def test_a_healthy_lab_meets_every_target(dev):
     assert statuses(rows) == {"met"} and code == 0, [(r.municipality, r.objective, r.status) for r in rows]
 
 
+def test_a_backup_older_than_one_and_a_half_intervals_is_missed_for_its_municipality(dev):
+    rows, code = rows_of(dev, healthy(dev, backup_age={("b-town",): 1.6 * 86400}), "1h")
+    backups = {r.municipality: r for r in rows if r.objective == "backup_age"}
+    assert set(backups) == {m.id for m in dev.municipalities}
+    assert backups["b-town"].status == "missed" and backups["b-town"].target == 1.5 * 86400
+    assert backups["a-city"].status == "met" and backups["a-city"].margin == 1.5 * 86400 - 3600
+    assert code == EXIT_FAILED
+
+
 def test_systems_the_lab_does_not_serve_are_not_served_and_never_met(dev):
     rows, code = rows_of(dev, healthy(dev), "1h")
-    unserved = {r.status for r in rows if r.system != "jumin"}
+    unserved = {r.status for r in rows if r.system not in ("jumin", "db")}
     assert unserved == {"not served"}, unserved
 
 
@@ -229,7 +240,7 @@ def test_probes_of_a_municipality_the_stack_does_not_declare_are_reported(dev):
 def test_each_target_is_evaluated_over_its_own_window_unless_one_is_given(dev):
     prometheus = healthy(dev)
     evaluate(dev, prometheus, SERVED)
-    assert all("[30d]" in q for q in prometheus.asked if "drill" not in q), prometheus.asked
+    assert all("[30d]" in q for q in prometheus.asked if "drill" not in q and "backup" not in q), prometheus.asked
 
 
 @pytest.mark.parametrize("window", ["", "5", "1y", "-1h", "0s"])
