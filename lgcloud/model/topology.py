@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from .naming import SHARED
+from .naming import BACKUP_TLS_PORT, SHARED
 from .schema import Allocation, StackConfig
 
 __all__ = ["DATA_PATHS", "SegmentPlan", "Topology", "VmPlan", "plan"]
@@ -63,7 +63,8 @@ class VmPlan:
     municipality: str  # code, or SHARED
     allocation: Allocation
     addresses: dict[str, str]  # segment key -> IPv4 address
-    # segment key -> sources allowed to open connections on that segment (absent: open)
+    # segment key -> sources allowed to open connections on that segment (absent: open); a source
+    # "<address>:<port>" may open connections to that TCP port only
     ingress: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Where the VM keeps data that must outlive it (its data volume is mounted there), or None.
     data: str | None = None
@@ -191,7 +192,7 @@ def plan(cfg: StackConfig) -> Topology:
             SHARED,
             cfg.allocations.backup,
             {**mgmt(_MGMT_HOSTS["backup"], "backup"), "interconnect": backup},
-            {"mgmt": operators, "interconnect": databases + tuple(restores)},
+            {"mgmt": operators, "interconnect": tuple(f"{a}:{BACKUP_TLS_PORT}" for a in (*databases, *restores))},
             DATA_PATHS["backup"],
         )
     )
@@ -216,7 +217,7 @@ def plan(cfg: StackConfig) -> Topology:
             if kind == "db":
                 peer = "db-replica" if role == "db" else "db"
                 addresses["interconnect"] = link[role]
-                ingress["interconnect"] = (link[peer], backup)
+                ingress["interconnect"] = (link[peer], f"{backup}:{BACKUP_TLS_PORT}")
             vms.append(
                 VmPlan(
                     f"{m.id}-{role}",

@@ -6,7 +6,8 @@ declares, so a wrong firewall shows up here:
 - a municipality's office reaches the center through the gateway only;
 - no municipality reaches another's segment, nor its VMs over a shared one;
 - mgmt is for operations: only the controller, the bastion and the monitor open connections on it;
-- replication crosses only `interconnect`, each database to its own replica;
+- replication crosses only `interconnect`, each database to its own replica; backups cross it
+  between the repository and each database, at pgBackRest's port only;
 - nothing in a マイナンバー segment has a route out of the lab.
 
 Every VM of the inventory is a source, and every address of every other VM a target.
@@ -19,16 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from lgcloud.model.naming import BACKUP_TLS_PORT
 from lgcloud.model.topology import Topology, VmPlan
 
 from .conftest import group, probe
 
 pytestmark = pytest.mark.live
 OPERATORS = {"bastion", "monitor"}
+SSH = 22
 
 
-def allowed(source: VmPlan, target: VmPlan, segment: str) -> bool:
-    """May `source` open a connection to `target`'s address on `segment`?"""
+def allowed(source: VmPlan, target: VmPlan, segment: str, port: int = SSH) -> bool:
+    """May `source` open a connection to `target`'s address on `segment` (at `port`)?"""
     if segment not in source.addresses:
         return False  # segments are not routed to each other
     if segment == "mgmt":
@@ -36,16 +39,21 @@ def allowed(source: VmPlan, target: VmPlan, segment: str) -> bool:
     if segment in ("lgwan", "ipvpn"):
         return "gateway" in (source.role, target.role)
     if segment == "interconnect":
+        # Backups: the repository and every database meet at pgBackRest's port, and nowhere else.
+        if "backup" in (source.role, target.role):
+            return port == BACKUP_TLS_PORT
         return source.municipality == target.municipality
     return True  # a closed segment holds one municipality's VMs and the gateway that fronts them
 
 
 def matrix(topology: Topology, source: VmPlan) -> dict[str, bool]:
+    """Every other VM's SSH on each of its addresses, and its pgBackRest port on interconnect."""
     return {
-        f"{address}:22": allowed(source, target, segment)
+        f"{address}:{port}": allowed(source, target, segment, port)
         for target in topology.vms
         if target.name != source.name
         for segment, address in target.addresses.items()
+        for port in ((SSH, BACKUP_TLS_PORT) if segment == "interconnect" else (SSH,))
     }
 
 
@@ -65,7 +73,9 @@ def observed(vm, lab):
 @pytest.mark.hosts("all")
 def test_reachability_matches_the_policy(observed, lab, name):
     expected = matrix(lab, lab.vm(name))
-    owner = {f"{a}:22": f"{t.name}@{s}" for t in lab.vms for s, a in t.addresses.items()}
+    owner = {
+        f"{a}:{p}": f"{t.name}@{s}:{p}" for t in lab.vms for s, a in t.addresses.items() for p in (SSH, BACKUP_TLS_PORT)
+    }
     wrong = {
         owner[k]: ("reached" if observed[name][k] else "refused") for k in expected if observed[name][k] != expected[k]
     }

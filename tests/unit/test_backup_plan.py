@@ -25,7 +25,7 @@ def test_only_databases_and_restore_vms_reach_the_repository(dev):
     sources = set(topology.vm("backup").ingress["interconnect"])
     databases = {v.addresses["interconnect"] for v in topology.vms if v.role in ("db", "db-replica")}
     restores = {v.addresses["interconnect"] for v in topology.restore_vms}
-    assert sources == databases | restores
+    assert sources == {f"{a}:8432" for a in databases | restores}, "beyond pgBackRest's TLS port"
 
 
 def test_a_database_is_reached_on_interconnect_by_its_peer_and_the_repository_only(dev):
@@ -33,7 +33,7 @@ def test_a_database_is_reached_on_interconnect_by_its_peer_and_the_repository_on
     db, replica = topology.vm("a-city-db"), topology.vm("a-city-db-replica")
     assert set(db.ingress["interconnect"]) == {
         replica.addresses["interconnect"],
-        topology.vm("backup").addresses["interconnect"],
+        topology.vm("backup").addresses["interconnect"] + ":8432",
     }
 
 
