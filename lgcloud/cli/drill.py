@@ -64,6 +64,12 @@ def _drill(opts: Options) -> int:
                 for m in report.municipalities
             ],
         )
+        for m in report.municipalities:
+            if m.rolled_back_codes:
+                output.note(
+                    f"{m.id}: {len(m.rolled_back_codes)} registration(s) after the damage were rolled back; "
+                    f"enter them again: {', '.join(m.rolled_back_codes)}"
+                )
         for error in report.errors:
             output.fail(error)
         output.note(f"state: {report.state_after}")
@@ -82,7 +88,7 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
         metavar="SCENARIO",
         help="; ".join(f"{name}: {s.description}" for name, s in SCENARIOS.items()),
     )
-    sub.add_argument("--municipality", help="id or 地方公共団体コード (db-loss, app-loss, failback)")
+    sub.add_argument("--municipality", help="id or 地方公共団体コード (db-loss, app-loss, data-corruption, failback)")
     sub.add_argument(
         "--report", help="directory for report.json and report.md (default .lgcloud/<stack>/drills/<time>-<scenario>)"
     )

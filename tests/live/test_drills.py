@@ -1,4 +1,5 @@
-"""Disaster-recovery drills on the dev lab: site-loss then failback, db-loss then failback.
+"""Disaster-recovery drills on the dev lab: site-loss then failback, db-loss then failback,
+app-loss, data-corruption, link-partition.
 
 Each drill runs through the CLI as an operator would and is judged on its own report; the lab's
 databases are then checked directly. The drills run after every other live test (see conftest)
@@ -194,6 +195,27 @@ def test_app_loss_restarts_the_app_in_place(configured, vm, dev):
     assert_recovered(report)
     steps = [s["name"] for s in report["timeline"] if s["municipality"] == "b-town"]
     assert "restart the app VM" in steps and "promote the backup replica" not in steps
+    assert_normal(vm, dev.municipalities)
+
+
+def test_data_corruption_is_undone_from_the_backups_with_nothing_from_before_lost(configured, vm, dev):
+    """A DELETE without its WHERE on Ｂ町's primary; restored in place to the transaction before it."""
+    _, report, err = drill("data-corruption", "--municipality", "b-town")
+    assert_recovered(report, bound=120.0)  # a restore, not a failover: the benchmark gives the figure
+    [m] = report["municipalities"]
+    assert m["lost_writes"] == 0 and m["rpo_seconds"] == 0, m  # every write from before the damage is back
+    assert m["rolled_back_codes"] is not None, m
+    for code in m["rolled_back_codes"]:
+        assert len(code) == 11 and code.isdigit(), code
+    steps = [s["name"] for s in report["timeline"] if s["municipality"] == "b-town"]
+    assert steps[:2] == ["injected: DELETE FROM residents (no WHERE)", "stop writes"], steps
+    assert (
+        "restore the primary to before the damage" in steps and "rebuild the replica from the restored primary" in steps
+    )
+    # The damaged clusters are kept aside on both VMs, never deleted.
+    for side in ("db", "db-replica"):
+        kept = vm(f"b-town-{side}").check_output("ls -1d /var/lib/postgresql/15/main.replaced-* | wc -l")
+        assert int(kept) >= 1, f"b-town-{side}: the damaged cluster was not kept"
     assert_normal(vm, dev.municipalities)
 
 

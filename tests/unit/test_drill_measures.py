@@ -53,6 +53,27 @@ def test_a_lost_acknowledged_write_fails_a_synchronous_municipality(dev):
     assert not verdict.passed and "1 acknowledged write(s) lost" in verdict.problems
 
 
+def test_a_restore_rolls_back_the_writes_after_the_damage_and_lists_them(dev):
+    """data-corruption: writes stop at 1000.4; after the restore the office is served from 1012.0."""
+    log = [ack(999.6, "a"), ack(999.8, "b"), ack(1000.2, "c"), miss(1005.0), ack(1012.0, "d"), ack(1012.2, "e")]
+    verdict = judge(dev, Outcome(pair(dev, "a-city"), log, {"a", "b", "d", "e"}), INJECTION, INTACT, resumed=1000.4)
+    assert verdict.rolled_back_codes == ["c"] and verdict.lost_writes == 0 and verdict.rpo_seconds == 0
+    assert verdict.rto_seconds == pytest.approx(12.0) and verdict.passed
+
+
+def test_a_write_from_before_the_damage_missing_after_the_restore_is_lost(dev):
+    log = [ack(999.6, "a"), ack(999.8, "b"), ack(1012.0, "d")]
+    verdict = judge(dev, Outcome(pair(dev, "a-city"), log, {"a", "d"}), INJECTION, INTACT, resumed=1000.4)
+    assert verdict.lost_codes == ["b"] and verdict.rpo_seconds == pytest.approx(0.2) and not verdict.passed
+
+
+def test_writes_on_the_damaged_data_are_not_service(dev):
+    """A write acknowledged after the damage but before writes stopped is no recovery, even if held."""
+    log = [ack(999.6, "a"), ack(1000.1, "c")]
+    verdict = judge(dev, Outcome(pair(dev, "a-city"), log, {"a", "c"}), INJECTION, INTACT, resumed=1000.4)
+    assert verdict.rto_seconds is None and "the office was not served again" in verdict.problems
+
+
 def test_an_asynchronous_municipality_may_lose_what_its_rpo_allows(dev):
     log = [ack(994.0, "a"), ack(998.0, "b"), ack(999.9, "c"), ack(1001.5, "d")]
     within = judge(dev, Outcome(pair(dev, "c-village"), log, {"a", "b", "d"}), INJECTION, INTACT)

@@ -92,7 +92,9 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
         primary = primary_of(lab, p)
         codes = [a.code for a in attempts[p.id] if a.code]
         outcome = Outcome(p, attempts[p.id], present(lab, primary, codes))
-        result = judge(cfg, outcome, injection, integrity(lab, p, primary, before[p.id], not scenario.from_backup))
+        checked = integrity(lab, p, primary, before[p.id], not scenario.from_backup)
+        resumed = _writes_resumed(timeline, p.id) if scenario.rolls_back else None
+        result = judge(cfg, outcome, injection, checked, resumed)
         scenario.judge(result)
         results.append(result)
     return DrillReport(
@@ -108,6 +110,14 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
         timeline=list(timeline.steps),
         state_after=_state_after(lab.stack, served_from_backup(lab.stack)),
     )
+
+
+def _writes_resumed(timeline: Timeline, municipality: str) -> float:
+    """When the runbook had stopped the municipality's writes: from then on, only good data is served."""
+    stopped = [s for s in timeline.steps if s.municipality == municipality and s.name == "stop writes"]
+    if not stopped:
+        raise LabError(f"the runbook never stopped {municipality}'s writes; the drill cannot tell good data from bad")
+    return stopped[0].at + (stopped[0].seconds or 0.0)
 
 
 def _stop(clerk: Clerk) -> list[Attempt]:

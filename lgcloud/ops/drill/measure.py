@@ -93,13 +93,27 @@ def recovery(attempts: list[Attempt], injection: float) -> float | None:
     return max(b - a for a, b in zip(points, points[1:]))
 
 
-def judge(cfg: StackConfig, outcome: Outcome, injection: float, checked: Integrity) -> MunicipalityResult:
-    """The municipality's RTO and RPO against its targets, and the verdict."""
+def judge(
+    cfg: StackConfig, outcome: Outcome, injection: float, checked: Integrity, resumed: float | None = None
+) -> MunicipalityResult:
+    """The municipality's RTO and RPO against its targets, and the verdict.
+
+    With `resumed` (a recovery that rolls the data back to before the injection, and stopped the
+    writes until `resumed`), the writes acknowledged after the injection and gone are rolled back,
+    not lost: they are listed for re-entry. RTO then runs from the injection to the first write
+    acknowledged after `resumed` that the restored database holds: service with good data."""
     p = outcome.pair
     target = cfg.sla_for(cfg.municipality(p.id), "jumin")
     acked = [a for a in outcome.attempts if a.acknowledged]
     lost = [a for a in acked if a.code not in outcome.present]
-    rto = recovery(outcome.attempts, injection)
+    rolled_back: list[Attempt] = []
+    if resumed is None:
+        rto = recovery(outcome.attempts, injection)
+    else:
+        rolled_back = [a for a in lost if a.done > injection]
+        lost = [a for a in lost if a.done <= injection]
+        good = [a.done for a in acked if a.done > resumed and a.code in outcome.present]
+        rto = min(good) - injection if good else None
     rpo = max(0.0, max((injection - a.done for a in lost), default=0.0))
     problems = []
     if rto is None:
@@ -126,4 +140,5 @@ def judge(cfg: StackConfig, outcome: Outcome, injection: float, checked: Integri
         integrity=checked,
         passed=not problems,
         problems=problems,
+        rolled_back_codes=[a.code for a in rolled_back if a.code] if resumed is not None else None,
     )

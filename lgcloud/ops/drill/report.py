@@ -57,6 +57,9 @@ class MunicipalityResult:
     passed: bool
     problems: list[str]
     primaries_seen: list[int] | None = None  # link-partition: the distinct counts sampled
+    # data-corruption: writes acknowledged after the damage that the restore rolled back, by
+    # 住民票コード, for the office to enter again (None where nothing is rolled back)
+    rolled_back_codes: list[str] | None = None
 
     def fail(self, problem: str) -> None:
         self.passed = False
@@ -121,6 +124,14 @@ def markdown(report: DrillReport) -> str:
             f"{m.acknowledged_writes} of {m.attempts} | {m.lost_writes} | "
             f"{'ok' if m.integrity.ok else 'DIFFERS'} | {'met' if m.passed else 'MISSED'} |"
         )
+    rolled = [m for m in report.municipalities if m.rolled_back_codes is not None]
+    if rolled:
+        lines += ["", "## Rolled back: enter these again", ""]
+        for m in rolled:
+            codes = ", ".join(m.rolled_back_codes or []) or "none"
+            lines.append(
+                f"- {m.name} ({m.code}): {len(m.rolled_back_codes or [])} registration(s), 住民票コード {codes}"
+            )
     problems = [f"- {m.id}: {p}" for m in report.municipalities for p in m.problems]
     problems += [f"- {e}" for e in report.errors]
     if problems:
@@ -134,9 +145,12 @@ def markdown(report: DrillReport) -> str:
         "## How it was measured",
         "",
         "- RTO: the longest time an office went without an acknowledged write, counted from the injection "
-        "(the clerk on the office terminal registers a resident every 0.2 s through the gateway).",
+        "(the clerk on the office terminal registers a resident every 0.2 s through the gateway); where the "
+        "recovery rolls the data back (data-corruption), until the first write acknowledged after the runbook "
+        "stopped the writes that the restored database holds.",
         "- RPO: acknowledged writes missing from the database that serves afterwards, compared row by row "
-        "with the clerk's log; in seconds, how far before the injection the oldest lost write was acknowledged.",
+        "with the clerk's log; in seconds, how far before the injection the oldest lost write was acknowledged. "
+        "Writes acknowledged after a damage and gone with the restore are listed as rolled back, not lost.",
         "- Integrity: count and MD5 of every row of `residents`, ordered by 住民票コード, on both sides before "
         "the drill; afterwards the rows from before must be unchanged, and both sides equal where both run.",
         "",

@@ -19,7 +19,17 @@ from ...model.naming import REPLACED_GENERATIONS, identifier
 from ...state.failover import Failover, record_failback, record_failover
 from ..lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
-__all__ = ["Step", "Timeline", "center_returns", "detect", "failback", "failover", "restart_app", "verify"]
+__all__ = [
+    "Step",
+    "Timeline",
+    "center_returns",
+    "detect",
+    "failback",
+    "failover",
+    "restart_app",
+    "restore_before",
+    "verify",
+]
 
 
 @dataclass
@@ -188,6 +198,7 @@ def _base_backup(lab: Lab, target: str, source: str, slot: str) -> None:
             f"{target} holds WAL beyond {source} (timeline {timeline} at {reached}, {source} on {newer}); "
             f"{target} keeps its data and is not rebuilt (start its postgresql to serve it again)"
         )
+    _move_aside(lab, target)
     lab.script(
         target,
         "base-backup.sh",
@@ -196,12 +207,15 @@ def _base_backup(lab: Lab, target: str, source: str, slot: str) -> None:
         lab.topology.vm(source).addresses["interconnect"],
         REPLICATION_USER,
         slot,
-        str(REPLACED_GENERATIONS),
-        time.strftime("%Y%m%dT%H%M%S"),
         stdin=lab.replication_password() + "\n",
         timeout=300,
     )
     lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
+
+
+def _move_aside(lab: Lab, vm: str) -> None:
+    """The stopped cluster on `vm` moved aside (the newest REPLACED_GENERATIONS kept), an empty one in its place."""
+    lab.script(vm, "move-aside.sh", PG_DATA, str(REPLACED_GENERATIONS), time.strftime("%Y%m%dT%H%M%S"))
 
 
 def _follow(lab: Lab, target: str, source_address: str, slot: str) -> None:
@@ -324,4 +338,39 @@ def restart_app(lab: Lab, pair: Pair, timeline: Timeline) -> None:
     with timeline.step(pair.id, "wait for the gateway to see the app") as note:
         _wait_backend_up(lab, "gateway", pair)
         note("HAProxy's health check passes")
+    verify(lab, pair, timeline, "primary")
+
+
+def restore_before(lab: Lab, pair: Pair, timeline: Timeline, xid: int) -> None:
+    """A statement damaged the municipality's data and replicated: bring its database back, in
+    place, to the transaction before transaction `xid`, from the backup repository.
+
+    Writes stop first (the service address released), so nothing is written to data about to be
+    replaced. The damaged clusters are moved aside, never deleted: the primary's once it is
+    stopped, the replica's once the restored primary is verified on a newer timeline."""
+    with timeline.step(pair.id, "stop writes") as note:
+        lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
+        note(f"{pair.service_address} released: the offices reach no service until the data is good")
+    with timeline.step(pair.id, "restore the primary to before the damage") as note:
+        lab.run(pair.db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
+        _move_aside(lab, pair.db)
+        target = f"--type=xid --target={xid} --target-exclusive --target-action=promote"
+        lab.run(pair.db, f"runuser -u postgres -- pgbackrest --stanza={pair.id} {target} restore", timeout=1800)
+        lab.run(pair.db, "sv -w 60 start postgresql >/dev/null", timeout=90)
+        deadline = time.monotonic() + 600
+        while lab.sql(pair.db, "SELECT pg_is_in_recovery()", database="postgres") != "f":
+            if time.monotonic() > deadline:
+                raise LabError(f"{pair.db} is still replaying WAL 600 s after its restore")
+            time.sleep(0.2)
+        timeline_id = int(lab.sql(pair.db, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
+        note(f"restored to just before xid {xid} and promoted (timeline {timeline_id}); the damaged cluster kept aside")
+    with timeline.step(pair.id, "rebuild the replica from the restored primary") as note:
+        _ensure_slot(lab, pair.db, pair.slot)
+        _base_backup(lab, pair.replica, pair.db, pair.slot)
+        _wait_streaming(lab, pair.db, pair.slot)
+        note(f"{pair.replica} streams ({pair.replication}); its damaged cluster kept aside")
+    with timeline.step(pair.id, "take service address at the center") as note:
+        _wait_backend_up(lab, "gateway", pair)
+        lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
+        note(f"{pair.service_address} held by the center gateway again")
     verify(lab, pair, timeline, "primary")

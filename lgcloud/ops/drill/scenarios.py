@@ -2,7 +2,7 @@
 runbook watches, the injection, what restores the lab, and any figure of its own.
 
     >>> sorted(SCENARIOS)
-    ['app-loss', 'db-loss', 'failback', 'link-partition', 'site-loss']
+    ['app-loss', 'data-corruption', 'db-loss', 'failback', 'link-partition', 'site-loss']
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import ClassVar
 
 from ...errors import EXIT_BAD_INPUT, OperatorError
 from ...state.failover import served_from_backup
+from ..backup import backups
 from ..lab import Lab, LabError, Pair
 from .measure import caught_up
 from .report import MunicipalityResult
-from .runbook import Timeline, center_returns, detect, failback, failover, restart_app
+from .runbook import Timeline, center_returns, detect, failback, failover, restart_app, restore_before
 
 __all__ = ["PARTITION_SECONDS", "SCENARIOS", "DrillInvalid", "Exercise", "Scenario"]
 
@@ -80,6 +81,10 @@ class Scenario:
     every_municipality: ClassVar[bool] = False  # the whole center or link: no --municipality
     from_backup: ClassVar[bool] = False  # starts where municipalities are served from the backup site
     waits_for_offices: ClassVar[bool] = True  # the runbook's own steps end with the office served
+    # The recovery rolls the data back to before the injection: writes acknowledged after it are
+    # expected to be gone (listed for re-entry), and service counts as back once writes stop
+    # being rolled back (lgcloud.ops.drill.measure.judge).
+    rolls_back: ClassVar[bool] = False
 
     def affected(self, lab: Lab, municipality: str | None) -> list[Pair]:
         """The municipalities the drill acts on; DrillInvalid when it cannot start from here."""
@@ -241,6 +246,30 @@ class LinkPartition(Scenario):
         result.primaries_seen = sorted(set(samples))
 
 
+class DataCorruption(Scenario):
+    name = "data-corruption"
+    description = (
+        "an operator's DELETE without its WHERE empties one municipality's residents and replicates at "
+        "once; the runbook restores the database in place from the backups, to the transaction before it"
+    )
+    waits_for_offices = False  # writes go on, acknowledged, on the damaged data: the runbook verifies
+    rolls_back = True
+
+    def inject(self, exercise: Exercise) -> float:
+        lab, p, timeline = exercise.lab, exercise.pairs[0], exercise.timeline
+        [stanza] = backups(lab, p.id)
+        if stanza.latest is None:
+            raise DrillInvalid(f"{p.id} has no backup to restore from; run `lgcloud backup run --municipality {p.id}`")
+        injection = time.time()
+        # One statement, one transaction: the audit shows its xid, which the runbook restores to before.
+        xid, gone = lab.sql(
+            p.db, "WITH gone AS (DELETE FROM residents RETURNING 1) SELECT txid_current(), count(*) FROM gone"
+        ).split("|")
+        timeline.log(p.id, "injected: DELETE FROM residents (no WHERE)", f"{gone} rows, xid {xid}", injection)
+        exercise.run(functools.partial(restore_before, lab, p, timeline, int(xid)))
+        return injection
+
+
 class Failback(Scenario):
     name = "failback"
     description = "the center is rebuilt as the replica, then service switches back with no loss"
@@ -261,4 +290,6 @@ class Failback(Scenario):
             exercise.run(functools.partial(failback, exercise.lab, p, exercise.timeline))
 
 
-SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (SiteLoss, DbLoss, AppLoss, LinkPartition, Failback)}
+SCENARIOS: dict[str, type[Scenario]] = {
+    s.name: s for s in (SiteLoss, DbLoss, AppLoss, LinkPartition, DataCorruption, Failback)
+}
