@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from ..errors import EXIT_FAILED
-from ..ops.backup import Stanza, backups, check_backups, run_backups
+from ..ops.backup import LAB_ZONE, Stanza, backups, check_backups, run_backups
 from ..ops.lab import Lab
-from ..ops.restore import LAB_ZONE
 from .options import Options, wait_flag
 
 __all__ = ["add"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..ops.restore import RestoreTarget, discard, restore
+from ..errors import EXIT_BAD_INPUT, OperatorError
+from ..ops.backup import RestoreTarget
+from ..ops.drill.runbook import Step
+from ..ops.restore import discard, restore, restore_in_place
 from .options import Options, wait_flag
 
 __all__ = ["add"]
@@ -26,6 +29,9 @@ def run(opts: Options) -> int:
         else:
             target = RestoreTarget("latest")
 
+        if args.target == "in-place":
+            return _in_place(opts, target)
+
         def show(step: str, seconds: float) -> None:
             opts.output.err.print(f" [green]✓[/] {step:9} [dim]{seconds:.1f}s[/]")
 
@@ -44,6 +50,27 @@ def run(opts: Options) -> int:
     return 0
 
 
+def _in_place(opts: Options, target: RestoreTarget) -> int:
+    """The live database put back to `target`: shown first, done only with --confirm."""
+    args = opts.args
+    if not args.confirm:
+        raise OperatorError(
+            f"an in-place restore of {args.municipality} to {target.describe()} takes every write after it out of "
+            "service: the offices stop writing meanwhile, and the current clusters are kept aside "
+            "(main.replaced-<time> on the primary and the replica), not served",
+            "inspect first with a restore to a new VM (the default), then run again with --confirm",
+            EXIT_BAD_INPUT,
+        )
+
+    def show(step: Step) -> None:
+        opts.output.err.print(f" [green]✓[/] {step.name} [dim]{step.seconds:.1f}s  {step.detail}[/]", highlight=False)
+
+    steps = restore_in_place(opts.config(), args.municipality, target, show)
+    total = sum(s.seconds for s in steps)
+    opts.output.done(f"{args.municipality} serves its data as of {target.describe()} again ({total:.1f}s)")
+    return 0
+
+
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     text = "restore a municipality's database to a moment, on a VM beside the live one, for inspection"
     sub = verbs.add_parser("restore", parents=[common], help=text, description=text)
@@ -53,6 +80,16 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
     target.add_argument("--before-xid", metavar="XID", help="just before this transaction committed")
     target.add_argument("--latest", action="store_true", help="everything the WAL archive holds")
     target.add_argument("--discard", action="store_true", help="remove the restore VM and its volume")
+    sub.add_argument(
+        "--target",
+        choices=("new", "in-place"),
+        default="new",
+        help="new: a restore VM beside the live one, for inspection (default); in-place: the live database "
+        "itself, writes stopped meanwhile, its clusters kept aside",
+    )
+    sub.add_argument(
+        "--confirm", action="store_true", help="with --target in-place: yes, take later writes out of service"
+    )
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
     wait_flag(sub)
     sub.set_defaults(run=run)

@@ -18,6 +18,8 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
 
 from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.naming import BACKUP_COMMON_NAME
@@ -26,8 +28,21 @@ from ..model.topology import plan
 from ..state.pki import ensure_certificate
 from .lab import Lab, LabError
 
-__all__ = ["Backup", "BackupCheck", "Stanza", "backups", "certify", "check_backups", "run_backups"]
+__all__ = [
+    "LAB_ZONE",
+    "Backup",
+    "BackupCheck",
+    "RestoreTarget",
+    "Stanza",
+    "backups",
+    "certify",
+    "check_backups",
+    "restore_point",
+    "run_backups",
+]
 
+# The VMs' clock zone (images/vm/Dockerfile): a time given without an offset is read in it.
+LAB_ZONE = ZoneInfo("Asia/Tokyo")
 REPOSITORY = "backup"  # the VM
 # What pgBackRest's verify logs for a file that does not match its manifest.
 _BAD_FILE = re.compile(r"^(invalid checksum|invalid size|file missing|missing) '")
@@ -162,3 +177,66 @@ def check_backups(lab: Lab, municipality: str | None = None) -> list[BackupCheck
             BackupCheck(name, not (found or broken), "; ".join(found) or ("verify failed" if broken else ""))
         )
     return results
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where recovery stops: the end of the archive, a moment, or just before a transaction."""
+
+    kind: Literal["latest", "time", "xid"]
+    time: datetime.datetime | None = None
+    xid: int | None = None
+
+    @classmethod
+    def at(cls, text: str) -> RestoreTarget:
+        """A moment in ISO 8601 (``2026-12-01T10:30:00+09:00``; without an offset, the lab's zone)."""
+        try:
+            moment = datetime.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise OperatorError(
+                f"--to {text!r} is not a time", "write ISO 8601, e.g. 2026-12-01T10:30:00+09:00", EXIT_BAD_INPUT
+            ) from None
+        return cls("time", time=moment if moment.tzinfo else moment.replace(tzinfo=LAB_ZONE))
+
+    @classmethod
+    def before_xid(cls, text: str) -> RestoreTarget:
+        if not text.isdigit() or int(text) < 3:
+            raise OperatorError(
+                f"--before-xid {text!r} is not a transaction id",
+                "give the number `txid_current()` or the audit shows, e.g. 48213",
+                EXIT_BAD_INPUT,
+            )
+        return cls("xid", xid=int(text))
+
+    def describe(self) -> str:
+        if self.kind == "time" and self.time:
+            return f"time {self.time.isoformat()}"
+        return f"before xid {self.xid}" if self.kind == "xid" else "latest"
+
+    def pgbackrest_args(self) -> list[str]:
+        if self.kind == "time" and self.time:
+            return ["--type=time", f"--target={self.time.isoformat(sep=' ')}", "--target-action=promote"]
+        if self.kind == "xid":
+            return ["--type=xid", f"--target={self.xid}", "--target-exclusive", "--target-action=promote"]
+        return ["--type=default"]
+
+
+def restore_point(stanza: Stanza, target: RestoreTarget, now: datetime.datetime) -> str:
+    """The label of the backup the target starts from; OperatorError (exit 2) when none does."""
+    oldest, latest = stanza.oldest, stanza.latest
+    if oldest is None or latest is None:
+        raise OperatorError(
+            f"{stanza.municipality} has no backup to restore from ({stanza.status})",
+            f"take one with `lgcloud backup run --municipality {stanza.municipality}`",
+            EXIT_BAD_INPUT,
+        )
+    if target.kind != "time" or target.time is None:
+        return latest.label
+    if not oldest.stopped <= target.time <= now:
+        raise OperatorError(
+            f"--to {target.time.isoformat()} is outside what {stanza.municipality}'s backups can restore",
+            f"restorable: from {oldest.stopped.astimezone(LAB_ZONE).isoformat(timespec='seconds')} "
+            f"(the end of backup {oldest.label}) to now ({now.astimezone(LAB_ZONE).isoformat(timespec='seconds')})",
+            EXIT_BAD_INPUT,
+        )
+    return max((b for b in stanza.backups if b.stopped <= target.time), key=lambda b: b.stopped).label

@@ -17,67 +17,24 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from ..engine import realise_stack
 from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.naming import volume_resource
 from ..model.schema import StackConfig
 from ..model.topology import plan
+from ..state.failover import served_from_backup
 from ..state.restores import Restore, active_restores, forget_restore, record_restore
 from .access import wait_for_ssh, write_ssh_config
-from .backup import Stanza, backups
+from .backup import RestoreTarget, backups, restore_point
 from .configure import configure
+from .drill.runbook import Step, Timeline, restore_before
 from .lab import PG_BIN, PG_DATA, Lab, LabError
 
-__all__ = ["LAB_ZONE", "RestoreReport", "RestoreTarget", "discard", "restore"]
+__all__ = ["RestoreReport", "discard", "restore", "restore_in_place"]
 
-# The VMs' clock zone (images/vm/Dockerfile): a time given without an offset is read in it.
-LAB_ZONE = ZoneInfo("Asia/Tokyo")
 RECOVERY_TIMEOUT = 600  # seconds for the restored cluster to replay its WAL and promote
-
-
-@dataclass(frozen=True)
-class RestoreTarget:
-    """Where recovery stops: the end of the archive, a moment, or just before a transaction."""
-
-    kind: Literal["latest", "time", "xid"]
-    time: datetime.datetime | None = None
-    xid: int | None = None
-
-    @classmethod
-    def at(cls, text: str) -> RestoreTarget:
-        """A moment in ISO 8601 (``2026-12-01T10:30:00+09:00``; without an offset, the lab's zone)."""
-        try:
-            moment = datetime.datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise OperatorError(
-                f"--to {text!r} is not a time", "write ISO 8601, e.g. 2026-12-01T10:30:00+09:00", EXIT_BAD_INPUT
-            ) from None
-        return cls("time", time=moment if moment.tzinfo else moment.replace(tzinfo=LAB_ZONE))
-
-    @classmethod
-    def before_xid(cls, text: str) -> RestoreTarget:
-        if not text.isdigit() or int(text) < 3:
-            raise OperatorError(
-                f"--before-xid {text!r} is not a transaction id",
-                "give the number `txid_current()` or the audit shows, e.g. 48213",
-                EXIT_BAD_INPUT,
-            )
-        return cls("xid", xid=int(text))
-
-    def describe(self) -> str:
-        if self.kind == "time" and self.time:
-            return f"time {self.time.isoformat()}"
-        return f"before xid {self.xid}" if self.kind == "xid" else "latest"
-
-    def pgbackrest_args(self) -> list[str]:
-        if self.kind == "time" and self.time:
-            return ["--type=time", f"--target={self.time.isoformat(sep=' ')}", "--target-action=promote"]
-        if self.kind == "xid":
-            return ["--type=xid", f"--target={self.xid}", "--target-exclusive", "--target-action=promote"]
-        return ["--type=default"]
 
 
 @dataclass
@@ -96,27 +53,6 @@ class RestoreReport:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "recovery_seconds": round(self.recovery_seconds, 2)}
-
-
-def _check_target(stanza: Stanza, target: RestoreTarget, now: datetime.datetime) -> str:
-    """The label of the backup the target starts from; OperatorError (exit 2) when none does."""
-    oldest, latest = stanza.oldest, stanza.latest
-    if oldest is None or latest is None:
-        raise OperatorError(
-            f"{stanza.municipality} has no backup to restore from ({stanza.status})",
-            f"take one with `lgcloud backup run --municipality {stanza.municipality}`",
-            EXIT_BAD_INPUT,
-        )
-    if target.kind != "time" or target.time is None:
-        return latest.label
-    if not oldest.stopped <= target.time <= now:
-        raise OperatorError(
-            f"--to {target.time.isoformat()} is outside what {stanza.municipality}'s backups can restore",
-            f"restorable: from {oldest.stopped.astimezone(LAB_ZONE).isoformat(timespec='seconds')} "
-            f"(the end of backup {oldest.label}) to now ({now.astimezone(LAB_ZONE).isoformat(timespec='seconds')})",
-            EXIT_BAD_INPUT,
-        )
-    return max((b for b in stanza.backups if b.stopped <= target.time), key=lambda b: b.stopped).label
 
 
 def restore(
@@ -146,7 +82,7 @@ def restore(
 
         started = time.monotonic()
         [stanza] = backups(lab, m.id)
-        report.backup = _check_target(stanza, target, datetime.datetime.now(datetime.UTC))
+        report.backup = restore_point(stanza, target, datetime.datetime.now(datetime.UTC))
         step("check", started)
 
         started = time.monotonic()
@@ -204,5 +140,29 @@ def discard(cfg: StackConfig, values: dict[str, Any], municipality: str) -> str:
         realise_stack(cfg, values)
         lab.remove_volume(volume_resource(cfg.stack, vm), "center")
         return vm
+    finally:
+        lab.close()
+
+
+def restore_in_place(
+    cfg: StackConfig, municipality: str, target: RestoreTarget, on_step: Callable[[Step], None] = lambda step: None
+) -> list[Step]:
+    """Put the municipality's live database back to `target` from the backups: writes stop, the
+    primary is restored in place (its cluster kept aside), the replica rebuilt from it, service back.
+    Every write after `target` leaves service; the caller shows that and asks first."""
+    lab = Lab(cfg)
+    try:
+        m = lab.pair(municipality)
+        if m.id in served_from_backup(cfg.stack):
+            raise OperatorError(
+                f"{m.id} is served from the backup site since a failover; in place means on the center's primary",
+                f"`lgcloud drill failback --stack {cfg.stack} --municipality {m.id}` first",
+                EXIT_BAD_INPUT,
+            )
+        [stanza] = backups(lab, m.id)
+        restore_point(stanza, target, datetime.datetime.now(datetime.UTC))
+        timeline = Timeline(on_step=on_step)
+        restore_before(lab, m, timeline, target)
+        return timeline.steps
     finally:
         lab.close()

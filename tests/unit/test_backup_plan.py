@@ -9,9 +9,8 @@ import pytest
 
 from lgcloud.errors import EXIT_BAD_INPUT, OperatorError
 from lgcloud.model.topology import plan
-from lgcloud.ops.backup import Backup, Stanza
+from lgcloud.ops.backup import LAB_ZONE, Backup, RestoreTarget, Stanza, restore_point
 from lgcloud.ops.inventory import build_inventory
-from lgcloud.ops.restore import LAB_ZONE, RestoreTarget, _check_target
 
 
 def test_the_repository_is_at_the_backup_site_on_its_own_volume(dev):
@@ -89,16 +88,16 @@ def test_an_xid_that_is_not_one_is_refused(text):
 def test_a_time_is_restored_from_the_newest_backup_before_it():
     stanza = _stanza("2026-12-01T09:00:00+09:00", "2026-12-01T10:00:00+09:00")
     now = _at("2026-12-01T11:00:00+09:00")
-    assert _check_target(stanza, RestoreTarget.at("2026-12-01T09:30:00+09:00"), now) == "20261200F"
-    assert _check_target(stanza, RestoreTarget.at("2026-12-01T10:30:00+09:00"), now) == "20261201F"
-    assert _check_target(stanza, RestoreTarget("latest"), now) == "20261201F"
+    assert restore_point(stanza, RestoreTarget.at("2026-12-01T09:30:00+09:00"), now) == "20261200F"
+    assert restore_point(stanza, RestoreTarget.at("2026-12-01T10:30:00+09:00"), now) == "20261201F"
+    assert restore_point(stanza, RestoreTarget("latest"), now) == "20261201F"
 
 
 @pytest.mark.parametrize("when", ["2026-12-01T08:59:59+09:00", "2026-12-01T11:00:01+09:00"])
 def test_a_time_outside_the_backups_is_refused_with_the_range(when):
     stanza = _stanza("2026-12-01T09:00:00+09:00")
     with pytest.raises(OperatorError) as refused:
-        _check_target(stanza, RestoreTarget.at(when), _at("2026-12-01T11:00:00+09:00"))
+        restore_point(stanza, RestoreTarget.at(when), _at("2026-12-01T11:00:00+09:00"))
     assert refused.value.exit_code == EXIT_BAD_INPUT
     assert "restorable: from 2026-12-01T09:00:00+09:00" in refused.value.hint
     assert "to now (2026-12-01T11:00:00+09:00)" in refused.value.hint
@@ -106,5 +105,5 @@ def test_a_time_outside_the_backups_is_refused_with_the_range(when):
 
 def test_a_municipality_without_backups_is_refused():
     with pytest.raises(OperatorError) as refused:
-        _check_target(_stanza(), RestoreTarget("latest"), _at("2026-12-01T11:00:00+09:00"))
+        restore_point(_stanza(), RestoreTarget("latest"), _at("2026-12-01T11:00:00+09:00"))
     assert "lgcloud backup run --municipality a-city" in refused.value.hint

@@ -8,6 +8,7 @@ stack's state (``lgcloud.state.failover``) before the first step.
 from __future__ import annotations
 
 import re
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ...model.naming import REPLACED_GENERATIONS, identifier
 from ...state.failover import Failover, record_failback, record_failover
+from ..backup import RestoreTarget
 from ..lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
 __all__ = [
@@ -341,9 +343,9 @@ def restart_app(lab: Lab, pair: Pair, timeline: Timeline) -> None:
     verify(lab, pair, timeline, "primary")
 
 
-def restore_before(lab: Lab, pair: Pair, timeline: Timeline, xid: int) -> None:
+def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarget) -> None:
     """A statement damaged the municipality's data and replicated: bring its database back, in
-    place, to the transaction before transaction `xid`, from the backup repository.
+    place, to `target` (the transaction before the damage, or a moment), from the backup repository.
 
     Writes stop first (the service address released), so nothing is written to data about to be
     replaced. The damaged clusters are moved aside, never deleted: the primary's once it is
@@ -354,8 +356,8 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, xid: int) -> None:
     with timeline.step(pair.id, "restore the primary to before the damage") as note:
         lab.run(pair.db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
         _move_aside(lab, pair.db)
-        target = f"--type=xid --target={xid} --target-exclusive --target-action=promote"
-        lab.run(pair.db, f"runuser -u postgres -- pgbackrest --stanza={pair.id} {target} restore", timeout=1800)
+        command = ["pgbackrest", f"--stanza={pair.id}", *target.pgbackrest_args(), "restore"]
+        lab.run(pair.db, "runuser -u postgres -- " + shlex.join(command), timeout=1800)
         lab.run(pair.db, "sv -w 60 start postgresql >/dev/null", timeout=90)
         deadline = time.monotonic() + 600
         while lab.sql(pair.db, "SELECT pg_is_in_recovery()", database="postgres") != "f":
@@ -363,7 +365,7 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, xid: int) -> None:
                 raise LabError(f"{pair.db} is still replaying WAL 600 s after its restore")
             time.sleep(0.2)
         timeline_id = int(lab.sql(pair.db, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
-        note(f"restored to just before xid {xid} and promoted (timeline {timeline_id}); the damaged cluster kept aside")
+        note(f"restored to {target.describe()} and promoted (timeline {timeline_id}); the damaged cluster kept aside")
     with timeline.step(pair.id, "rebuild the replica from the restored primary") as note:
         _ensure_slot(lab, pair.db, pair.slot)
         _base_backup(lab, pair.replica, pair.db, pair.slot)

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from ...errors import EXIT_BAD_INPUT, OperatorError
 from ...state.failover import served_from_backup
-from ..backup import backups
+from ..backup import RestoreTarget, backups
 from ..lab import Lab, LabError, Pair
 from .measure import caught_up
 from .report import MunicipalityResult
@@ -266,7 +266,7 @@ class DataCorruption(Scenario):
             p.db, "WITH gone AS (DELETE FROM residents RETURNING 1) SELECT txid_current(), count(*) FROM gone"
         ).split("|")
         timeline.log(p.id, "injected: DELETE FROM residents (no WHERE)", f"{gone} rows, xid {xid}", injection)
-        exercise.run(functools.partial(restore_before, lab, p, timeline, int(xid)))
+        exercise.run(functools.partial(restore_before, lab, p, timeline, RestoreTarget("xid", xid=int(xid))))
         return injection
 
 
