@@ -7,6 +7,7 @@ import time
 
 from ..engine import destroy
 from ..state.failover import forget_failovers
+from ..state.restores import forget_restores
 from .deploy import show_change
 from .options import Options, wait_flag
 
@@ -19,6 +20,7 @@ def run(opts: Options) -> int:
     with opts.hold("down"), opts.output.err.status(f"removing stack {cfg.stack} …"):
         changes = destroy(cfg, show_change(opts), delete_data=opts.args.delete_data)
         forget_failovers(cfg.stack)  # the VMs a drill moved are gone with the stack
+        forget_restores(cfg.stack)  # and the restore VMs with theirs
     removed = [c for c in changes if c.action == "delete"]
     kept = [c.name for c in changes if c.action == "kept"]
     opts.output.done(f"stack {cfg.stack}: removed {len(removed)} resources ({time.monotonic() - started:.1f}s)")

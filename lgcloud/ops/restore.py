@@ -29,7 +29,7 @@ from ..state.restores import Restore, active_restores, forget_restore, record_re
 from .access import wait_for_ssh, write_ssh_config
 from .backup import RestoreTarget, backups, restore_point
 from .configure import configure
-from .drill.runbook import Step, Timeline, restore_before
+from .drill.runbook import Step, Timeline, restore_before, wait_promoted
 from .lab import PG_BIN, PG_DATA, Lab, LabError
 
 __all__ = ["RestoreReport", "discard", "restore", "restore_in_place"]
@@ -114,13 +114,7 @@ def restore(
             f"-o '-c config_file=/etc/postgresql/15/main/postgresql.conf' -l /var/log/postgresql/restore.log start",
             timeout=RECOVERY_TIMEOUT + 30,
         )
-        deadline = time.monotonic() + RECOVERY_TIMEOUT
-        while lab.sql(vm, "select pg_is_in_recovery()", database="postgres") != "f":
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"{vm} is still recovering after {RECOVERY_TIMEOUT} s; see /var/log/postgresql/restore.log"
-                )
-            time.sleep(0.2)
+        wait_promoted(lab, vm, RECOVERY_TIMEOUT)
         step("recover", started)
         report.residents = int(lab.sql(vm, "select count(*) from residents"))
         return report

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .directory import file_lock, state_dir, write_atomic
 
-__all__ = ["Restore", "active_restores", "forget_restore", "record_restore"]
+__all__ = ["Restore", "active_restores", "forget_restore", "forget_restores", "record_restore"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,9 @@ def record_restore(stack: str, municipality: str, restore: Restore) -> None:
 
 def forget_restore(stack: str, municipality: str) -> None:
     _change(stack, municipality, None)
+
+
+def forget_restores(stack: str) -> None:
+    """Every restore forgotten: the stack is down, its restore VMs with it."""
+    with file_lock(state_dir(stack) / "restores.lock"):
+        _path(stack).unlink(missing_ok=True)

@@ -151,3 +151,12 @@ def test_backup_check_passes_and_names_a_damaged_file(configured, vm, listed):
     finally:
         repository.check_output(f"mv {victim}.good {victim}")
     assert ok("backup", "check", "--municipality", MUNICIPALITY).returncode == 0
+
+
+def test_an_in_place_restore_is_shown_and_refused_without_confirm(configured, vm):
+    count = "cd / && chpst -u postgres psql -XAtq -d jumin -c 'SELECT count(*) FROM residents'"
+    before = vm(f"{MUNICIPALITY}-db").check_output(count)
+    result = lgcloud("restore", "--municipality", MUNICIPALITY, "--latest", "--target", "in-place")
+    assert result.returncode == 2, result.stderr
+    assert "takes every write after it out of service" in result.stderr and "--confirm" in result.stderr
+    assert vm(f"{MUNICIPALITY}-db").check_output(count) == before

@@ -31,6 +31,7 @@ __all__ = [
     "restart_app",
     "restore_before",
     "verify",
+    "wait_promoted",
 ]
 
 
@@ -343,6 +344,21 @@ def restart_app(lab: Lab, pair: Pair, timeline: Timeline) -> None:
     verify(lab, pair, timeline, "primary")
 
 
+def wait_promoted(lab: Lab, vm: str, timeout: float) -> None:
+    """Until the cluster on `vm`, started after a restore, has replayed to its target and promoted.
+    While it starts it refuses connections ("the database system is starting up"): not a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if lab.sql(vm, "SELECT pg_is_in_recovery()", database="postgres") == "f":
+                return
+        except LabError:
+            pass
+        if time.monotonic() > deadline:
+            raise LabError(f"{vm} has not finished replaying WAL {timeout:.0f} s after its restore")
+        time.sleep(0.2)
+
+
 def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarget) -> None:
     """A statement damaged the municipality's data and replicated: bring its database back, in
     place, to `target` (the transaction before the damage, or a moment), from the backup repository.
@@ -353,17 +369,25 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
     with timeline.step(pair.id, "stop writes") as note:
         lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
         note(f"{pair.service_address} released: the offices reach no service until the data is good")
+    with timeline.step(pair.id, "archive the WAL up to the damage") as note:
+        # The damage is in the primary's current WAL segment, which only a switch sends to the
+        # repository; without it, recovery cannot reach the moment before the damage.
+        segment = lab.sql(pair.db, "SELECT pg_walfile_name(pg_switch_wal())", database="postgres")
+        deadline = time.monotonic() + 60
+        while lab.sql(pair.db, "SELECT last_archived_wal FROM pg_stat_archiver", database="postgres") < segment:
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"{pair.db} has not archived {segment} within 60 s; see WalArchiveFailing in docs/runbooks.md"
+                )
+            time.sleep(0.1)
+        note(f"{segment} archived")
     with timeline.step(pair.id, "restore the primary to before the damage") as note:
         lab.run(pair.db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
         _move_aside(lab, pair.db)
         command = ["pgbackrest", f"--stanza={pair.id}", *target.pgbackrest_args(), "restore"]
         lab.run(pair.db, "runuser -u postgres -- " + shlex.join(command), timeout=1800)
         lab.run(pair.db, "sv -w 60 start postgresql >/dev/null", timeout=90)
-        deadline = time.monotonic() + 600
-        while lab.sql(pair.db, "SELECT pg_is_in_recovery()", database="postgres") != "f":
-            if time.monotonic() > deadline:
-                raise LabError(f"{pair.db} is still replaying WAL 600 s after its restore")
-            time.sleep(0.2)
+        wait_promoted(lab, pair.db, 600)
         timeline_id = int(lab.sql(pair.db, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
         note(f"restored to {target.describe()} and promoted (timeline {timeline_id}); the damaged cluster kept aside")
     with timeline.step(pair.id, "rebuild the replica from the restored primary") as note:
