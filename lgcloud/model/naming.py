@@ -30,6 +30,7 @@ __all__ = [
     "SHARED",
     "SITE_LABEL",
     "STACK_LABEL",
+    "backup_client",
     "endpoint_or_default",
     "identifier",
     "labels",
@@ -55,12 +56,23 @@ EXPORTER_PORT = 9480
 REPLACED_GENERATIONS = 2
 # pgBackRest's TLS server, on the backup repository and on every database, on `interconnect`.
 BACKUP_TLS_PORT = 8432
-# The name the repository's certificate carries (a municipality's databases carry its id).
+# The name the repository's certificate carries; a municipality's databases carry backup_client(id),
+# a name no municipality id can take.
 BACKUP_COMMON_NAME = "lgcloud-backup"
 
 # The labels every container and network of the lab carries, in this order.
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")
 STACK_LABEL, SITE_LABEL, MUNICIPALITY_LABEL, ROLE_LABEL, NAME_LABEL = LABELS
+
+
+def backup_client(municipality_id: str) -> str:
+    """The name a municipality's databases carry in their backup certificates: the repository
+    admits it to that municipality's backups only (and never mistakes it for its own).
+
+    >>> backup_client("a-city")
+    'municipality-a-city'
+    """
+    return f"municipality-{municipality_id}"
 
 
 def _resource(stack: str, name: str) -> str:

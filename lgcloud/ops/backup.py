@@ -22,7 +22,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from ..errors import EXIT_BAD_INPUT, OperatorError
-from ..model.naming import BACKUP_COMMON_NAME
+from ..model.naming import BACKUP_COMMON_NAME, backup_client
 from ..model.schema import StackConfig
 from ..model.topology import plan
 from ..state.pki import ensure_certificate
@@ -57,7 +57,7 @@ def certify(cfg: StackConfig) -> Path:
     ids = {m.code: m.id for m in cfg.municipalities}
     for vm in (*topology.vms, *topology.restore_vms):
         if vm.role in ("db", "db-replica", "db-restore"):
-            ensure_certificate(cfg.stack, vm.name, ids[vm.municipality], vm.addresses["interconnect"])
+            ensure_certificate(cfg.stack, vm.name, backup_client(ids[vm.municipality]), vm.addresses["interconnect"])
     return found.certificate.parent
 
 
@@ -122,7 +122,11 @@ def _stanzas(cfg: StackConfig, municipality: str | None) -> list[str]:
 def backups(lab: Lab, municipality: str | None = None) -> list[Stanza]:
     """What the repository holds for each municipality (or the one named), oldest backup first."""
     wanted = _stanzas(lab.cfg, municipality)
-    document = json.loads(_pgbackrest(lab, "info", "--output=json", timeout=60))
+    answer = _pgbackrest(lab, "info", "--output=json", timeout=60)
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        raise LabError(f"the repository's `pgbackrest info` did not answer JSON: {answer.strip()[:300]}") from None
     found = {entry["name"]: entry for entry in document}
     stanzas = []
     for name in wanted:
@@ -169,7 +173,14 @@ def check_backups(lab: Lab, municipality: str | None = None) -> list[BackupCheck
     (``invalid checksum '<backup>/<file>'``) and a summary whose status is ``error``."""
     results = []
     for name in _stanzas(lab.cfg, municipality):
-        output = _pgbackrest(lab, f"--stanza={name}", "--log-level-console=info", "verify", check=False)
+        try:
+            output = _pgbackrest(lab, f"--stanza={name}", "--log-level-console=info", "verify")
+        except LabError as exc:  # verify itself failed (a lock, a missing stanza): nothing was checked
+            results.append(BackupCheck(name, False, f"verify did not run: {exc}"))
+            continue
+        if "verify command end: completed successfully" not in output:
+            results.append(BackupCheck(name, False, "verify did not complete; nothing was checked"))
+            continue
         lines = [line.split(": ", 1)[-1].strip() for line in output.splitlines()]
         found = [line for line in lines if _BAD_FILE.match(line) or " WARN: " in line or " ERROR: " in line]
         broken = "status: error" in output or "ERROR:" in output
@@ -184,7 +195,7 @@ class RestoreTarget:
     """Where recovery stops: the end of the archive, a moment, or just before a transaction."""
 
     kind: Literal["latest", "time", "xid"]
-    time: datetime.datetime | None = None
+    time: datetime.datetime | None = None  # the moment; with an xid, a moment the transaction is known to follow
     xid: int | None = None
 
     @classmethod
@@ -213,7 +224,11 @@ class RestoreTarget:
             return f"time {self.time.isoformat()}"
         return f"before xid {self.xid}" if self.kind == "xid" else "latest"
 
-    def pgbackrest_args(self) -> list[str]:
+    def pgbackrest_args(self, backup: str) -> list[str]:
+        """pgBackRest's restore options for this target, starting from the backup labelled `backup`."""
+        return [f"--set={backup}", *self._target_args()]
+
+    def _target_args(self) -> list[str]:
         if self.kind == "time" and self.time:
             return ["--type=time", f"--target={self.time.isoformat(sep=' ')}", "--target-action=promote"]
         if self.kind == "xid":
@@ -230,8 +245,15 @@ def restore_point(stanza: Stanza, target: RestoreTarget, now: datetime.datetime)
             f"take one with `lgcloud backup run --municipality {stanza.municipality}`",
             EXIT_BAD_INPUT,
         )
-    if target.kind != "time" or target.time is None:
+    if target.kind == "latest":
         return latest.label
+    if target.kind == "xid":
+        # Recovery must start from a backup older than the transaction: the newest that ended
+        # before the moment the damage is known to follow, else the oldest (any xid still
+        # restorable is after it). Starting later, recovery would never meet the xid.
+        before = [b for b in stanza.backups if target.time and b.stopped <= target.time]
+        return (max(before, key=lambda b: b.stopped) if before else oldest).label
+    assert target.time is not None
     if not oldest.stopped <= target.time <= now:
         raise OperatorError(
             f"--to {target.time.isoformat()} is outside what {stanza.municipality}'s backups can restore",

@@ -29,7 +29,7 @@ from ..state.restores import Restore, active_restores, forget_restore, record_re
 from .access import wait_for_ssh, write_ssh_config
 from .backup import RestoreTarget, backups, restore_point
 from .configure import configure
-from .drill.runbook import Step, Timeline, restore_before, wait_promoted
+from .drill.runbook import Step, Timeline, archive_current_wal, restore_before, wait_promoted
 from .lab import PG_BIN, PG_DATA, Lab, LabError
 
 __all__ = ["RestoreReport", "discard", "restore", "restore_in_place"]
@@ -83,6 +83,8 @@ def restore(
         started = time.monotonic()
         [stanza] = backups(lab, m.id)
         report.backup = restore_point(stanza, target, datetime.datetime.now(datetime.UTC))
+        if lab.running(m.db) and lab.sql(m.db, "SELECT pg_is_in_recovery()", database="postgres") == "f":
+            archive_current_wal(lab, m.db)  # the last writes, up to the moment asked for, in the repository
         step("check", started)
 
         started = time.monotonic()
@@ -103,7 +105,7 @@ def restore(
 
         started = time.monotonic()
         # Over the image's empty cluster, which the fresh volume starts with.
-        command = ["pgbackrest", f"--stanza={m.id}", "--delta", *target.pgbackrest_args(), "restore"]
+        command = ["pgbackrest", f"--stanza={m.id}", "--delta", *target.pgbackrest_args(report.backup), "restore"]
         lab.run(vm, "runuser -u postgres -- " + shlex.join(command), timeout=3600)
         step("restore", started)
 
@@ -154,9 +156,9 @@ def restore_in_place(
                 EXIT_BAD_INPUT,
             )
         [stanza] = backups(lab, m.id)
-        restore_point(stanza, target, datetime.datetime.now(datetime.UTC))
+        backup = restore_point(stanza, target, datetime.datetime.now(datetime.UTC))
         timeline = Timeline(on_step=on_step)
-        restore_before(lab, m, timeline, target)
+        restore_before(lab, m, timeline, target, backup)
         return timeline.steps
     finally:
         lab.close()

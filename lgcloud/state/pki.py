@@ -1,13 +1,13 @@
 """The certificates of the backup network: a CA of the stack's own, and one certificate per VM
 that speaks to the backup repository (pgBackRest's TLS server, both directions).
 
-A certificate's common name is whom pgBackRest authorizes: a municipality's databases carry the
-municipality's id, and the repository admits that name to that municipality's backups only; the
+A certificate's common name is whom pgBackRest authorizes: a municipality's databases carry
+lgcloud.model.naming.backup_client(its id), which the repository admits to its backups only; the
 repository carries BACKUP_CLIENT, which the databases admit. Its one subject alternative name is
 the VM's interconnect address, which the other side checks it reached. Keys are 0600 here and
 reach the VMs only through `lgcloud configure` (or `lgcloud restore`)::
 
-    pki = ensure_certificate("dev", "a-city-db", "a-city", "10.100.4.10")
+    pki = ensure_certificate("dev", "a-city-db", "municipality-a-city", "10.100.4.10")
     pki.certificate, pki.key, pki.authority   # .lgcloud/dev/pki/a-city-db.crt, …
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -68,6 +69,15 @@ def _authority(directory: Path, stack: str) -> tuple[ec.EllipticCurvePrivateKey,
     return key, cert
 
 
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether `ca` signed `cert` (a CA made anew has the same name, not the same key)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def ensure_certificate(stack: str, vm: str, common_name: str, address: str) -> Certificate:
     """The VM's certificate for `common_name` at `address`, issued when missing or when either changed."""
     directory = state_dir(stack) / "pki"
@@ -81,7 +91,7 @@ def ensure_certificate(stack: str, vm: str, common_name: str, address: str) -> C
             if (
                 current.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == common_name
                 and names.get_values_for_type(x509.DNSName) == [address]
-                and current.issuer == ca_cert.subject
+                and _signed_by(current, ca_cert)
             ):
                 return found
         key = ec.generate_private_key(ec.SECP256R1())

@@ -68,7 +68,11 @@ def _stanza(*stops: str) -> Stanza:
 def test_a_time_without_offset_is_read_in_the_lab_zone():
     target = RestoreTarget.at("2026-12-01T10:30:00")
     assert target.time == datetime.datetime(2026, 12, 1, 10, 30, tzinfo=LAB_ZONE)
-    assert "--target=2026-12-01 10:30:00+09:00" in target.pgbackrest_args()
+    assert target.pgbackrest_args("20261201F")[:3] == [
+        "--set=20261201F",
+        "--type=time",
+        "--target=2026-12-01 10:30:00+09:00",
+    ]
 
 
 @pytest.mark.parametrize("text", ["yesterday", "2026-13-01T00:00:00", ""])
@@ -91,6 +95,15 @@ def test_a_time_is_restored_from_the_newest_backup_before_it():
     assert restore_point(stanza, RestoreTarget.at("2026-12-01T09:30:00+09:00"), now) == "20261200F"
     assert restore_point(stanza, RestoreTarget.at("2026-12-01T10:30:00+09:00"), now) == "20261201F"
     assert restore_point(stanza, RestoreTarget("latest"), now) == "20261201F"
+
+
+def test_a_transaction_is_restored_from_a_backup_older_than_it():
+    stanza = _stanza("2026-12-01T09:00:00+09:00", "2026-12-01T10:00:00+09:00")
+    now = _at("2026-12-01T11:00:00+09:00")
+    assert restore_point(stanza, RestoreTarget.before_xid("48213"), now) == "20261200F", "not the oldest"
+    damaged_at = RestoreTarget("xid", xid=48213, time=_at("2026-12-01T10:30:00+09:00"))
+    assert restore_point(stanza, damaged_at, now) == "20261201F", "not the newest before the damage"
+    assert "--target-exclusive" in damaged_at.pgbackrest_args("20261201F")
 
 
 @pytest.mark.parametrize("when", ["2026-12-01T08:59:59+09:00", "2026-12-01T11:00:01+09:00"])

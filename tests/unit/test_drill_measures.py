@@ -67,6 +67,12 @@ def test_a_write_from_before_the_damage_missing_after_the_restore_is_lost(dev):
     assert verdict.lost_codes == ["b"] and verdict.rpo_seconds == pytest.approx(0.2) and not verdict.passed
 
 
+def test_a_write_gone_after_the_service_returned_is_lost_not_rolled_back(dev):
+    log = [ack(999.6, "a"), ack(1000.2, "c"), ack(1012.0, "d"), ack(1012.2, "e")]
+    verdict = judge(dev, Outcome(pair(dev, "a-city"), log, {"a", "d"}), INJECTION, INTACT, resumed=1000.4)
+    assert verdict.rolled_back_codes == ["c"] and verdict.lost_codes == ["e"] and not verdict.passed
+
+
 def test_writes_on_the_damaged_data_are_not_service(dev):
     """A write acknowledged after the damage but before writes stopped is no recovery, even if held."""
     log = [ack(999.6, "a"), ack(1000.1, "c")]

@@ -110,8 +110,10 @@ def judge(
     if resumed is None:
         rto = recovery(outcome.attempts, injection)
     else:
-        rolled_back = [a for a in lost if a.done > injection]
-        lost = [a for a in lost if a.done <= injection]
+        # Gone because acknowledged on the damaged data, before the writes stopped; a write gone that
+        # was acknowledged before the damage or after the service returned is lost.
+        rolled_back = [a for a in lost if injection < a.done <= resumed]
+        lost = [a for a in lost if not injection < a.done <= resumed]
         good = [a.done for a in acked if a.done > resumed and a.code in outcome.present]
         rto = min(good) - injection if good else None
     rpo = max(0.0, max((injection - a.done for a in lost), default=0.0))

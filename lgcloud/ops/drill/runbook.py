@@ -29,6 +29,7 @@ __all__ = [
     "failback",
     "failover",
     "restart_app",
+    "archive_current_wal",
     "restore_before",
     "verify",
     "wait_promoted",
@@ -216,9 +217,9 @@ def _base_backup(lab: Lab, target: str, source: str, slot: str) -> None:
     lab.run(target, "sv -w 60 start postgresql >/dev/null", timeout=90)
 
 
-def _move_aside(lab: Lab, vm: str) -> None:
+def _move_aside(lab: Lab, vm: str, stamp: str = "") -> None:
     """The stopped cluster on `vm` moved aside (the newest REPLACED_GENERATIONS kept), an empty one in its place."""
-    lab.script(vm, "move-aside.sh", PG_DATA, str(REPLACED_GENERATIONS), time.strftime("%Y%m%dT%H%M%S"))
+    lab.script(vm, "move-aside.sh", PG_DATA, str(REPLACED_GENERATIONS), stamp or time.strftime("%Y%m%dT%H%M%S"))
 
 
 def _follow(lab: Lab, target: str, source_address: str, slot: str) -> None:
@@ -359,37 +360,53 @@ def wait_promoted(lab: Lab, vm: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarget) -> None:
+def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarget, backup: str) -> None:
     """A statement damaged the municipality's data and replicated: bring its database back, in
-    place, to `target` (the transaction before the damage, or a moment), from the backup repository.
+    place, to `target` (the transaction before the damage, or a moment), starting from the
+    repository's backup labelled `backup`.
 
     Writes stop first (the service address released), so nothing is written to data about to be
     replaced. The damaged clusters are moved aside, never deleted: the primary's once it is
-    stopped, the replica's once the restored primary is verified on a newer timeline."""
+    stopped, the replica's once the restored primary is verified on a newer timeline. A failure
+    on the way says how to serve the damaged cluster again."""
     with timeline.step(pair.id, "stop writes") as note:
         lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
         note(f"{pair.service_address} released: the offices reach no service until the data is good")
-    with timeline.step(pair.id, "archive the WAL up to the damage") as note:
-        # The damage is in the primary's current WAL segment, which only a switch sends to the
-        # repository; without it, recovery cannot reach the moment before the damage.
-        segment = lab.sql(pair.db, "SELECT pg_walfile_name(pg_switch_wal())", database="postgres")
-        deadline = time.monotonic() + 60
-        while lab.sql(pair.db, "SELECT last_archived_wal FROM pg_stat_archiver", database="postgres") < segment:
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"{pair.db} has not archived {segment} within 60 s; see WalArchiveFailing in docs/runbooks.md"
-                )
-            time.sleep(0.1)
-        note(f"{segment} archived")
-    with timeline.step(pair.id, "restore the primary to before the damage") as note:
-        lab.run(pair.db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
-        _move_aside(lab, pair.db)
-        command = ["pgbackrest", f"--stanza={pair.id}", *target.pgbackrest_args(), "restore"]
-        lab.run(pair.db, "runuser -u postgres -- " + shlex.join(command), timeout=1800)
-        lab.run(pair.db, "sv -w 60 start postgresql >/dev/null", timeout=90)
-        wait_promoted(lab, pair.db, 600)
-        timeline_id = int(lab.sql(pair.db, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
-        note(f"restored to {target.describe()} and promoted (timeline {timeline_id}); the damaged cluster kept aside")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    try:
+        with timeline.step(pair.id, "archive the WAL up to the damage") as note:
+            # The damage is in the primary's current WAL segment, which only a switch sends to the
+            # repository; without it, recovery cannot reach the moment before the damage.
+            note(f"{archive_current_wal(lab, pair.db)} archived")
+        with timeline.step(pair.id, "restore the primary to before the damage") as note:
+            lab.run(pair.db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
+            _move_aside(lab, pair.db, stamp)
+            command = ["pgbackrest", f"--stanza={pair.id}", *target.pgbackrest_args(backup), "restore"]
+            lab.run(pair.db, "runuser -u postgres -- " + shlex.join(command), timeout=1800)
+            lab.run(pair.db, "sv -w 60 start postgresql >/dev/null", timeout=90)
+            wait_promoted(lab, pair.db, 600)
+            # pgBackRest's recovery target is in postgresql.auto.conf, which a base backup copies:
+            # a replica made from this cluster would stop at it and promote itself.
+            for setting in (
+                "recovery_target_xid",
+                "recovery_target_time",
+                "recovery_target_inclusive",
+                "recovery_target_action",
+                "recovery_target_timeline",
+            ):
+                lab.sql(pair.db, f"ALTER SYSTEM RESET {setting}", database="postgres")
+            lab.sql(pair.db, "SELECT pg_reload_conf()", database="postgres")
+            timeline_id = int(lab.sql(pair.db, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
+            note(
+                f"from backup {backup} to {target.describe()}, promoted (timeline {timeline_id}); "
+                f"the damaged cluster kept as {PG_DATA}.replaced-{stamp}"
+            )
+    except LabError as exc:
+        raise LabError(
+            f"{exc}; {pair.id} is not served ({pair.service_address} released). To serve the damaged data "
+            f"again: on {pair.db} `sv stop postgresql`, move {PG_DATA}.replaced-{stamp} back to {PG_DATA} if it "
+            f"was moved, `sv start postgresql`; then on gateway `lgcloud-service-address take {pair.service_address}`"
+        ) from None
     with timeline.step(pair.id, "rebuild the replica from the restored primary") as note:
         _ensure_slot(lab, pair.db, pair.slot)
         _base_backup(lab, pair.replica, pair.db, pair.slot)
@@ -400,3 +417,16 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
         note(f"{pair.service_address} held by the center gateway again")
     verify(lab, pair, timeline, "primary")
+
+
+def archive_current_wal(lab: Lab, vm: str, timeout: float = 60) -> str:
+    """Switch the primary on `vm` to a new WAL segment and wait until the old one is archived; its name."""
+    segment = lab.sql(vm, "SELECT pg_walfile_name(pg_switch_wal())", database="postgres")
+    deadline = time.monotonic() + timeout
+    while lab.sql(vm, "SELECT last_archived_wal FROM pg_stat_archiver", database="postgres") < segment:
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"{vm} has not archived {segment} within {timeout:.0f} s; see WalArchiveFailing in docs/runbooks.md"
+            )
+        time.sleep(0.1)
+    return segment

@@ -7,6 +7,7 @@ runbook watches, the injection, what restores the lab, and any figure of its own
 
 from __future__ import annotations
 
+import datetime
 import functools
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import ClassVar
 
 from ...errors import EXIT_BAD_INPUT, OperatorError
 from ...state.failover import served_from_backup
-from ..backup import RestoreTarget, backups
+from ..backup import RestoreTarget, backups, restore_point
 from ..lab import Lab, LabError, Pair
 from .measure import caught_up
 from .report import MunicipalityResult
@@ -260,13 +261,22 @@ class DataCorruption(Scenario):
         [stanza] = backups(lab, p.id)
         if stanza.latest is None:
             raise DrillInvalid(f"{p.id} has no backup to restore from; run `lgcloud backup run --municipality {p.id}`")
+        try:  # the archive must work before anything is damaged: the restore depends on it
+            lab.run(p.db, f"runuser -u postgres -- pgbackrest --stanza={p.id} check", timeout=120)
+        except LabError as exc:
+            raise DrillInvalid(
+                f"{p.id}'s WAL archive does not work ({exc}); see WalArchiveFailing in docs/runbooks.md"
+            ) from None
         injection = time.time()
         # One statement, one transaction: the audit shows its xid, which the runbook restores to before.
         xid, gone = lab.sql(
             p.db, "WITH gone AS (DELETE FROM residents RETURNING 1) SELECT txid_current(), count(*) FROM gone"
         ).split("|")
         timeline.log(p.id, "injected: DELETE FROM residents (no WHERE)", f"{gone} rows, xid {xid}", injection)
-        exercise.run(functools.partial(restore_before, lab, p, timeline, RestoreTarget("xid", xid=int(xid))))
+        # The damage came after `injection`: recovery starts from the newest backup that ended before it.
+        target = RestoreTarget("xid", xid=int(xid), time=datetime.datetime.fromtimestamp(injection, datetime.UTC))
+        backup = restore_point(stanza, target, datetime.datetime.now(datetime.UTC))
+        exercise.run(functools.partial(restore_before, lab, p, timeline, target, backup))
         return injection
 
 

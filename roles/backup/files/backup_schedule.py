@@ -17,14 +17,17 @@ import time
 AS_OWNER = ["runuser", "-u", "postgres", "--", "pgbackrest"]
 
 
-def newest(stanza: str) -> tuple[float, int]:
-    """When the stanza's newest backup finished (0: none, or the repository did not answer), and how many it holds."""
+def newest(stanza: str) -> tuple[float, int] | None:
+    """When the stanza's newest backup finished (0: none yet) and how many it holds; None while the
+    stanza does not exist (configure creates it) or the repository does not answer."""
     done = subprocess.run(
         [*AS_OWNER, f"--stanza={stanza}", "--output=json", "info"], capture_output=True, text=True, timeout=120
     )
     if done.returncode != 0:
-        return 0.0, 0
+        return None
     entries = json.loads(done.stdout or "[]")
+    if not entries or entries[0]["status"]["code"] == 1:  # 1: missing stanza path
+        return None
     stops = [b["timestamp"]["stop"] for e in entries for b in e.get("backup", [])]
     return float(max(stops, default=0)), len(stops)
 
@@ -58,14 +61,17 @@ def main() -> int:
     while True:
         held = {}
         for stanza in args.stanzas:
-            held[stanza] = newest(stanza)
-            age = time.time() - held[stanza][0]
+            found = newest(stanza)
+            held[stanza] = found or (0.0, 0)  # published as never backed up: BackupTooOld sees it
+            if found is None:
+                continue
+            age = time.time() - found[0]
             if age < args.interval:
                 continue
             print(f"backup-schedule: {stanza}: newest backup {age:.0f} s old, taking a full backup", flush=True)
             done = subprocess.run([*AS_OWNER, f"--stanza={stanza}", "--type=full", "backup"], timeout=6 * 3600)
             print(f"backup-schedule: {stanza}: pgbackrest exited {done.returncode}", flush=True)
-            held[stanza] = newest(stanza)
+            held[stanza] = newest(stanza) or found
         publish(args.metrics, args.interval, held)
         time.sleep(args.poll)
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Create each named stanza (idempotent), check its archive, take a first full backup where none
-exists. Prints one JSON line: {"changes": [...]}. Runs pgBackRest as postgres."""
+exists (or wait for the one the scheduler began). Prints one JSON line: {"changes": [...]}. Runs
+pgBackRest as postgres."""
 
 import json
 import subprocess
 import sys
+import time
 
 
 def pgbackrest(*args: str) -> subprocess.CompletedProcess:
@@ -18,6 +20,20 @@ def must(*args: str) -> str:
     return done.stdout
 
 
+LOCK_HELD = 50  # pgBackRest's exit code when another process holds the stanza's backup lock
+WAIT_SECONDS = 1500
+
+
+def wait_for_backup(stanza: str) -> None:
+    """Until the backup another process is taking of `stanza` is in the repository."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        if json.loads(must(f"--stanza={stanza}", "--output=json", "info"))[0].get("backup"):
+            return
+    sys.exit(f"{stanza} has no backup {WAIT_SECONDS} s after another process began one")
+
+
 def main() -> int:
     changes = []
     for stanza in sys.argv[1:]:
@@ -29,7 +45,11 @@ def main() -> int:
         must(f"--stanza={stanza}", "check")
         info = json.loads(must(f"--stanza={stanza}", "--output=json", "info"))
         if not info[0].get("backup"):
-            must(f"--stanza={stanza}", "--type=full", "backup")
+            done = pgbackrest(f"--stanza={stanza}", "--type=full", "backup")
+            if done.returncode == LOCK_HELD:  # the scheduler found it due first: its backup is the first
+                wait_for_backup(stanza)
+            elif done.returncode != 0:
+                sys.exit(f"the first backup of {stanza} exited {done.returncode}: {(done.stderr or done.stdout).strip()[-600:]}")
             changes.append(f"{stanza}: first full backup")
     print(json.dumps({"changes": changes}))
     return 0
