@@ -55,6 +55,22 @@ class RestoreReport:
         return {**self.__dict__, "recovery_seconds": round(self.recovery_seconds, 2)}
 
 
+def _as_declared(cfg: StackConfig, values: dict[str, Any]) -> None:
+    """Refuse (exit 2) while the stack has changes not yet applied: making or removing a restore VM
+    runs the stack's program, which would apply them too, under a verb that must touch nothing live."""
+    pending = [
+        c for c in realise_stack(cfg, values, preview=True).changes if c.action not in ("unchanged", "fenced", "kept")
+    ]
+    if pending:
+        said = ", ".join(f"{c.action} {c.name}" for c in pending[:5]) + (" …" if len(pending) > 5 else "")
+        raise OperatorError(
+            f"stack {cfg.stack} is not as its config declares ({len(pending)} change(s) pending: {said}); "
+            "a restore would apply them too",
+            f"see `lgcloud preview --stack {cfg.stack}`, then `lgcloud up --stack {cfg.stack}` first",
+            EXIT_BAD_INPUT,
+        )
+
+
 def restore(
     cfg: StackConfig,
     values: dict[str, Any],
@@ -88,6 +104,7 @@ def restore(
         step("check", started)
 
         started = time.monotonic()
+        _as_declared(cfg, values)
         record_restore(cfg.stack, m.id, Restore(time.time(), target.describe()))
         outcome = realise_stack(cfg, values)
         vms = outcome.outputs["vms"]
@@ -132,6 +149,7 @@ def discard(cfg: StackConfig, values: dict[str, Any], municipality: str) -> str:
         vm = plan(cfg).restore_vm(m.id).name
         if m.id not in active_restores(cfg.stack):
             raise OperatorError(f"{m.id} has no restore to discard", "", EXIT_BAD_INPUT)
+        _as_declared(cfg, values)
         forget_restore(cfg.stack, m.id)
         realise_stack(cfg, values)
         lab.remove_volume(volume_resource(cfg.stack, vm), "center")

@@ -11,6 +11,9 @@ import sys
 import time
 
 import pytest
+import yaml
+
+from lgcloud.model.config import stack_file
 
 from .conftest import STACK
 from .offices import call
@@ -160,3 +163,32 @@ def test_an_in_place_restore_is_shown_and_refused_without_confirm(configured, vm
     assert result.returncode == 2, result.stderr
     assert "takes every write after it out of service" in result.stderr and "--confirm" in result.stderr
     assert vm(f"{MUNICIPALITY}-db").check_output(count) == before
+
+
+def test_a_restore_is_refused_while_the_stack_has_changes_pending(configured, tmp_path):
+    """Making a restore VM runs the stack's program: it must not apply anything else on the way."""
+    document = yaml.safe_load(stack_file(STACK).read_text(encoding="utf-8"))
+    municipality = next(m for m in document["config"]["lgcloud:municipalities"] if m["id"] == MUNICIPALITY)
+    municipality["allocation"] = {"app": {"vcpus": 0.5, "memory_mb": 640}}
+    changed = tmp_path / f"Pulumi.{STACK}.yaml"
+    changed.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lgcloud.cli",
+            "restore",
+            "--file",
+            str(changed),
+            "--municipality",
+            MUNICIPALITY,
+            "--latest",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "is not as its config declares" in result.stderr and f"{MUNICIPALITY}-app" in result.stderr, result.stderr
+    status = json.loads(ok("status", "--json").stdout)
+    assert f"{MUNICIPALITY}-db-restore" not in {v["name"] for v in status["vms"]}
