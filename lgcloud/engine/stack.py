@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.config import NAMESPACE, Problem
 from ..model.naming import (
+    KEY_LABEL,
     MUNICIPALITY_LABEL,
     NAME_LABEL,
     ROLE_LABEL,
@@ -21,7 +22,7 @@ from ..model.naming import (
 from ..model.schema import StackConfig
 from ..model.topology import plan
 from ..state.directory import state_dir
-from ..state.keys import has_keypair
+from ..state.keys import ensure_keypair, fingerprint, has_keypair
 from .realise import RESOURCE_LABEL, Change, connect
 
 __all__ = [
@@ -84,6 +85,19 @@ def refuse_unowned(cfg: StackConfig) -> None:
     directory has no key: they were made from another checkout, or the directory was lost. Going on
     would replace every VM with ones trusting a new key, beside data set up with lost passwords."""
     if has_keypair(cfg.stack):
+        ours = fingerprint(ensure_keypair(cfg.stack).public_text)
+        for endpoint in endpoints(cfg):
+            for c in connect(endpoint).api.containers(all=True, filters=_stack_filter(cfg.stack)):
+                theirs = (c.get("Labels") or {}).get(KEY_LABEL)
+                if theirs and theirs != ours:
+                    directory = state_dir(cfg.stack)
+                    raise OperatorError(
+                        f"stack {cfg.stack}'s VM {c['Names'][0].lstrip('/')} trusts another SSH key ({theirs}) than "
+                        f"{directory}/id_ed25519 ({ours}): another checkout made this lab",
+                        f"run lgcloud from that checkout, or copy its {directory} here; to start afresh instead, "
+                        f"`lgcloud down --stack {cfg.stack} --delete-data` removes the lab and deletes its data",
+                        EXIT_BAD_INPUT,
+                    )
         return
     containers, volumes = 0, 0
     for endpoint in endpoints(cfg):

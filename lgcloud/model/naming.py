@@ -20,6 +20,7 @@ __all__ = [
     "BACKUP_COMMON_NAME",
     "BACKUP_TLS_PORT",
     "EXPORTER_PORT",
+    "KEY_LABEL",
     "LABELS",
     "LOCAL_ENDPOINT",
     "MUNICIPALITY_LABEL",
@@ -63,6 +64,9 @@ BACKUP_COMMON_NAME = "lgcloud-backup"
 # The labels every container and network of the lab carries, in this order.
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")
 STACK_LABEL, SITE_LABEL, MUNICIPALITY_LABEL, ROLE_LABEL, NAME_LABEL = LABELS
+# On every VM: the fingerprint of the SSH key it trusts, so that `up` can tell its stack's VMs from
+# ones another checkout made with another key.
+KEY_LABEL = "lgcloud.key"
 
 
 def backup_client(municipality_id: str) -> str:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from ..model.naming import labels, vm_resource, volume_resource
+from ..model.naming import KEY_LABEL, labels, vm_resource, volume_resource
 from ..model.topology import Topology, VmPlan
+from ..state.keys import fingerprint
 
 __all__ = ["VmArgs", "ingress_policy", "vm"]
 
@@ -59,7 +60,10 @@ def vm(
         image=args.image,
         labels=[
             docker.ContainerLabelArgs(label=k, value=v)
-            for k, v in labels(args.stack, plan.site, plan.municipality, plan.role, plan.name).items()
+            for k, v in {
+                **labels(args.stack, plan.site, plan.municipality, plan.role, plan.name),
+                KEY_LABEL: fingerprint(args.ssh_public_key),
+            }.items()
         ],
         cpus=f"{plan.allocation.vcpus:g}",
         memory=plan.allocation.memory_mb,

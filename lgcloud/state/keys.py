@@ -5,6 +5,8 @@ ensure_keypair("dev").private   # .lgcloud/dev/id_ed25519, mode 0600
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .directory import state_dir, write_atomic
 
-__all__ = ["KeyPair", "ensure_keypair", "has_keypair"]
+__all__ = ["KeyPair", "ensure_keypair", "fingerprint", "has_keypair"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,17 @@ class KeyPair:
     @property
     def public_text(self) -> str:
         return self.public.read_text(encoding="ascii").strip()
+
+
+def fingerprint(public_text: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key line, without padding (a label's value).
+
+    >>> fingerprint("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3kIb4XqXP2NeQXBgFIb9aDBLiexGgrHZJmDnDKvlWv lgcloud-dev")
+    'SHA256-vsa15z5ThLJL6DgE-f0Pwb5OdYV_VouAux6hjwZfzkY'
+    """
+    blob = base64.b64decode(public_text.split()[1])
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return "SHA256-" + digest.replace("+", "-").replace("/", "_")
 
 
 def has_keypair(stack: str) -> bool:

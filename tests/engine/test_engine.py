@@ -12,6 +12,7 @@ import pytest
 
 from lgcloud.state.directory import state_dir
 from lgcloud.state.failover import Failover, forget_failovers, record_failover
+from lgcloud.state.keys import ensure_keypair
 
 from .conftest import lgcloud, stack_containers, stack_networks
 
@@ -275,4 +276,27 @@ def test_a_lab_whose_key_is_lost_is_refused_not_replaced(stack, client):
         assert {n: c.id for n, c in stack_containers(client, "engn").items()} == before, "a refused up changed VMs"
     finally:
         aside.rename(key)
+    assert "no changes" in lgcloud("up", "--file", str(path)).stderr
+
+
+def test_a_lab_made_with_another_key_is_refused_not_replaced(stack, client):
+    """Two checkouts of the same stack on one engine: the second one's key is not the lab's."""
+    path = stack("engo", 118)
+    lgcloud("up", "--file", str(path))
+    before = {n: c.id for n, c in stack_containers(client, "engo").items()}
+    directory = state_dir("engo")
+    kept = {name: (directory / name).read_bytes() for name in ("id_ed25519", "id_ed25519.pub")}
+    for name in kept:
+        (directory / name).unlink()
+    ensure_keypair("engo")  # what a second checkout would make
+    try:
+        for verb in ("up", "preview"):
+            result = lgcloud(verb, "--file", str(path), check=False)
+            assert result.returncode == 2, result.stderr
+            assert "trusts another SSH key" in result.stderr and "another checkout made this lab" in result.stderr
+        assert {n: c.id for n, c in stack_containers(client, "engo").items()} == before, "a refused up changed VMs"
+    finally:
+        for name, content in kept.items():
+            (directory / name).write_bytes(content)
+        (directory / "id_ed25519").chmod(0o600)
     assert "no changes" in lgcloud("up", "--file", str(path)).stderr
