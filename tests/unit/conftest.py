@@ -57,7 +57,9 @@ def run_program(cfg, keys: KeyPair) -> list[Registered]:
 def resources(dev, tmp_path_factory):
     directory = tmp_path_factory.mktemp("keys")
     keys = KeyPair(directory / "id_ed25519", directory / "id_ed25519.pub")
-    keys.public.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheUnitTestsOnly lgcloud-dev\n")
+    keys.public.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3kIb4XqXP2NeQXBgFIb9aDBLiexGgrHZJmDnDKvlWv lgcloud-dev\n"
+    )
     return run_program(dev, keys)
 
 

@@ -49,7 +49,9 @@ def main() -> int:
             if done.returncode == LOCK_HELD:  # the scheduler found it due first: its backup is the first
                 wait_for_backup(stanza)
             elif done.returncode != 0:
-                sys.exit(f"the first backup of {stanza} exited {done.returncode}: {(done.stderr or done.stdout).strip()[-600:]}")
+                sys.exit(
+                    f"the first backup of {stanza} exited {done.returncode}: {(done.stderr or done.stdout).strip()[-600:]}"
+                )
             changes.append(f"{stanza}: first full backup")
     print(json.dumps({"changes": changes}))
     return 0

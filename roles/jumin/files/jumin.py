@@ -69,8 +69,20 @@ CREATE INDEX IF NOT EXISTS residents_name ON residents (name);
 -- reads the whole table on every registration (a million residents: seconds each).
 CREATE INDEX IF NOT EXISTS residents_my_number ON residents (my_number);
 """
-COLUMNS = ("resident_code", "my_number", "name", "kana", "birth_date", "sex", "address", "event",
-           "event_date", "previous_address", "moved_out_on", "moved_out_to")
+COLUMNS = (
+    "resident_code",
+    "my_number",
+    "name",
+    "kana",
+    "birth_date",
+    "sex",
+    "address",
+    "event",
+    "event_date",
+    "previous_address",
+    "moved_out_on",
+    "moved_out_to",
+)
 # What a name lookup shows: enough to pick a person, without the 個人番号.
 SUMMARY = ("resident_code", "name", "kana", "birth_date", "sex", "address", "status")
 EVENTS = {"birth": "出生", "move-in": "転入"}
@@ -85,6 +97,7 @@ app.json.sort_keys = False
 
 
 # --- 個人番号 check digit (the same formula as lgcloud.codes; the VM has no lgcloud package) ---
+
 
 def my_number_check_digit(first_eleven: str) -> int:
     """Check digit of a 個人番号: Pₙ the n-th digit from the right, Qₙ = n+1 (n ≤ 6) or n−5.
@@ -113,6 +126,7 @@ def new_resident_code() -> str:
 
 # --- Errors: every refusal is JSON naming the field at fault ---
 
+
 class Refused(Exception):
     """A request the registry does not carry out; nothing has been written."""
 
@@ -137,8 +151,10 @@ def http_error(error: HTTPException):
 
 @app.errorhandler(psycopg2.errors.ReadOnlySqlTransaction)
 def read_only(error):
-    return reply({"error": "this site's database is a read-only replica: registrations are made at the center",
-                  "field": None}, 503)
+    return reply(
+        {"error": "this site's database is a read-only replica: registrations are made at the center", "field": None},
+        503,
+    )
 
 
 @app.errorhandler(psycopg2.OperationalError)
@@ -186,8 +202,10 @@ def transaction():
 def find(cur, resident_code: str, lock: bool = False) -> dict:
     if not RESIDENT_CODE.fullmatch(resident_code):
         raise Refused(404, "resident_code", "a 住民票コード is 11 digits")
-    cur.execute(f"SELECT {', '.join(COLUMNS)} FROM residents WHERE resident_code = %s"
-                + (" FOR UPDATE" if lock else ""), (resident_code,))
+    cur.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM residents WHERE resident_code = %s" + (" FOR UPDATE" if lock else ""),
+        (resident_code,),
+    )
     row = cur.fetchone()
     if row is None:
         raise Refused(404, "resident_code", f"no resident with 住民票コード {resident_code}")
@@ -201,6 +219,7 @@ def as_json(row: dict) -> dict:
 
 
 # --- Validation ---
+
 
 def today() -> dt.date:
     return dt.datetime.now(JST).date()
@@ -248,8 +267,7 @@ def refuse_unknown(body: dict, known: tuple[str, ...]) -> None:
             raise Refused(400, field, f"unknown field {field}; expected some of {', '.join(known)}")
 
 
-REGISTRATION = ("name", "kana", "birth_date", "sex", "address", "event", "event_date", "my_number",
-                "previous_address")
+REGISTRATION = ("name", "kana", "birth_date", "sex", "address", "event", "event_date", "my_number", "previous_address")
 
 
 def registration(body: dict) -> dict:
@@ -281,12 +299,21 @@ def registration(body: dict) -> dict:
     previous_address = text(body, "previous_address", 200, required=False)
     if previous_address and event != "move-in":
         raise Refused(400, "previous_address", "only a move-in has a previous address")
-    return {"name": name, "kana": kana, "birth_date": birth_date, "sex": sex, "address": address,
-            "event": event, "event_date": event_date, "my_number": my_number,
-            "previous_address": previous_address}
+    return {
+        "name": name,
+        "kana": kana,
+        "birth_date": birth_date,
+        "sex": sex,
+        "address": address,
+        "event": event,
+        "event_date": event_date,
+        "my_number": my_number,
+        "previous_address": previous_address,
+    }
 
 
 # --- API ---
+
 
 @app.get("/healthz")
 def healthz():
@@ -306,14 +333,18 @@ def register():
             resident["my_number"] = new_my_number()
         try:
             with transaction() as cur:
-                cur.execute("SELECT 1 FROM residents WHERE resident_code = %(resident_code)s"
-                            " OR (%(generated)s AND my_number = %(my_number)s)",
-                            {**resident, "generated": not supplied})
+                cur.execute(
+                    "SELECT 1 FROM residents WHERE resident_code = %(resident_code)s"
+                    " OR (%(generated)s AND my_number = %(my_number)s)",
+                    {**resident, "generated": not supplied},
+                )
                 if cur.fetchone():
                     continue
-                cur.execute(f"INSERT INTO residents ({', '.join(resident)})"
-                            f" VALUES ({', '.join(f'%({k})s' for k in resident)}) RETURNING {', '.join(COLUMNS)}",
-                            resident)
+                cur.execute(
+                    f"INSERT INTO residents ({', '.join(resident)})"
+                    f" VALUES ({', '.join(f'%({k})s' for k in resident)}) RETURNING {', '.join(COLUMNS)}",
+                    resident,
+                )
                 created = as_json(cur.fetchone())
         except psycopg2.errors.UniqueViolation as error:
             if supplied and error.diag.constraint_name == "residents_current_my_number":
@@ -330,8 +361,11 @@ def lookup():
     if not name:
         raise Refused(400, "name", "give a name (or part of one) to look up: ?name=…")
     with transaction() as cur:
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM residents WHERE strpos(name, %s) > 0"
-                    " ORDER BY kana, resident_code LIMIT 100", (name,))
+        cur.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM residents WHERE strpos(name, %s) > 0"
+            " ORDER BY kana, resident_code LIMIT 100",
+            (name,),
+        )
         found = [as_json(row) for row in cur.fetchall()]
     return reply({"residents": [{key: r[key] for key in SUMMARY} for r in found]})
 
@@ -354,8 +388,11 @@ def move_out(resident_code: str):
         destination = text(body, "destination", 200)
         if event_date < dt.date.fromisoformat(resident["event_date"]):
             raise Refused(400, "event_date", "event_date is before the resident's registration")
-        cur.execute(f"UPDATE residents SET moved_out_on = %s, moved_out_to = %s WHERE resident_code = %s"
-                    f" RETURNING {', '.join(COLUMNS)}", (event_date, destination, resident_code))
+        cur.execute(
+            f"UPDATE residents SET moved_out_on = %s, moved_out_to = %s WHERE resident_code = %s"
+            f" RETURNING {', '.join(COLUMNS)}",
+            (event_date, destination, resident_code),
+        )
         resident = as_json(cur.fetchone())
     log.info("moved out resident %s", resident_code)
     return reply({"resident": resident})

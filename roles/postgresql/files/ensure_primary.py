@@ -40,8 +40,7 @@ def _keys(password: str, salt: bytes, iterations: int) -> tuple[str, str]:
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    return (base64.b64encode(hashlib.sha256(client_key).digest()).decode(),
-            base64.b64encode(server_key).decode())
+    return (base64.b64encode(hashlib.sha256(client_key).digest()).decode(), base64.b64encode(server_key).decode())
 
 
 def matches(verifier: str | None, password: str) -> bool:
@@ -55,7 +54,8 @@ def matches(verifier: str | None, password: str) -> bool:
     except (AttributeError, ValueError):
         return False
     return method == "SCRAM-SHA-256" and all(
-        hmac.compare_digest(a, b) for a, b in zip(expected, (stored_key, server_key)))
+        hmac.compare_digest(a, b) for a, b in zip(expected, (stored_key, server_key))
+    )
 
 
 def verifier_of(password: str) -> str:
@@ -71,8 +71,11 @@ def ensure_role(cursor, name: str, password: str, replication: bool) -> list[str
     cursor.execute("SELECT rolcanlogin, rolreplication, rolpassword FROM pg_authid WHERE rolname = %s", (name,))
     row = cursor.fetchone()
     if row is None:
-        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
-            role, may_replicate, sql.Literal(verifier_of(password))))
+        cursor.execute(
+            sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                role, may_replicate, sql.Literal(verifier_of(password))
+            )
+        )
         return [f"role {name}: created"]
     changes = []
     can_login, can_replicate, current = row
@@ -99,8 +102,11 @@ def ensure_database(cursor, name: str, owner: str, encoding: str, locale: str) -
     cursor.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,))
     row = cursor.fetchone()
     if row is None:
-        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LOCALE {}").format(
-            sql.Identifier(name), sql.Identifier(owner), sql.Literal(encoding), sql.Literal(locale)))
+        cursor.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LOCALE {}").format(
+                sql.Identifier(name), sql.Identifier(owner), sql.Literal(encoding), sql.Literal(locale)
+            )
+        )
         return [f"database {name}: created"]
     if row[0] != owner:
         cursor.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(owner)))
@@ -124,8 +130,9 @@ def main() -> None:
     os.setgid(postgres.pw_gid)
     os.setuid(postgres.pw_uid)
     # Never wait for a synchronous standby that may not exist yet.
-    connection = psycopg2.connect(host=args.socket_dir, port=args.port, dbname="postgres", user="postgres",
-                                  options="-c synchronous_commit=local")
+    connection = psycopg2.connect(
+        host=args.socket_dir, port=args.port, dbname="postgres", user="postgres", options="-c synchronous_commit=local"
+    )
     connection.autocommit = True  # CREATE DATABASE runs outside a transaction
     with connection.cursor() as cursor:
         changes = ensure_role(cursor, args.replication_user, os.environ["POSTGRESQL_REPLICATION_PASSWORD"], True)
