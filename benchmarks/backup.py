@@ -26,6 +26,7 @@ from common import LGCLOUD, print_table, save
 from jumin_writes import measure
 
 from lgcloud.ops.access import ssh_config_path
+from lgcloud.ops.drill.runbook import archived
 
 RESTORE_GOAL_S = 60.0
 ARCHIVE_COST_GOAL = 0.05
@@ -70,7 +71,7 @@ def archive_lag(stack: str, db: str, segments: int) -> list[float]:
     for _ in range(segments):
         done = sql(stack, db, "SELECT pg_walfile_name(pg_switch_wal())", "postgres")
         started = time.monotonic()
-        while sql(stack, db, "SELECT last_archived_wal FROM pg_stat_archiver", "postgres") < done:
+        while sql(stack, db, archived(done), "postgres") != "t":
             if time.monotonic() - started > 120:
                 raise SystemExit(f"{done} not archived within 120 s")
             time.sleep(0.05)

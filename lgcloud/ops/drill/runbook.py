@@ -30,6 +30,7 @@ __all__ = [
     "failover",
     "restart_app",
     "archive_current_wal",
+    "archived",
     "restore_before",
     "verify",
     "wait_promoted",
@@ -419,11 +420,19 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
     verify(lab, pair, timeline, "primary")
 
 
+def archived(segment: str) -> str:
+    """SQL: whether the WAL segment is archived. Not by `last_archived_wal`: a backup's history file
+    (``…05.00000028.backup``) may be archived after a later segment and sort before it."""
+    if not (len(segment) == 24 and all(c in "0123456789ABCDEF" for c in segment)):
+        raise LabError(f"not a WAL segment name: {segment!r}")
+    return f"SELECT NOT EXISTS (SELECT 1 FROM pg_ls_archive_statusdir() WHERE name = '{segment}.ready')"
+
+
 def archive_current_wal(lab: Lab, vm: str, timeout: float = 60) -> str:
     """Switch the primary on `vm` to a new WAL segment and wait until the old one is archived; its name."""
     segment = lab.sql(vm, "SELECT pg_walfile_name(pg_switch_wal())", database="postgres")
     deadline = time.monotonic() + timeout
-    while lab.sql(vm, "SELECT last_archived_wal FROM pg_stat_archiver", database="postgres") < segment:
+    while lab.sql(vm, archived(segment), database="postgres") != "t":
         if time.monotonic() > deadline:
             raise LabError(
                 f"{vm} has not archived {segment} within {timeout:.0f} s; see WalArchiveFailing in docs/runbooks.md"
