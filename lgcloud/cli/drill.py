@@ -70,9 +70,13 @@ def _drill(opts: Options) -> int:
                     f"{m.id}: {len(m.rolled_back_codes)} registration(s) after the damage were rolled back; "
                     f"enter them again: {', '.join(m.rolled_back_codes)}"
                 )
-        for error in report.errors:
-            output.fail(error)
         output.note(f"state: {report.state_after}")
+    # On stderr in either mode: a failed drill names why, after the timeline, where a reader looks.
+    for m in report.municipalities:
+        for problem in m.problems:
+            output.fail(f"{m.id}: {problem}")
+    for error in report.errors:
+        output.fail(error)
     output.err.print(
         f"{'[green]✓ passed[/]' if report.passed else '[red]✗ failed[/]'}; report: {directory / 'report.md'}"
     )

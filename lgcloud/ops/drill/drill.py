@@ -51,12 +51,16 @@ def _preflight(lab: Lab, scenario: Scenario, pairs: list[Pair]) -> None:
         raise DrillInvalid(f"VMs not running: {', '.join(stopped)}; run `lgcloud up --stack {lab.stack}`")
     if not scenario.from_backup:
         for p in pairs:
-            if (
-                lab.sql(p.db, f"SELECT state FROM pg_stat_replication WHERE application_name = '{p.slot}'")
-                != "streaming"
-            ):
+            query = f"SELECT state, sync_state FROM pg_stat_replication WHERE application_name = '{p.slot}'"
+            state, _, sync_state = lab.sql(p.db, query).partition("|")
+            if state != "streaming":
                 raise DrillInvalid(
                     f"{p.replica} does not stream from {p.db}; run `lgcloud configure --stack {lab.stack}`"
+                )
+            if sync_state != p.replication:  # a sync municipality replicating async would lose writes
+                raise DrillInvalid(
+                    f"{p.replica} replicates {sync_state} from {p.db}, declared {p.replication}; "
+                    f"run `lgcloud configure --stack {lab.stack}`"
                 )
 
 
