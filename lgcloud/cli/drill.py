@@ -64,15 +64,21 @@ def _drill(opts: Options) -> int:
                 for m in report.municipalities
             ],
         )
-        for m in report.municipalities:
-            if m.rolled_back_codes:
-                output.note(
-                    f"{m.id}: {len(m.rolled_back_codes)} registration(s) after the damage were rolled back; "
-                    f"enter them again: {', '.join(m.rolled_back_codes)}"
-                )
         output.note(f"state: {report.state_after}")
-    # On stderr in either mode: a failed drill names why, after the timeline, where a reader looks.
+    # On stderr in either mode, after the timeline where a reader looks: what the office must enter
+    # again (counted here; the 住民票コード are in the report, kept out of terminals and CI logs),
+    # and why a failed drill failed.
     for m in report.municipalities:
+        if m.rolled_back_codes:
+            output.note(
+                f"{m.id}: {len(m.rolled_back_codes)} registration(s) after the damage were rolled back; "
+                f"enter them again (listed in {directory / 'report.md'})"
+            )
+        if m.unreplicated_codes:
+            output.note(
+                f"{m.id}: {len(m.unreplicated_codes)} row(s) only the fenced center primary held, kept in "
+                f"{m.unreplicated_file} (0600); enter them again"
+            )
         for problem in m.problems:
             output.fail(f"{m.id}: {problem}")
     for error in report.errors:

@@ -11,15 +11,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from lgcloud.model.naming import segment_resource, vm_resource
 from lgcloud.ops.access import wait_for_ssh
+from lgcloud.ops.drill.runbook import Timeline, failover
+from lgcloud.ops.lab import Lab
 from lgcloud.state.directory import state_dir
 from lgcloud.state.failover import served_from_backup
 
 from .conftest import STACK
+from .offices import call
 
 pytestmark = [pytest.mark.live, pytest.mark.drill]
 
@@ -50,6 +55,25 @@ def assert_recovered(report: dict, bound: float = CI_RTO_BOUND) -> None:
         assert m["integrity"]["ok"], m["integrity"]
         if m["replication"] == "sync":
             assert m["lost_writes"] == 0 and m["rpo_seconds"] == 0, m
+
+
+_CODES = "chpst -u postgres psql -XAtq -d jumin -c 'SELECT resident_code FROM residents'"
+
+
+def register(vm, municipality: str, name: str) -> str:
+    """A resident registered from the office, as a clerk would; the 住民票コード."""
+    resident = {
+        "name": name,
+        "kana": "ヒドウキ",
+        "birth_date": "2026-11-01",
+        "sex": "女",
+        "address": "本町3-3",
+        "event": "birth",
+        "event_date": "2026-11-01",
+    }
+    answer = call(vm(f"{municipality}-terminal"), municipality, "POST", "/api/residents", resident)
+    assert answer.status == 201, answer.text
+    return answer.json()["resident"]["resident_code"]
 
 
 def assert_normal(vm, municipalities) -> None:
@@ -234,4 +258,34 @@ def test_link_partition_stalls_sync_writes_loses_nothing_and_keeps_one_primary(c
         assert m["integrity"]["after_primary"] == m["integrity"]["after_replica"]  # the replica caught up
     stalled = {m["id"]: m["rto_seconds"] for m in report["municipalities"]}
     assert stalled["a-city"] >= 10.0 > stalled["c-village"]  # sync waits out the cut; async goes on
+    assert_normal(vm, dev.municipalities)
+
+
+def test_failback_keeps_the_rows_an_async_backup_never_received(configured, vm, dev):
+    """Ｃ村 replicates async: a write its center acknowledged may never reach the backup. Here the
+    backup stops receiving, two residents are registered, and the center is lost; failback finds
+    the two on the fenced primary and keeps them, 0600, for the office to enter again."""
+    municipality = "c-village"
+    ops = Lab(dev)
+    try:
+        p = ops.pair(municipality)
+        ops.sql(p.replica, "ALTER SYSTEM SET primary_conninfo = ''")  # the backup hears no more
+        ops.sql(p.replica, "SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 30
+        while ops.sql(p.db, f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{p.slot}'") != "0":
+            assert time.monotonic() < deadline, "the replica kept streaming"
+            time.sleep(0.3)
+        codes = sorted(register(vm, municipality, f"非同期 {n}") for n in range(2))
+        failover(ops, p, Timeline(), "db-loss")
+    finally:
+        ops.close()
+    assert not set(codes) & set(vm(f"{municipality}-db-replica").check_output(_CODES).split())
+
+    _, report, err = drill("failback", "--municipality", municipality)
+    [m] = report["municipalities"]
+    assert m["unreplicated_codes"] == codes, m
+    kept = Path(m["unreplicated_file"])
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert sorted(row["resident_code"] for row in json.loads(kept.read_text())["rows"]) == codes
+    assert kept.name in err and codes[0] not in err  # the file is named; personal data stays in it
     assert_normal(vm, dev.municipalities)

@@ -8,7 +8,8 @@ from lgcloud.model.topology import plan
 from lgcloud.ops.drill.clerk import Attempt, _entries
 from lgcloud.ops.drill.measure import Outcome, judge, recovery
 from lgcloud.ops.drill.report import DrillReport, Integrity, markdown
-from lgcloud.ops.drill.runbook import Step
+from lgcloud.ops.drill.runbook import Step, Unreplicated
+from lgcloud.ops.drill.scenarios import Failback
 from lgcloud.ops.lab import Pair
 
 INJECTION = 1000.0
@@ -115,6 +116,27 @@ def test_the_markdown_report_shows_verdicts_timeline_and_state(dev):
     assert "| Ａ市 (012025) | sync | 2.00 s | 30 s | 0.00 s | 0 s | 1 of 1 | 0 | ok | met |" in page
     assert "promote the backup replica | 0.20 s" in page
     assert "served from the backup site: a-city" in page
+
+
+def test_failback_reports_the_rows_only_the_fenced_primary_held(dev):
+    """Async: listed for re-entry, the verdict stands. Sync: such rows are a loss, and fail it."""
+    failback = Failback()
+    failback.unreplicated = {
+        "c-village": Unreplicated(["12345678901"], "/state/unreplicated/x-c-village.json"),
+        "a-city": Unreplicated(["10987654321"], "/state/unreplicated/x-a-city.json"),
+    }
+    results = []
+    for municipality in ("c-village", "a-city"):
+        result = judge(dev, Outcome(pair(dev, municipality), [ack(1002.0, "a")], {"a"}), INJECTION, INTACT)
+        failback.judge(result)
+        results.append(result)
+    asynchronous, synchronous = results
+    assert asynchronous.passed and asynchronous.unreplicated_codes == ["12345678901"]
+    assert not synchronous.passed and "never reached the backup" in synchronous.problems[0]
+    report = DrillReport("failback", "back", "dev", 990.0, INJECTION, 1010.0, False, [], results, [], "normal")
+    page = markdown(report)
+    assert "## Only on the fenced center primary: enter these again" in page
+    assert "住民票コード 12345678901; the rows are in `/state/unreplicated/x-c-village.json` (0600)" in page
 
 
 def test_a_clerk_log_written_in_a_tenant_vm_is_not_trusted():

@@ -60,6 +60,10 @@ class MunicipalityResult:
     # data-corruption: writes acknowledged after the damage that the restore rolled back, by
     # 住民票コード, for the office to enter again (None where nothing is rolled back)
     rolled_back_codes: list[str] | None = None
+    # failback: rows the fenced center primary held that the backup never received (asynchronous
+    # replication), by 住民票コード, and the 0600 file in the state directory holding them
+    unreplicated_codes: list[str] | None = None
+    unreplicated_file: str | None = None
 
     def fail(self, problem: str) -> None:
         self.passed = False
@@ -132,6 +136,15 @@ def markdown(report: DrillReport) -> str:
             lines.append(
                 f"- {m.name} ({m.code}): {len(m.rolled_back_codes or [])} registration(s), 住民票コード {codes}"
             )
+    kept = [m for m in report.municipalities if m.unreplicated_codes]
+    if kept:
+        lines += ["", "## Only on the fenced center primary: enter these again", ""]
+        for m in kept:
+            codes = ", ".join(m.unreplicated_codes or [])
+            lines.append(
+                f"- {m.name} ({m.code}): {len(m.unreplicated_codes or [])} row(s) the backup never received, "
+                f"住民票コード {codes}; the rows are in `{m.unreplicated_file}` (0600)"
+            )
     problems = [f"- {m.id}: {p}" for m in report.municipalities for p in m.problems]
     problems += [f"- {e}" for e in report.errors]
     if problems:
@@ -167,10 +180,11 @@ def write(report: DrillReport, directory: Path | None = None) -> Path:
     drills = state_dir(report.stack) / "drills"
     stamp = dt.datetime.fromtimestamp(report.started, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     directory = Path(directory) if directory else drills / f"{stamp}-{report.scenario}"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     document = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
-    (directory / "report.json").write_text(document, encoding="utf-8")
-    (directory / "report.md").write_text(markdown(report), encoding="utf-8")
-    drills.mkdir(parents=True, exist_ok=True)
-    write_atomic(drills / f"latest-{report.scenario}.json", document, 0o644)
+    # 0600: a report lists 住民票コード to be entered again.
+    write_atomic(directory / "report.json", document, 0o600)
+    write_atomic(directory / "report.md", markdown(report), 0o600)
+    drills.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(drills / f"latest-{report.scenario}.json", document, 0o600)
     return directory

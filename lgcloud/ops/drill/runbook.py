@@ -7,6 +7,7 @@ stack's state (``lgcloud.state.failover``) before the first step.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import threading
@@ -16,14 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ...model.codes import resident_code_is_valid
 from ...model.naming import REPLACED_GENERATIONS, identifier
 from ...state.failover import Failover, record_failback, record_failover
+from ...state.unreplicated import keep_unreplicated
 from ..backup import RestoreTarget
 from ..lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
 __all__ = [
     "Step",
     "Timeline",
+    "Unreplicated",
     "center_returns",
     "detect",
     "failback",
@@ -283,9 +287,80 @@ def center_returns(lab: Lab, pairs: list[Pair], timeline: Timeline) -> None:
         note(f"{len(off)} VMs started; every center VM answers on mgmt")
 
 
-def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
-    """Rebuild the center as the replica, then switch the service back with no loss."""
+@dataclass(frozen=True)
+class Unreplicated:
+    """What the fenced center primary held that the backup did not, found before failback replaced it."""
+
+    codes: list[str]  # 住民票コード of rows missing at the backup or different there
+    kept_in: str | None = None  # the file holding those rows (None: nothing to keep)
+    unread: str = ""  # why the old cluster could not be read ("" when it was)
+
+
+_ROW_SUMS = "SELECT resident_code || ' ' || md5(r::text) FROM residents r"
+
+
+def _row_sums(lab: Lab, vm: str) -> dict[str, str]:
+    """Each resident's row digest on `vm`, by 住民票コード."""
+    sums = {}
+    for line in lab.sql(vm, _ROW_SUMS, timeout=120).splitlines():
+        code, _, digest = line.partition(" ")
+        if not resident_code_is_valid(code):  # a tenant's database is not trusted: codes go into SQL below
+            raise LabError(f"{vm} holds a malformed 住民票コード; its rows are not read")
+        sums[code] = digest
+    return sums
+
+
+def _wait_readable(lab: Lab, vm: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lab.sql(vm, "SELECT 1")
+            return
+        except LabError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def keep_rows_only_the_center_held(lab: Lab, pair: Pair, timeline: Timeline) -> Unreplicated:
+    """Before the fenced primary's cluster is replaced: the rows the backup never received, kept.
+
+    An asynchronous municipality may have acknowledged writes the backup never got; the fenced
+    primary, started read-only, still holds them. They go to a 0600 file in the state directory
+    (lgcloud.state.unreplicated) for the office to enter again; the cluster is also moved aside."""
+    center, backup = pair.db, pair.replica
+    with timeline.step(pair.id, "keep rows the backup never received") as note:
+        try:
+            lab.run(center, "sv -w 60 start postgresql >/dev/null", timeout=90)
+            _wait_readable(lab, center)
+            ours = _row_sums(lab, center)
+        except LabError as exc:
+            note(f"{center}'s cluster could not be read; it is moved aside whole ({exc})")
+            return Unreplicated([], None, str(exc))
+        theirs = _row_sums(lab, backup)
+        codes = sorted(code for code, digest in ours.items() if theirs.get(code) != digest)
+        if not codes:
+            note(f"none: {backup} holds every row {center} had")
+            return Unreplicated([])
+        listed = ",".join(f"'{code}'" for code in codes)
+        rows = json.loads(
+            lab.sql(
+                center,
+                f"SELECT json_agg(r ORDER BY resident_code) FROM residents r WHERE resident_code IN ({listed})",
+                timeout=120,
+            )
+        )
+        path = keep_unreplicated(lab.stack, pair.id, center, rows)
+        note(f"{len(codes)} row(s) only on {center}, kept in {path} (0600) to be entered again")
+        return Unreplicated(codes, str(path))
+
+
+def failback(lab: Lab, pair: Pair, timeline: Timeline) -> Unreplicated:
+    """Rebuild the center as the replica, then switch the service back with no loss.
+
+    The rows only the fenced center held are kept first, and returned."""
     center_db, backup_db = pair.db, pair.replica
+    unreplicated = keep_rows_only_the_center_held(lab, pair, timeline)
     with timeline.step(pair.id, "rebuild the center database as a standby") as note:
         # Its port on the closed segment comes back now, so PostgreSQL listens there from its start;
         # the old primary is gone with the base backup and a standby cannot take writes.
@@ -332,6 +407,7 @@ def failback(lab: Lab, pair: Pair, timeline: Timeline) -> None:
         lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
         note(f"{pair.service_address} held by the center gateway again")
     verify(lab, pair, timeline, "primary")
+    return unreplicated
 
 
 def restart_app(lab: Lab, pair: Pair, timeline: Timeline) -> None:

@@ -22,7 +22,7 @@ from ..backup import RestoreTarget, backups, restore_point
 from ..lab import Lab, LabError, Pair
 from .measure import caught_up
 from .report import MunicipalityResult
-from .runbook import Timeline, center_returns, detect, failback, failover, restart_app, restore_before
+from .runbook import Timeline, Unreplicated, center_returns, detect, failback, failover, restart_app, restore_before
 
 __all__ = ["PARTITION_SECONDS", "SCENARIOS", "DrillInvalid", "Exercise", "Scenario"]
 
@@ -295,9 +295,23 @@ class Failback(Scenario):
         center_returns(exercise.lab, exercise.pairs, exercise.timeline)
         return injection
 
+    def __init__(self) -> None:
+        self.unreplicated: dict[str, Unreplicated] = {}
+
     def restore(self, exercise: Exercise) -> None:
+        def back(p: Pair) -> None:
+            self.unreplicated[p.id] = failback(exercise.lab, p, exercise.timeline)
+
         for p in exercise.pairs:
-            exercise.run(functools.partial(failback, exercise.lab, p, exercise.timeline))
+            exercise.run(functools.partial(back, p))
+
+    def judge(self, result: MunicipalityResult) -> None:
+        found = self.unreplicated.get(result.id)
+        if found is None:
+            return
+        result.unreplicated_codes, result.unreplicated_file = found.codes, found.kept_in
+        if found.codes and result.replication == "sync":
+            result.fail(f"{len(found.codes)} row(s) on the fenced primary never reached the backup, replicated sync")
 
 
 SCENARIOS: dict[str, type[Scenario]] = {
