@@ -9,9 +9,10 @@ Checks that span several keys (uniqueness, the address plan, capacity) are in ``
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from .codes import local_government_check_digit, local_government_code_is_valid
 from .naming import LOCAL_ENDPOINT
@@ -63,6 +64,26 @@ def _address(value: Any) -> ipaddress.IPv4Address:
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
 Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_address)]
 Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")]
+
+# Beside letters, marks and digits, what a municipality's name may hold (Ｊ市 ・ ヶ 々 are letters).
+_NAME_PUNCTUATION = frozenset(" \u3000・()（）-－")
+
+
+def _name(value: str) -> str:
+    """A name as people write it. It reaches HAProxy's and gunicorn's config files, pages and
+    metric labels: nothing in it may end a line, quote, comment or escape."""
+    if value != value.strip():
+        raise ValueError("a name neither begins nor ends with a space")
+    for char in value:
+        if unicodedata.category(char)[0] not in "LMN" and char not in _NAME_PUNCTUATION:
+            shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}"
+            raise ValueError(f"{shown} is not allowed in a name; use letters, digits, spaces and ・ - ( ) only")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_name)]
+# An image reference as Docker spells it: repository[:tag], lower-case, no registry host needed.
+ImageReference = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")]
 
 
 class _Strict(BaseModel):
@@ -172,7 +193,7 @@ class Municipality(_Strict):
     """A municipality joining the center (Ａ市, Ｂ町, Ｃ村 …)."""
 
     id: Slug
-    name: str = Field(min_length=1, max_length=40)
+    name: Name
     code: str
     access: Literal["lgwan", "ipvpn"]
     systems: tuple[str, ...] = Field(min_length=1)
@@ -186,7 +207,7 @@ class Municipality(_Strict):
     @field_validator("code")
     @classmethod
     def _code(cls, code: str) -> str:
-        if len(code) != 6 or not code.isdigit():
+        if len(code) != 6 or not code.isascii() or not code.isdigit():  # not ０１２０２５ nor ٠١٢٠٢٥
             raise ValueError("a 地方公共団体コード is six digits, e.g. '131016'")
         if not local_government_code_is_valid(code):
             expected = local_government_check_digit(code[:5])
@@ -232,7 +253,7 @@ class StackConfig(_Strict):
     """Everything one stack declares; see Pulumi.yaml for each key's meaning."""
 
     stack: str = Field(pattern=r"^[a-z][a-z0-9]{0,11}$")
-    image: str = "lgcloud/vm:latest"
+    image: ImageReference = "lgcloud/vm:latest"
     sites: dict[str, Site]
     segments: Segments
     allocations: Allocations = Allocations()

@@ -8,6 +8,7 @@ municipality's primary database.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import time
 import uuid
@@ -164,6 +165,18 @@ BAD_REGISTRATIONS = [
     pytest.param("name=試験&kana=シケン".encode(), "body", id="form-body-not-json"),
     pytest.param(b'{"name": "\xe8\xa9\xa6\xe9\xa8\x93", ', "body", id="truncated-json"),
     pytest.param(b"[1, 2]", "body", id="json-not-an-object"),
+    # Wrong types, NUL, lone surrogates, digits that are not ASCII: refused by name, never a 500.
+    pytest.param(person(event=[]), "event", id="event-a-list"),
+    pytest.param(person(sex={"value": "男"}), "sex", id="sex-an-object"),
+    pytest.param(person(name=123), "name", id="name-a-number"),
+    pytest.param(person(name="試験\u0000太郎"), "name", id="nul-in-name"),
+    pytest.param(json.dumps(person(name="@")).replace('"@"', '"\\ud800"').encode(), "name", id="lone-surrogate"),
+    pytest.param(
+        json.dumps({**person(), "@": 1}).replace('"@"', '"\\udc00"').encode(), "\\udc00", id="lone-surrogate-key"
+    ),
+    pytest.param(person(birth_date="١٩٩٠-٠٤-٠١"), "birth_date", id="arabic-indic-date"),
+    pytest.param(person(my_number="６２１４９８３２０２５７"), "my_number", id="full-width-my-number"),
+    pytest.param(person(address="あ" * 30_000), "body", id="body-over-64-kib"),
 ]
 
 
@@ -238,6 +251,23 @@ def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field, a_
     response = call(host, a_city.id, "POST", f"/api/residents/{code}/move-out", body)
     assert (response.status, response.json()["field"]) == (400, field), response.body
     assert call(host, a_city.id, "GET", f"/api/residents/{code}").json()["resident"]["status"] == "resident"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [pytest.param("試", id="one-character"), pytest.param("%00", id="nul"), pytest.param("", id="empty")],
+)
+def test_a_name_lookup_needs_two_printable_characters(terminal, a_city, query):
+    response = call(terminal(a_city.id), a_city.id, "GET", f"/api/residents?name={query}")
+    assert (response.status, response.json()["field"]) == (400, "name"), response.body
+
+
+def test_a_name_lookup_shows_at_most_twenty_residents(terminal, a_city):
+    family = f"多数 {uuid.uuid4().hex[:6]}"
+    for n in range(21):
+        register(terminal, a_city.id, person(name=f"{family} {n}"))
+    answer = call(terminal(a_city.id), a_city.id, "GET", f"/api/residents?name={quote(family)}").json()
+    assert len(answer["residents"]) == 20 and answer["more"] is True, answer
 
 
 def test_an_unknown_resident_is_404(terminal, a_city):

@@ -115,6 +115,20 @@ BAD = {
     ),
     "no backup generation kept": ("lgcloud:backup", {"generations": 0}, ["lgcloud:backup.generations", "greater than"]),
     "typo in a backup key": ("lgcloud:backup", {"generation": 7}, ["lgcloud:backup.generation", "unknown key"]),
+    "newline in a name": (
+        "lgcloud:municipalities.0.name",
+        "Ａ市\nbackend x",
+        ["lgcloud:municipalities[0].name", "U+000A is not allowed in a name"],
+    ),
+    "quote in a name": ("lgcloud:municipalities.0.name", 'Ａ市"', ["municipalities[0].name", "'\"' is not allowed"]),
+    "name with a trailing space": ("lgcloud:municipalities.0.name", "Ａ市 ", ["municipalities[0].name", "ends with"]),
+    "newline in an id": ("lgcloud:municipalities.0.id", "a-city\n", ["lgcloud:municipalities[0].id", "pattern"]),
+    "full-width digits in a code": (
+        "lgcloud:municipalities.0.code",
+        "０１２０２５",
+        ["lgcloud:municipalities[0].code", "six digits"],
+    ),
+    "image with a space": ("lgcloud:image", "lgcloud/vm:latest --privileged", ["lgcloud:image", "pattern"]),
     "negative allocation": (
         "lgcloud:allocations",
         {"app": {"vcpus": -1, "memory_mb": 512}},

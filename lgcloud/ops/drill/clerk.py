@@ -10,6 +10,7 @@ the office's own record of what the service promised to keep.
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 import time
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from ..lab import SCRIPTS, Lab
 __all__ = ["Attempt", "Clerk"]
 
 GENERATOR = SCRIPTS / "lgcloud-clerk"
-LOG = "/var/log/lgcloud-clerk.jsonl"
+# The clerk's own record of what it sent and what it was given (住民票コード): the office's receipt
+# book, which the drill reads to measure RPO. Kept 0600 beside the lab's other state, not with the logs.
+LOG = "/var/lib/lgcloud/clerk-attempts.jsonl"
 SCRIPT = "/usr/local/bin/lgcloud-clerk"
 STOP = "/run/lgcloud-clerk.stop"
 PID = "/run/lgcloud-clerk.pid"
@@ -69,7 +72,7 @@ class Clerk:
         vm = self.pair.terminal
         self.lab.run(
             vm,
-            f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG}",
+            f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG} && mkdir -p {posixpath.dirname(LOG)}",
             stdin=GENERATOR.read_text(encoding="utf-8"),
         )
         args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP))

@@ -12,8 +12,8 @@ by ``JUMIN_CONFIG`` (the DB password comes from libpq's ``PGPASSFILE``)::
     {"municipality_code": "012025", "resident": {"resident_code": "48213907715",
      "my_number": "621498320257", ...}}
 
-A resident is named by the 住民票コード in URLs and logs; the 個人番号 (My Number) is data that is
-never a key. The standby app at the backup site reads the replica: writes answer 503 until the
+A resident is named by the 住民票コード in URLs; the 個人番号 (My Number) is data that is never a
+key. Logs name neither, nor any other personal data: requests are logged by their route. The standby app at the backup site reads the replica: writes answer 503 until the
 replica is promoted, and the tables are created only where the database is writable.
 """
 
@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import secrets
+import time
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,12 +89,22 @@ SUMMARY = ("resident_code", "name", "kana", "birth_date", "sex", "address", "sta
 EVENTS = {"birth": "出生", "move-in": "転入"}
 SEXES = ("男", "女")
 KANA = re.compile(r"[\u30a1-\u30fc\u3000 ]+")  # katakana, ・, ー and spaces
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-RESIDENT_CODE = re.compile(r"\d{11}")
+# ASCII digits only: \d would take ０-９ and ٠-٩, which int() reads but the database's CHECKs refuse.
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+RESIDENT_CODE = re.compile(r"[0-9]{11}")
+MY_NUMBER = re.compile(r"[0-9]{12}")
+# Characters no text field holds: controls (NUL included) and lone surrogates, which no UTF-8
+# string can carry and the database cannot store.
+FORBIDDEN = ("Cc", "Cs")
+# A name lookup: at least this many characters, and at most this many residents shown.
+LOOKUP_MIN_CHARS = 2
+LOOKUP_LIMIT = 20
 
 app = Flask(__name__)
 app.json.ensure_ascii = False  # UTF-8 bodies: names travel as written, 𠮷 included
 app.json.sort_keys = False
+MAX_BODY = int(SETTINGS.get("max_body_bytes", 64 * 1024))
+app.config["MAX_CONTENT_LENGTH"] = MAX_BODY  # a chunked body is cut off there too (413)
 
 
 # --- 個人番号 check digit (the same formula as lgcloud.codes; the VM has no lgcloud package) ---
@@ -112,7 +123,7 @@ def my_number_check_digit(first_eleven: str) -> int:
 
 def my_number_is_valid(number: str) -> bool:
     """True when `number` is twelve digits whose last one is the right check digit."""
-    return bool(re.fullmatch(r"\d{12}", number)) and my_number_check_digit(number[:11]) == int(number[11])
+    return bool(MY_NUMBER.fullmatch(number)) and my_number_check_digit(number[:11]) == int(number[11])
 
 
 def new_my_number() -> str:
@@ -146,7 +157,46 @@ def refused(error: Refused):
 
 @app.errorhandler(HTTPException)
 def http_error(error: HTTPException):
+    if error.code == 413:
+        return reply({"error": f"the body is over {MAX_BODY // 1024} KiB", "field": "body"}, 413)
     return reply({"error": error.description, "field": None}, error.code or 500)
+
+
+@app.errorhandler(Exception)
+def internal_error(error: Exception):
+    # Neither the body nor the log carries the error's text: a database error's message and
+    # detail may quote the row (name, address, 個人番号). Its class and SQLSTATE are enough to look.
+    log.error("%s %s: %s (SQLSTATE %s)", request.method, route(), type(error).__name__, getattr(error, "pgcode", "-"))
+    return reply({"error": "the registry failed to answer; nothing was written", "field": None}, 500)
+
+
+def route() -> str:
+    """The request's route as declared (/api/residents/<resident_code>): what a log may name. The
+    path itself carries a 住民票コード, the query a name."""
+    return request.url_rule.rule if request.url_rule else "(no route)"
+
+
+@app.before_request
+def started():
+    request.environ["jumin.started"] = time.monotonic()
+
+
+@app.after_request
+def access_log(response):
+    took = (time.monotonic() - request.environ.get("jumin.started", time.monotonic())) * 1000
+    log.info('%s "%s %s" %s %.0fms', request.remote_addr, request.method, route(), response.status_code, took)
+    return response
+
+
+def shown(value: str) -> str:
+    """A value from the request as an error message may echo it: lone surrogates escaped."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@app.before_request
+def limit_body():
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Refused(413, "body", f"the body is over {MAX_BODY // 1024} KiB")
 
 
 @app.errorhandler(psycopg2.errors.ReadOnlySqlTransaction)
@@ -241,7 +291,7 @@ def text(body: dict, field: str, limit: int, required: bool = True) -> str | Non
     # Kept exactly as written, never NFC-normalised: that would fold some 外字 (CJK compatibility
     # ideographs) into other characters.
     value = value.strip()
-    if len(value) > limit or any(unicodedata.category(c) == "Cc" for c in value):
+    if len(value) > limit or any(unicodedata.category(c) in FORBIDDEN for c in value):
         raise Refused(400, field, f"{field} must be at most {limit} printable characters")
     return value
 
@@ -264,7 +314,14 @@ def date(body: dict, field: str, required: bool = True) -> dt.date | None:
 def refuse_unknown(body: dict, known: tuple[str, ...]) -> None:
     for field in body:
         if field not in known:
-            raise Refused(400, field, f"unknown field {field}; expected some of {', '.join(known)}")
+            raise Refused(400, shown(field), f"unknown field {shown(field)}; expected some of {', '.join(known)}")
+
+
+def choice(body: dict, field: str, allowed) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or value not in allowed:  # a list or an object is not hashable
+        raise Refused(400, field, f"{field} must be one of {', '.join(allowed)}")
+    return value
 
 
 REGISTRATION = ("name", "kana", "birth_date", "sex", "address", "event", "event_date", "my_number", "previous_address")
@@ -278,13 +335,9 @@ def registration(body: dict) -> dict:
     if not KANA.fullmatch(kana):
         raise Refused(400, "kana", "kana must be written in katakana")
     birth_date = date(body, "birth_date")
-    sex = body.get("sex")
-    if sex not in SEXES:
-        raise Refused(400, "sex", f"sex must be one of {', '.join(SEXES)}")
+    sex = choice(body, "sex", SEXES)
     address = text(body, "address", 200)
-    event = body.get("event")
-    if event not in EVENTS:
-        raise Refused(400, "event", f"event must be one of {', '.join(EVENTS)}")
+    event = choice(body, "event", EVENTS)
     event_date = date(body, "event_date", required=event == "move-in") or birth_date
     if event == "birth" and event_date != birth_date:
         raise Refused(400, "event_date", "a birth makes a resident on the birth date")
@@ -350,7 +403,7 @@ def register():
             if supplied and error.diag.constraint_name == "residents_current_my_number":
                 raise Refused(409, "my_number", "a current resident already holds this 個人番号") from None
             continue
-        log.info("registered resident %s (%s)", created["resident_code"], resident["event"])
+        log.info("registered a resident (%s)", resident["event"])
         return reply({"resident": created}, 201)
     raise Refused(503, None, "could not draw a free 住民票コード; try again")
 
@@ -358,16 +411,24 @@ def register():
 @app.get("/api/residents")
 def lookup():
     name = request.args.get("name", "").strip()
-    if not name:
-        raise Refused(400, "name", "give a name (or part of one) to look up: ?name=…")
+    if len(name) < LOOKUP_MIN_CHARS or len(name) > 100 or any(unicodedata.category(c) in FORBIDDEN for c in name):
+        raise Refused(
+            400, "name", f"give {LOOKUP_MIN_CHARS} to 100 printable characters of a name to look up: ?name=…"
+        )
     with transaction() as cur:
         cur.execute(
             f"SELECT {', '.join(COLUMNS)} FROM residents WHERE strpos(name, %s) > 0"
-            " ORDER BY kana, resident_code LIMIT 100",
-            (name,),
+            " ORDER BY kana, resident_code LIMIT %s",
+            (name, LOOKUP_LIMIT + 1),
         )
         found = [as_json(row) for row in cur.fetchall()]
-    return reply({"residents": [{key: r[key] for key in SUMMARY} for r in found]})
+    # More than the limit: shown the first ones, told to narrow the name down.
+    return reply(
+        {
+            "residents": [{key: r[key] for key in SUMMARY} for r in found[:LOOKUP_LIMIT]],
+            "more": len(found) > LOOKUP_LIMIT,
+        }
+    )
 
 
 @app.get("/api/residents/<resident_code>")
@@ -394,7 +455,7 @@ def move_out(resident_code: str):
             (event_date, destination, resident_code),
         )
         resident = as_json(cur.fetchone())
-    log.info("moved out resident %s", resident_code)
+    log.info("moved out a resident")
     return reply({"resident": resident})
 
 
