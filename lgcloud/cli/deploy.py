@@ -14,6 +14,7 @@ from ..model.config import ConfigInvalid
 from ..model.naming import lab_name, segment_resource, vm_resource, volume_resource
 from ..model.topology import Topology, VmPlan, plan
 from ..ops.access import wait_for_ssh, write_ssh_config
+from ..ops.lab import Lab
 from ..state.failover import fenced_vms
 from .options import Options, wait_flag
 
@@ -111,6 +112,8 @@ def _deploy(opts: Options, preview: bool) -> int:
             f"VMs up but not answering SSH within 60 s: {', '.join(silent)}",
             f"see `docker logs {vm_resource(cfg.stack, '<vm>')}`",
         )
+    with Lab(cfg) as lab:
+        lab.pin_host_keys(list(vms))  # read from their disks, so that no other machine passes for them
     _summary(opts, outcome.changes, time.monotonic() - started, preview)
     if opts.flag("json"):
         opts.output.json(outcome.outputs)

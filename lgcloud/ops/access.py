@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..model.naming import segment_resource
 from ..state.directory import state_dir
+from ..state.hostkeys import known_hosts_path
 from ..state.keys import ensure_keypair
 
 __all__ = ["ssh_config_path", "wait_for_ssh", "write_ssh_config"]
@@ -22,7 +23,8 @@ def write_ssh_config(stack: str, vms: dict[str, dict]) -> Path:
     """One Host entry per VM, reached on its mgmt address with the stack's key."""
     key = ensure_keypair(stack).private
     mgmt = segment_resource(stack, "mgmt")
-    lines = [f"# Written by `lgcloud up --stack {stack}`; VMs are recreated, so host keys are not pinned."]
+    known_hosts = known_hosts_path(stack)
+    lines = [f"# Written by `lgcloud up --stack {stack}`; host keys are those `up` read from the VMs' disks."]
     for name, vm in sorted(vms.items()):
         address = vm["addresses"].get(mgmt)
         if not address:
@@ -33,8 +35,10 @@ def write_ssh_config(stack: str, vms: dict[str, dict]) -> Path:
             "    User root",
             f"    IdentityFile {key}",
             "    IdentitiesOnly yes",
-            "    StrictHostKeyChecking no",
-            "    UserKnownHostsFile /dev/null",
+            "    StrictHostKeyChecking yes",
+            f"    UserKnownHostsFile {known_hosts}",
+            "    GlobalKnownHostsFile /dev/null",
+            "    HostKeyAlgorithms ssh-ed25519",
             "    LogLevel ERROR",
             "    ConnectTimeout 5",
             "",

@@ -26,6 +26,7 @@ from ..model.schema import StackConfig
 from ..paths import PLAYBOOK, PROJECT_ROOT, ROLES_DIR
 from ..state.directory import state_dir, write_atomic
 from ..state.facts import record_facts
+from ..state.hostkeys import known_hosts_path
 from ..state.keys import ensure_keypair
 from ..state.secrets import stack_secrets
 from .backup import certify
@@ -40,7 +41,10 @@ CHANGED_LINE = re.compile(r"^changed: ", re.MULTILINE)
 ANSIBLE_SETTINGS = {
     "ANSIBLE_FORKS": "25",
     "ANSIBLE_PIPELINING": "True",
-    "ANSIBLE_HOST_KEY_CHECKING": "False",
+    # Host keys are checked against those `up` pinned (lgcloud.state.hostkeys), never added.
+    "ANSIBLE_HOST_KEY_CHECKING": "True",
+    "ANSIBLE_PARAMIKO_HOST_KEY_AUTO_ADD": "False",
+    "ANSIBLE_PARAMIKO_RECORD_HOST_KEYS": "False",
     "ANSIBLE_GATHERING": "smart",
     "ANSIBLE_NOCOLOR": "True",
     "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -49,6 +53,16 @@ ANSIBLE_SETTINGS = {
     # stderr stays out of the stdout the roles read.
     "ANSIBLE_PARAMIKO_PTY": "False",
 }
+
+
+def _ansible_home(stack: str) -> Path:
+    home = state_dir(stack) / "ansible" / "home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
+    known = home / ".ssh" / "known_hosts"
+    if not known.is_symlink():
+        known.unlink(missing_ok=True)
+        known.symlink_to(known_hosts_path(stack))
+    return home
 
 
 @dataclass
@@ -160,6 +174,8 @@ def configure(
             **ANSIBLE_SETTINGS,
             **(settings or {}),
             "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+            # Ansible's paramiko reads ~/.ssh/known_hosts only: a home of its own holds the pinned keys.
+            "HOME": str(_ansible_home(cfg.stack)),
             # ansible-playbook of the same environment as lgcloud, activated or not
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         },

@@ -27,6 +27,8 @@ from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.naming import endpoint_or_default, replica_slot, segment_resource, service_url, vm_resource
 from ..model.schema import Municipality, StackConfig
 from ..model.topology import Topology, VmPlan, plan
+from ..state.hostkeys import HOST_KEY, PinnedKey, known_hosts_path, pin_host_keys
+from ..state.hostkeys import pinned_host_keys as _pinned
 from ..state.keys import ensure_keypair
 from ..state.secrets import stack_secrets
 
@@ -184,6 +186,22 @@ class Lab:
                 raise LabError(f"{vm}: {path} is not a file")
             return content.read()
 
+    def pin_host_keys(self, vms: list[str]) -> Path:
+        """Read each VM's SSH host key from its disk through the hypervisor, and pin it.
+
+        A VM that never booted (one a failover keeps off) has no key yet and is not pinned: no
+        SSH reaches it until it is. Pins of VMs the stack no longer has are dropped."""
+        keys = []
+        for vm in vms:
+            try:
+                kind, key = self.read_file(vm, HOST_KEY).decode().split()[:2]
+            except (docker.errors.NotFound, LabError, ValueError):
+                continue
+            keys.append(PinnedKey(vm, self.mgmt(vm), kind, key))
+        known = {v.name for v in (*self.topology.vms, *self.topology.restore_vms)}
+        gone = {vm for vm in _pinned(self.stack) if vm not in known}
+        return pin_host_keys(self.stack, keys, forget=gone)
+
     # --- inside the VMs ---
 
     def mgmt(self, vm: str) -> str:
@@ -211,17 +229,29 @@ class Lab:
             if client and transport and transport.is_active():
                 return client
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # VMs are remade: keys are not pinned
-        client.connect(
-            self.mgmt(vm),
-            username="root",
-            pkey=self._key,
-            timeout=5,
-            banner_timeout=5,
-            auth_timeout=5,
-            allow_agent=False,
-            look_for_keys=False,
-        )
+        known = known_hosts_path(self.stack)
+        if known.exists():
+            client.load_host_keys(str(known))
+        # Only the key `up` read from the VM's disk: whatever else answers at its address is refused.
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                self.mgmt(vm),
+                username="root",
+                pkey=self._key,
+                timeout=5,
+                banner_timeout=5,
+                auth_timeout=5,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException:
+            client.close()
+            raise LabError(
+                f"{vm}: the machine at {self.mgmt(vm)} shows another SSH host key than the one pinned in "
+                f"{known}; nothing was sent to it. If {vm} was remade outside lgcloud, `lgcloud up --stack "
+                f"{self.stack}` pins its key again"
+            ) from None
         with self._lock:
             self._sessions[vm] = client
         return client
@@ -263,6 +293,12 @@ class Lab:
 
     def replication_password(self) -> str:
         return stack_secrets(self.stack).postgresql_replication_password
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         for vm in list(self._sessions):

@@ -111,6 +111,7 @@ def restore(
         write_ssh_config(cfg.stack, vms)
         if wait_for_ssh({vm: lab.mgmt(vm)}):
             raise LabError(f"{vm} does not answer SSH; see `docker logs` of its container")
+        lab.pin_host_keys([vm])
         step("vm", started)
 
         started = time.monotonic()

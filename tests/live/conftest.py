@@ -23,6 +23,7 @@ from lgcloud.model.topology import plan
 from lgcloud.ops.access import ssh_config_path
 from lgcloud.ops.inventory import build_inventory
 from lgcloud.state.directory import state_dir
+from lgcloud.state.hostkeys import pinned_host_keys
 from lgcloud.state.keys import has_keypair
 
 STACK = "dev"
@@ -114,7 +115,14 @@ def configured(lab):
 
 @cache
 def _host(name: str):
-    return testinfra.get_host(f"paramiko://{name}", ssh_config=str(ssh_config_path(STACK)))
+    """Checked against the key `up` pinned before any command is sent (testinfra's paramiko backend
+    reads no known_hosts of the ssh_config's)."""
+    host = testinfra.get_host(f"paramiko://{name}", ssh_config=str(ssh_config_path(STACK)))
+    offered = host.backend.client.get_transport().get_remote_server_key()
+    pinned = pinned_host_keys(STACK).get(name)
+    assert pinned is not None, f"{name}: no host key pinned; run `lgcloud up --stack {STACK}`"
+    assert (offered.get_name(), offered.get_base64()) == (pinned.kind, pinned.key), f"{name}: not the pinned host key"
+    return host
 
 
 @pytest.fixture(scope="session")
