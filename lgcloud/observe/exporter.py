@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -297,23 +298,44 @@ def _pid_file(stack: str) -> Path:
     return state_dir(stack) / "exporter.pid"
 
 
+def only_from(allowed: set[str], app: Callable) -> Callable:
+    """A WSGI app that answers the clients at `allowed` addresses and refuses everyone else with 403.
+
+    The exporter listens on mgmt, where every VM has a port: only the monitor (and the host) may read it."""
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("REMOTE_ADDR") not in allowed:
+            start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"the lgcloud exporter answers its stack's monitor only\n"]
+        return app(environ, start_response)
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # no line per scrape
+        pass
+
+
 def serve(cfg: StackConfig, port: int = EXPORTER_PORT) -> None:
-    """Serve the lab's metrics until interrupted (the foreground form of the exporter)."""
-    from prometheus_client import start_http_server
+    """Serve the lab's metrics to the monitor until interrupted (the foreground form of the exporter)."""
+    from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
     registry = CollectorRegistry()
     registry.register(LabCollector(cfg, state_dir(cfg.stack) / "drills", _docker_usage(cfg.stack)))
     address = exporter_address(cfg)
+    allowed = {plan(cfg).vm("monitor").addresses["mgmt"], address}
     try:
-        start_http_server(port, addr=address, registry=registry)
+        server = make_server(
+            address, port, only_from(allowed, make_wsgi_app(registry)), ThreadingWSGIServer, _QuietHandler
+        )
     except OSError as exc:
         raise OperatorError(
             f"cannot listen on {address}:{port} ({exc.strerror})",
             f"is stack {cfg.stack} up (`lgcloud up --stack {cfg.stack}`), or another exporter already on that port?",
         ) from None
     print(f"lgcloud exporter of stack {cfg.stack} on http://{address}:{port}/metrics", file=sys.stderr, flush=True)
-    while True:
-        time.sleep(3600)
+    server.serve_forever()
 
 
 def _running(stack: str) -> int | None:

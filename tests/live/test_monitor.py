@@ -8,6 +8,9 @@ import urllib.request
 
 import pytest
 
+from lgcloud.model.naming import EXPORTER_PORT
+from lgcloud.observe.exporter import exporter_address
+
 pytestmark = pytest.mark.live
 
 
@@ -35,3 +38,13 @@ def test_every_vm_is_scraped_and_up(configured, lab):
 @pytest.mark.parametrize("service", ["prometheus", "alertmanager"])
 def test_monitoring_services_run_under_runit(configured, vm, service):
     assert vm("monitor").check_output(f"sv status {service}").startswith(f"run: {service}")
+
+
+@pytest.mark.hosts("role_terminal", "role_app", "role_db", "role_bastion")
+def test_the_lgcloud_exporter_answers_the_monitor_only(configured, vm, lab, dev, name):
+    """It listens on mgmt, where every VM has a port: what it publishes (allocations, drills) is the
+    provider's, not a tenant's to read."""
+    url = f"http://{exporter_address(dev)}:{EXPORTER_PORT}/metrics"
+    fetch = f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 {url} || true"
+    assert vm("monitor").check_output(fetch) == "200"
+    assert vm(name).check_output(fetch) in ("403", "000"), f"{name} reads the exporter"

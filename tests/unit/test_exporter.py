@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from lgcloud.model.config import load_stack
-from lgcloud.observe.exporter import LabCollector, VmUsage, cgroup_paths, usage_from_cgroup
+from lgcloud.observe.exporter import LabCollector, VmUsage, cgroup_paths, only_from, usage_from_cgroup
 from lgcloud.observe.utilization import Server, cost_split, size_for_peak, utilization
 
 MIB = 1024 * 1024
@@ -176,3 +176,19 @@ def test_the_cost_split_adds_up_and_follows_cpu_and_memory_equally():
     shares = cost_split({"a-city": (1.0, 1024), "b-town": (1.0, 3072), "c-village": (2.0, 0)})
     assert sum(shares.values()) == pytest.approx(1)
     assert shares == pytest.approx({"a-city": 0.25, "b-town": 0.5, "c-village": 0.25})
+
+
+def test_the_exporter_refuses_every_client_but_the_allowed():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"metrics"]
+
+    guarded = only_from({"10.100.0.9"}, app)
+    answered: list[str] = []
+
+    def start(status, headers):
+        answered.append(status)
+
+    assert guarded({"REMOTE_ADDR": "10.100.0.9"}, start) == [b"metrics"]
+    assert b"monitor only" in guarded({"REMOTE_ADDR": "10.100.0.20"}, start)[0]
+    assert answered == ["200 OK", "403 Forbidden"]
