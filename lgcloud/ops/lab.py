@@ -161,10 +161,20 @@ class Lab:
             self.network(segment).disconnect(self.container(vm), force=True)
 
     def plug(self, vm: str, segment: str) -> None:
-        """Give the VM its port on a segment back, with its declared address."""
-        if not self.attached(vm, segment):
-            address = self.plan(vm).addresses[segment]
-            self.network(segment).connect(self.container(vm), ipv4_address=address)
+        """Give the VM its port on a segment back, with its declared address, behind its firewall.
+
+        A running VM cannot place its firewall on the new port itself (no NET_ADMIN past boot):
+        the hypervisor runs the VM's network policy again; a stopped one places it as it boots."""
+        if self.attached(vm, segment):
+            return
+        address = self.plan(vm).addresses[segment]
+        self.network(segment).connect(self.container(vm), ipv4_address=address)
+        if self.running(vm):
+            code, output = self.container(vm).exec_run(["/usr/local/sbin/lgcloud-net-policy"])
+            if code != 0:
+                self.cut(vm, segment)  # fail closed, as at boot
+                said = output.decode(errors="replace").strip()[-300:] if isinstance(output, bytes) else ""
+                raise LabError(f"{vm}: its firewall could not be placed on {segment}; port removed again: {said}")
 
     def write_file(self, vm: str, path: str, content: bytes, mode: int = 0o644, uid: int = 0) -> None:
         """Write a file onto the VM's disk through the hypervisor: works while the VM is off."""

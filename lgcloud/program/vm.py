@@ -71,8 +71,13 @@ def vm(
             docker.ContainerNetworksAdvancedArgs(name=networks[key].name, ipv4_address=address, aliases=[plan.name])
             for key, address in plan.addresses.items()
         ],
-        envs=[f"LGCLOUD_INGRESS={ingress_policy(plan, args.topology)}"],
-        # The host firewall of vm-init needs NET_ADMIN inside the VM's own namespace.
+        envs=[
+            f"LGCLOUD_INGRESS={ingress_policy(plan, args.topology)}",
+            # Only a gateway keeps NET_ADMIN and NET_RAW past boot: it moves service addresses.
+            *(["LGCLOUD_NET_ADMIN=keep"] if plan.role == "gateway" else []),
+        ],
+        # vm-init places the firewall with NET_ADMIN, then drops it (and NET_RAW) from every process
+        # a tenant can reach; the hypervisor's `docker exec` keeps it (lgcloud.ops.lab.Lab.plug).
         capabilities=docker.ContainerCapabilitiesArgs(adds=["NET_ADMIN"]),
         uploads=[
             docker.ContainerUploadArgs(

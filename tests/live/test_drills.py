@@ -8,6 +8,7 @@ and leave the lab normal again, which the last checks of each pair prove.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -289,3 +290,20 @@ def test_failback_keeps_the_rows_an_async_backup_never_received(configured, vm, 
     assert sorted(row["resident_code"] for row in json.loads(kept.read_text())["rows"]) == codes
     assert kept.name in err and codes[0] not in err  # the file is named; personal data stays in it
     assert_normal(vm, dev.municipalities)
+
+
+def test_the_firewall_followed_every_port_the_drills_plugged_back(dev):
+    """Drills cut database ports and plug them back, some into running VMs, which cannot place
+    their firewall themselves: every segment of each database's policy has its DROP rule on the
+    interface that holds it, read through the hypervisor."""
+    with Lab(dev) as ops:
+        for m in dev.municipalities:
+            for name in (f"{m.id}-db", f"{m.id}-db-replica"):
+                container = ops.container(name)
+                env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+                addresses = container.exec_run(["ip", "-o", "-4", "addr", "show"]).output.decode().splitlines()
+                rules = container.exec_run(["iptables", "-w", "-S", "LGCLOUD-INGRESS"]).output.decode()
+                for rule in filter(None, env["LGCLOUD_INGRESS"].split(";")):
+                    network = ipaddress.ip_network(rule.partition("=")[0])
+                    [iface] = [f[1] for f in map(str.split, addresses) if ipaddress.ip_interface(f[3]).ip in network]
+                    assert f"-A LGCLOUD-INGRESS -i {iface} -j DROP" in rules, f"{name}: {iface} ({network}) is open"

@@ -107,3 +107,48 @@ def test_the_controller_reaches_every_vm_on_mgmt(lab, name):
         conn.settimeout(2)
         banner = conn.recv(8)
     assert banner.startswith(b"SSH-"), f"{name} on mgmt answers {banner!r}, not sshd"
+
+
+NET_ADMIN, NET_RAW = 12, 13  # capability numbers (linux/capability.h)
+
+
+@pytest.mark.hosts("all")
+def test_root_in_a_vm_keeps_net_admin_and_net_raw_on_gateways_only(vm, lab, name):
+    """A root SSH session's bounding set: a tenant VM can neither regain the two nor pass them on."""
+    bounding = int(vm(name).check_output("awk '/^CapBnd/ {print $2}' /proc/self/status"), 16)
+    held = {cap for cap in (NET_ADMIN, NET_RAW) if bounding & (1 << cap)}
+    assert held == ({NET_ADMIN, NET_RAW} if lab.vm(name).role == "gateway" else set()), f"{name}: {held}"
+
+
+@pytest.mark.hosts("all")
+def test_ipv6_is_off_and_root_cannot_turn_it_on(vm, name):
+    """The firewall is IPv4; so is every VM: no IPv6 address, and no way for root to get one."""
+    host = vm(name)
+    host.run("echo 0 > /proc/sys/net/ipv6/conf/all/disable_ipv6")
+    assert host.check_output(
+        "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/default/disable_ipv6"
+    ).split() == ["1", "1"]
+    assert host.check_output("ip -6 -o addr show") == ""
+
+
+def test_an_office_cannot_take_another_offices_address(vm, lab, dev):
+    """The attack of issue 11: Ａ市's terminal, as root, adds Ｂ町's terminal address, announces it
+    with a raw ARP frame and asks the gateway for Ｂ町's registry from it. Each step is refused."""
+    office, other = dev.municipalities[0], dev.municipalities[1]
+    host = vm(f"{office.id}-terminal")
+    own = str(office.terminal)
+    iface = host.check_output(f"ip -o -4 addr show | awk '$4 ~ /^{own}\\// {{print $2}}'")
+    assert iface, f"no interface holds {own}"
+    added = host.run(f"ip addr add {other.terminal}/32 dev {iface}")
+    assert added.rc != 0 and "Operation not permitted" in added.stderr, added
+    assert str(other.terminal) not in host.check_output("ip -o -4 addr show")
+    frame = host.run(
+        f"python3 -c 'import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW).bind((\"{iface}\", 0))'"
+    )
+    assert frame.rc != 0 and "PermissionError" in frame.stderr, frame
+    service = lab.service_addresses[other.id]
+    asked = host.run(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 --interface {other.terminal} "
+        f"-H 'Host: jumin.{other.id}.lgwan.test' 'http://{service}/api/residents?name=%E8%A8%93%E7%B7%B4'"
+    )
+    assert asked.stdout.strip() in ("", "000"), f"answered {asked.stdout}"  # curl cannot bind the address
