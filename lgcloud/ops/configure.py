@@ -125,9 +125,11 @@ def configure(
     write_atomic(inventory, yaml.safe_dump(document, allow_unicode=True, sort_keys=False), 0o600)
     # Secrets reach Ansible through runner's extravars file, never a command line or a label.
     write_atomic(data_dir / "env" / "extravars", json.dumps(stack_secrets(cfg.stack).as_extravars()), 0o600)
-    # Runner writes a run's cmdline to env/cmdline once and reads it on every later run that passes
-    # none: without this, the runs after a `--check` would all be checks too.
-    (data_dir / "env" / "cmdline").unlink(missing_ok=True)
+    # Runner reads env/cmdline and env/envvars on every run, over what it is passed: a file left by
+    # an earlier run or version would turn every later run into a check, or switch host key
+    # checking off. Each run's settings are the ones below, passed whole.
+    for stale in ("cmdline", "envvars"):
+        (data_dir / "env" / stale).unlink(missing_ok=True)
     hosts: dict[str, HostResult] = defaultdict(HostResult)
     published: dict[str, Any] = {}  # what the roles handed over with set_stats
     current = {"task": ""}

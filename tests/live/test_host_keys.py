@@ -34,25 +34,21 @@ def test_every_vm_has_its_host_key_pinned(configured, lab):
 
 @pytest.fixture
 def impostor(configured, dev):
-    """The VICTIM's address answered with another host key, restored afterwards."""
-    ops = Lab(dev)
-    original = {path: ops.read_file(VICTIM, path) for path in (PRIVATE, HOST_KEY)}
-    key = Ed25519PrivateKey.generate()
-    encoding, formats = serialization.Encoding, serialization.PrivateFormat
-    private = key.private_bytes(encoding.PEM, formats.OpenSSH, serialization.NoEncryption())
-    public = key.public_key().public_bytes(encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    ops.write_file(VICTIM, PRIVATE, private, 0o600)
-    ops.write_file(VICTIM, HOST_KEY, public)
-    ops.run(VICTIM, "sv hup sshd")  # sshd re-executes itself and serves the new key
-    ops.close()
-    try:
-        yield
-    finally:
-        ops = Lab(dev)
-        for path, content in original.items():
-            ops.write_file(VICTIM, path, content, 0o600 if path == PRIVATE else 0o644)
-        ops.container(VICTIM).exec_run(["sv", "hup", "sshd"])  # through the hypervisor: no SSH to an impostor
-        ops.close()
+    """The VICTIM's address answered with another host key (sshd reads its keys for every new
+    connection); its own keys written back afterwards, through the hypervisor."""
+    with Lab(dev) as ops:
+        original = {path: ops.read_file(VICTIM, path) for path in (PRIVATE, HOST_KEY)}
+        key = Ed25519PrivateKey.generate()
+        encoding, formats = serialization.Encoding, serialization.PrivateFormat
+        private = key.private_bytes(encoding.PEM, formats.OpenSSH, serialization.NoEncryption())
+        public = key.public_key().public_bytes(encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        try:
+            ops.write_file(VICTIM, PRIVATE, private, 0o600)
+            ops.write_file(VICTIM, HOST_KEY, public)
+            yield
+        finally:
+            for path, content in original.items():
+                ops.write_file(VICTIM, path, content, 0o600 if path == PRIVATE else 0o644)
 
 
 def test_a_machine_with_another_host_key_is_sent_nothing(impostor, dev):
