@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from ..model.naming import KEY_LABEL, labels, vm_resource, volume_resource
+from ..model.naming import EXPORTER_PORT, KEY_LABEL, labels, vm_resource, volume_resource
 from ..model.topology import Topology, VmPlan
 from ..state.keys import fingerprint
 
@@ -28,6 +28,14 @@ def ingress_policy(plan: VmPlan, topology: Topology) -> str:
     return ";".join(
         f"{topology.segment(key).cidr}={','.join(sources)}" for key, sources in sorted(plan.ingress.items())
     )
+
+
+def host_policy(plan: VmPlan, topology: Topology) -> tuple[str, str]:
+    """The host's end of each of the VM's segments, none of which the VM may open a connection
+    to; and what it may open there anyway (the monitor: the lgcloud exporter on mgmt)."""
+    ends = sorted({str(topology.segment(key).cidr.network_address + 1) for key in plan.addresses})
+    allowed = f"{topology.controller}:{EXPORTER_PORT}" if plan.role == "monitor" else ""
+    return ",".join(ends), allowed
 
 
 def vm(
@@ -73,6 +81,11 @@ def vm(
         ],
         envs=[
             f"LGCLOUD_INGRESS={ingress_policy(plan, args.topology)}",
+            *(
+                f"{k}={v}"
+                for k, v in zip(("LGCLOUD_HOST", "LGCLOUD_HOST_ALLOW"), host_policy(plan, args.topology))
+                if v
+            ),
             # Only a gateway keeps NET_ADMIN and NET_RAW past boot: it moves service addresses.
             *(["LGCLOUD_NET_ADMIN=keep"] if plan.role == "gateway" else []),
         ],

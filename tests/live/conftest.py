@@ -44,6 +44,39 @@ with ThreadPoolExecutor(32) as pool:
 """
 
 
+# Asks, from inside a VM, which addresses answer an ICMP echo (an unprivileged ICMP socket: no
+# NET_RAW needed) and which a UDP datagram to port 9, where nothing listens: the answer is the ICMP
+# "port unreachable" that a filtered address never sends back.
+DATAGRAM_PROBE = """
+import json, socket, struct, sys
+from concurrent.futures import ThreadPoolExecutor
+def icmp(address):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) as s:
+        s.settimeout(1.0)
+        try:
+            s.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"lgcloud", (address, 0))
+            return s.recvfrom(64)[0][0] == 0
+        except OSError:
+            return False
+def udp(address):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect((address, 9))
+            s.send(b"lgcloud")
+            s.recv(64)
+            return True
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+addresses = json.loads(sys.argv[1])
+with ThreadPoolExecutor(32) as pool:
+    found = {name: dict(zip(addresses, pool.map(test, addresses))) for name, test in (("icmp", icmp), ("udp", udp))}
+print(json.dumps(found))
+"""
+
+
 @cache
 def inventory() -> dict[str, Any]:
     """The dev lab's inventory as `lgcloud configure` generates it, every VM of the plan in it."""
@@ -134,4 +167,10 @@ def vm(lab):
 def probe(host, targets: list[tuple[str, int]]) -> dict[str, bool]:
     """From `host`, try each (address, port); True where a connection was accepted."""
     output = host.check_output("python3 -c %s %s", PROBE, json.dumps(targets))
+    return json.loads(output)
+
+
+def probe_datagrams(host, addresses: list[str]) -> dict[str, dict[str, bool]]:
+    """From `host`, ICMP echo and UDP to each address: {"icmp": {address: answered}, "udp": …}."""
+    output = host.check_output("python3 -c %s %s", DATAGRAM_PROBE, json.dumps(addresses))
     return json.loads(output)

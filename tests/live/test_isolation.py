@@ -22,16 +22,18 @@ import pytest
 
 from lgcloud.model.naming import BACKUP_TLS_PORT
 from lgcloud.model.topology import Topology, VmPlan
+from lgcloud.ops.lab import Lab
 
-from .conftest import group, probe
+from .conftest import group, probe, probe_datagrams
 
 pytestmark = pytest.mark.live
 OPERATORS = {"bastion", "monitor"}
 SSH = 22
 
 
-def allowed(source: VmPlan, target: VmPlan, segment: str, port: int = SSH) -> bool:
-    """May `source` open a connection to `target`'s address on `segment` (at `port`)?"""
+def allowed(source: VmPlan, target: VmPlan, segment: str, port: int | None = SSH) -> bool:
+    """May `source` open a connection to `target`'s address on `segment` (at TCP `port`; None: a
+    datagram, UDP or ICMP)?"""
     if segment not in source.addresses:
         return False  # segments are not routed to each other
     if segment == "mgmt":
@@ -82,6 +84,60 @@ def test_reachability_matches_the_policy(observed, lab, name):
     assert not wrong, f"{name}: against policy: {wrong}"
     # A probe that could reach nothing at all would agree with every "refused" for the wrong reason.
     assert any(observed[name].values()), f"{name} reached nothing: is its probe working?"
+
+
+@pytest.fixture(scope="module")
+def datagrams(vm, lab):
+    """From every VM, ICMP echo and UDP to every address of the others and to the host's end of
+    each of its own segments."""
+
+    def from_source(name: str) -> dict[str, dict[str, bool]]:
+        source = lab.vm(name)
+        targets = [a for t in lab.vms if t.name != name for a in t.addresses.values()]
+        return probe_datagrams(vm(name), targets + host_ends(lab, source))
+
+    sources = group("all")
+    with ThreadPoolExecutor(6) as pool:
+        return dict(zip(sources, pool.map(from_source, sources)))
+
+
+def host_ends(topology: Topology, source: VmPlan) -> list[str]:
+    return [str(topology.segment(key).cidr.network_address + 1) for key in source.addresses]
+
+
+@pytest.mark.hosts("all")
+@pytest.mark.parametrize("protocol", ["icmp", "udp"])
+def test_datagrams_follow_the_policy_and_never_reach_the_host(datagrams, lab, name, protocol):
+    source = lab.vm(name)
+    expected = {
+        address: allowed(source, target, segment, None)
+        for target in lab.vms
+        if target.name != name
+        for segment, address in target.addresses.items()
+    }
+    expected |= {address: False for address in host_ends(lab, source)}  # the provider's machine
+    seen = datagrams[name][protocol]
+    wrong = {
+        address: "answered" if seen[address] else "silent" for address in expected if seen[address] != expected[address]
+    }
+    assert not wrong, f"{name} ({protocol}): against policy: {wrong}"
+    assert any(seen.values()), f"{name} reached nothing over {protocol}: is its probe working?"
+
+
+def test_the_host_is_silent_because_the_vm_drops_what_it_sends(lab, dev, vm):
+    """Not a host that ignores pings: the VM's own egress rule drops them, as its counter shows."""
+    name = f"{dev.municipalities[0].id}-terminal"
+    end = host_ends(lab, lab.vm(name))[0]
+    with Lab(dev) as ops:
+        container = ops.container(name)
+
+        def dropped() -> int:
+            rules = container.exec_run(["iptables", "-w", "-L", "LGCLOUD-EGRESS", "-n", "-v", "-x"]).output.decode()
+            return sum(int(line.split()[0]) for line in rules.splitlines() if "DROP" in line and end in line)
+
+        before = dropped()
+        assert probe_datagrams(vm(name), [end])["icmp"][end] is False
+        assert dropped() > before
 
 
 def test_the_matrix_has_both_kinds_of_pair(observed):
