@@ -121,7 +121,8 @@ def test_datagrams_follow_the_policy_and_never_reach_the_host(datagrams, lab, na
         address: "answered" if seen[address] else "silent" for address in expected if seen[address] != expected[address]
     }
     assert not wrong, f"{name} ({protocol}): against policy: {wrong}"
-    assert any(seen.values()), f"{name} reached nothing over {protocol}: is its probe working?"
+    if any(expected.values()):  # the backup VM may open nothing but TCP: nothing to show for its probe
+        assert any(seen.values()), f"{name} reached nothing over {protocol}: is its probe working?"
 
 
 def test_the_host_is_silent_because_the_vm_drops_what_it_sends(lab, dev, vm):
