@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-import time
 import uuid
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -90,7 +89,10 @@ def test_register_and_read_back(terminal, m):
     for field in ("name", "kana", "birth_date", "sex", "address", "event", "event_date", "previous_address"):
         assert read["resident"][field] == body[field], field
     assert read["resident"]["status"] == "resident"
-    assert read["resident"]["my_number"] == created["my_number"]
+    assert "my_number" not in read["resident"], "a read that names no purpose shows the 個人番号"
+    code = created["resident_code"]
+    for_purpose = call(terminal(m.id), m.id, "GET", f"/api/residents/{code}?purpose=kokuho").json()
+    assert for_purpose["resident"]["my_number"] == created["my_number"]
 
 
 @pytest.mark.municipalities
@@ -255,7 +257,7 @@ def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field, a_
 
 @pytest.mark.parametrize(
     "query",
-    [pytest.param("試", id="one-character"), pytest.param("%00", id="nul"), pytest.param("", id="empty")],
+    [pytest.param(quote("試"), id="one-character"), pytest.param("%00", id="nul"), pytest.param("", id="empty")],
 )
 def test_a_name_lookup_needs_two_printable_characters(terminal, a_city, query):
     response = call(terminal(a_city.id), a_city.id, "GET", f"/api/residents?name={query}")
@@ -289,7 +291,10 @@ def test_certificate_json(terminal, a_city):
         k: body[k] for k in ("name", "birth_date", "address")
     }
     assert "my_number" not in certificate["resident"], "the 個人番号 is on a certificate nobody asked it for"
-    asked = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate?my_number=include")
+    path = f"/api/residents/{created['resident_code']}/certificate?my_number=include"
+    unnamed = call(host, a_city.id, "GET", path)
+    assert (unnamed.status, unnamed.json()["field"]) == (400, "purpose"), unnamed.body
+    asked = call(host, a_city.id, "GET", f"{path}&purpose=juminhyo")
     assert asked.json()["certificate"]["resident"]["my_number"] == created["my_number"]
 
 
@@ -321,18 +326,69 @@ def test_certificate_html_is_printable_and_escaped(terminal, a_city):
     assert a_city.code in html
 
 
-def test_the_backup_site_reads_the_replica_and_refuses_writes(terminal, lab, a_city):
-    """Through the standby gateway, the standby app answers from the replica: reads only."""
+def test_the_backup_site_shows_nothing_it_could_not_record(terminal, lab, vm, a_city):
+    """Through the standby gateway, the standby app answers from the replica, which takes no
+    アクセス記録: it registers nothing and shows no resident, saying why; its health says replica."""
     host = terminal(a_city.id)
     standby = lab.vm("gateway-standby").addresses[a_city.access]
     created = register(terminal, a_city.id, person())
-    deadline = time.monotonic() + 10
-    while True:
-        read = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}", via=standby)
-        if read.status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert read.status == 200, f"the backup site does not have the resident: {read.status} {read.body!r}"
-    assert read.json()["resident"]["name"] == created["name"]
+    health = call(host, a_city.id, "GET", "/healthz", via=standby)
+    assert (health.status, health.json()["database"]) == (200, "read-only replica"), health.body
+    read = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}", via=standby)
+    assert read.status == 503 and "アクセス記録" in read.json()["error"], read.body
     refused = call(host, a_city.id, "POST", "/api/residents", person(), via=standby)
     assert refused.status == 503, f"the backup site accepted a registration: {refused.status} {refused.body!r}"
+
+
+def _records(vm, municipality: str, resident_code: str) -> list[list[str]]:
+    out = vm(f"{municipality}-db").check_output(
+        "chpst -u postgres psql -XAtq -d jumin -c "
+        f"\"SELECT office, action, array_to_string(fields, ' '), coalesce(purpose, '-') FROM audit.access_records "
+        f"WHERE resident_code = '{resident_code}' ORDER BY id\""
+    )
+    return [line.split("|") for line in out.splitlines()]
+
+
+def test_every_look_at_a_resident_is_in_the_access_record(terminal, vm, a_city):
+    host = terminal(a_city.id)
+    body = person(name=f"記録 {uuid.uuid4().hex[:8]}")
+    code = register(terminal, a_city.id, body)["resident_code"]
+    call(host, a_city.id, "GET", f"/api/residents?name={quote(body['name'])}")
+    call(host, a_city.id, "GET", f"/api/residents/{code}")
+    call(host, a_city.id, "GET", f"/api/residents/{code}?purpose=zei")
+    records = _records(vm, a_city.id, code)
+    assert [(r[1], r[3]) for r in records] == [
+        ("register", "juminhyo"),
+        ("lookup", "-"),
+        ("read", "-"),
+        ("read", "zei"),
+    ]
+    assert {r[0] for r in records} == {str(a_city.terminal)}, "the office is the terminal the gateway saw"
+    assert "my_number" not in records[1][2].split() and "my_number" not in records[2][2].split()
+    assert "my_number" in records[3][2].split()
+
+
+def test_an_unknown_purpose_is_refused_and_shows_nothing(terminal, vm, a_city):
+    host = terminal(a_city.id)
+    code = register(terminal, a_city.id, person())["resident_code"]
+    response = call(host, a_city.id, "GET", f"/api/residents/{code}?purpose=curiosity")
+    assert (response.status, response.json()["field"]) == (400, "purpose"), response.body
+    assert "resident" not in response.json()
+    assert [r[1] for r in _records(vm, a_city.id, code)] == ["register"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit.access_records SET purpose = 'zei'",
+        "DELETE FROM audit.access_records",
+        "TRUNCATE audit.access_records",
+        "DROP TABLE audit.access_records",
+        "DROP SCHEMA audit CASCADE",
+    ],
+)
+def test_the_app_cannot_change_or_remove_an_access_record(vm, a_city, statement):
+    result = vm(f"{a_city.id}-db").run(
+        f"chpst -u postgres psql -XAtq -d jumin -v ON_ERROR_STOP=1 -c 'SET ROLE jumin' -c \"{statement}\""
+    )
+    assert result.rc != 0 and ("permission denied" in result.stderr or "must be owner" in result.stderr), result

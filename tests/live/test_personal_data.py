@@ -73,7 +73,8 @@ def test_no_log_of_the_lab_holds_a_my_number_or_a_resident_code(exercised, vm, d
         logs = subprocess.run(
             ["docker", "logs", vm_resource(STACK, machine.name)], capture_output=True, text=True, errors="replace"
         )
-        files = vm(machine.name).run("find /var/log -type f -exec cat {} + 2>/dev/null").stdout
+        # Runs of 11 or 12 digits only: binary logs (wtmp) are read as text, and nothing else travels.
+        files = vm(machine.name).run("grep -rhoaE '[0-9]{11,12}' /var/log 2>/dev/null || true").stdout
         for source, text in ((f"{machine.name} container log", logs.stdout + logs.stderr), (machine.name, files)):
             hits = {value for value in IDENTIFIERS.findall(text) if value in written}
             if hits:

@@ -202,7 +202,11 @@ def limit_body():
 @app.errorhandler(psycopg2.errors.ReadOnlySqlTransaction)
 def read_only(error):
     return reply(
-        {"error": "this site's database is a read-only replica: registrations are made at the center", "field": None},
+        {
+            "error": "this site's database is a read-only replica: nothing is registered here, and nothing is "
+            "shown that the アクセス記録 could not record; use the center",
+            "field": None,
+        },
         503,
     )
 
@@ -216,6 +220,49 @@ def database_unreachable(error):
 @app.errorhandler(psycopg2.errors.UndefinedTable)
 def not_initialised(error):
     return reply({"error": "the registry has not been initialised at the center yet", "field": None}, 503)
+
+
+# --- 個人番号 only for a purpose; every look at a resident recorded ---
+
+# The 事務 a 個人番号 may be shown for (番号法 別表, in outline); a request names one: ?purpose=kokuho.
+PURPOSES = {
+    "juminhyo": "住民基本台帳に関する事務",
+    "zei": "地方税の賦課徴収に関する事務",
+    "kokuho": "国民健康保険に関する事務",
+    "kaigo": "介護保険に関する事務",
+    "jido-teate": "児童手当に関する事務",
+}
+
+
+def purpose() -> str | None:
+    """The 事務 the request names, or None; an unknown one is refused."""
+    named = request.args.get("purpose")
+    if named is None:
+        return None
+    if named not in PURPOSES:
+        raise Refused(400, "purpose", f"purpose names the 事務 the 個人番号 is for, one of {', '.join(PURPOSES)}")
+    return named
+
+
+def office() -> str:
+    """The terminal the request came from. Only the gateway reaches the app, and it appends the
+    address it saw to X-Forwarded-For: the last one is the gateway's word, earlier ones the client's."""
+    seen = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
+    return seen if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", seen) else f"gateway {request.remote_addr}"
+
+
+def record(cur, action: str, resident_code: str, fields, purpose: str | None = None) -> None:
+    """An アクセス記録 row in the same transaction as the access: no record, nothing shown."""
+    cur.execute(
+        "INSERT INTO audit.access_records (office, action, resident_code, fields, purpose)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (office(), action, resident_code, list(fields), purpose),
+    )
+
+
+def shown_fields(resident: dict, why: str | None) -> dict:
+    """The resident as a request may see it: the 個人番号 only for a named purpose."""
+    return resident if why else {key: value for key, value in resident.items() if key != "my_number"}
 
 
 # --- Database ---
@@ -399,6 +446,8 @@ def register():
                     resident,
                 )
                 created = as_json(cur.fetchone())
+                # The clerk who registers is given the new 個人番号 (for the 通知カード): 住民票の事務.
+                record(cur, "register", created["resident_code"], created, "juminhyo")
         except psycopg2.errors.UniqueViolation as error:
             if supplied and error.diag.constraint_name == "residents_current_my_number":
                 raise Refused(409, "my_number", "a current resident already holds this 個人番号") from None
@@ -422,6 +471,8 @@ def lookup():
             (name, LOOKUP_LIMIT + 1),
         )
         found = [as_json(row) for row in cur.fetchall()]
+        for resident in found[:LOOKUP_LIMIT]:
+            record(cur, "lookup", resident["resident_code"], SUMMARY)
     # More than the limit: shown the first ones, told to narrow the name down.
     return reply(
         {
@@ -433,8 +484,11 @@ def lookup():
 
 @app.get("/api/residents/<resident_code>")
 def read(resident_code: str):
+    why = purpose()
     with transaction() as cur:
-        return reply({"resident": find(cur, resident_code)})
+        resident = shown_fields(find(cur, resident_code), why)
+        record(cur, "read", resident_code, resident, why)
+    return reply({"resident": resident})
 
 
 @app.post("/api/residents/<resident_code>/move-out")
@@ -454,17 +508,22 @@ def move_out(resident_code: str):
             f" RETURNING {', '.join(COLUMNS)}",
             (event_date, destination, resident_code),
         )
-        resident = as_json(cur.fetchone())
+        resident = shown_fields(as_json(cur.fetchone()), None)
+        record(cur, "move-out", resident_code, resident)
     log.info("moved out a resident")
     return reply({"resident": resident})
 
 
 def certificate(resident_code: str) -> dict:
     """The 住民票の写し of a resident (住民票の除票の写し once moved out), as data."""
+    # 個人番号の記載 only when asked for, and for a named 事務.
+    include = request.args.get("my_number") == "include"
+    why = purpose()
+    if include and why is None:
+        raise Refused(400, "purpose", f"a 個人番号 on a certificate needs ?purpose=, one of {', '.join(PURPOSES)}")
     with transaction() as cur:
-        resident = find(cur, resident_code)
-    if request.args.get("my_number") != "include":  # 個人番号 only when asked for (個人番号の記載)
-        resident.pop("my_number")
+        resident = shown_fields(find(cur, resident_code), why if include else None)
+        record(cur, "certificate", resident_code, resident, why if include else None)
     moved_out = resident["status"] == "moved-out"
     return {
         "title": "住民票の除票の写し" if moved_out else "住民票の写し",

@@ -114,6 +114,45 @@ def ensure_database(cursor, name: str, owner: str, encoding: str, locale: str) -
     return []
 
 
+# アクセス記録: every look at a resident, appended by the app, which can neither change nor remove
+# a row. The schema and table belong to postgres, not to the app's role that owns the database
+# (an owner of the schema could drop the table); the app may INSERT and SELECT only.
+ACCESS_RECORDS = """
+CREATE SCHEMA IF NOT EXISTS audit AUTHORIZATION postgres;
+CREATE TABLE IF NOT EXISTS audit.access_records (
+    id            bigserial PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT now(),
+    office        text NOT NULL,      -- the terminal the request came from, as the gateway saw it
+    clerk         text,               -- the 職員ID, once clerks sign in
+    action        text NOT NULL,      -- register, read, lookup, move-out, certificate
+    resident_code char(11) NOT NULL CHECK (resident_code ~ '^[0-9]{11}$'),
+    fields        text[] NOT NULL,    -- what was shown or written
+    purpose       text                -- the 事務 named for a 個人番号; NULL when none was shown
+);
+CREATE INDEX IF NOT EXISTS access_records_resident ON audit.access_records (resident_code, at);
+REVOKE ALL ON SCHEMA audit FROM PUBLIC;
+REVOKE ALL ON audit.access_records FROM PUBLIC;
+"""
+
+
+def ensure_access_records(host: str, port: str, database: str, app_user: str) -> list[str]:
+    connection = psycopg2.connect(
+        host=host, port=port, dbname=database, user="postgres", options="-c synchronous_commit=local"
+    )
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('audit.access_records') IS NOT NULL")
+            existed = cursor.fetchone()[0]
+            cursor.execute(ACCESS_RECORDS)
+            app = sql.Identifier(app_user)
+            cursor.execute(sql.SQL("GRANT USAGE ON SCHEMA audit TO {}").format(app))
+            cursor.execute(sql.SQL("GRANT INSERT, SELECT ON audit.access_records TO {}").format(app))
+            cursor.execute(sql.SQL("GRANT USAGE ON SEQUENCE audit.access_records_id_seq TO {}").format(app))
+    finally:
+        connection.close()
+    return [] if existed else ["access records: created"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replication-user", required=True)
@@ -142,6 +181,7 @@ def main() -> None:
         cursor.execute("SELECT system_identifier FROM pg_control_system()")
         system_identifier = str(cursor.fetchone()[0])
     connection.close()
+    changes += ensure_access_records(args.socket_dir, args.port, args.database, args.app_user)
     print(json.dumps({"changes": changes, "system_identifier": system_identifier}))
 
 
