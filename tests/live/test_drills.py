@@ -26,6 +26,7 @@ from lgcloud.state.failover import served_from_backup
 
 from .conftest import STACK
 from .offices import call
+from .policy import against_policy, observe
 
 pytestmark = [pytest.mark.live, pytest.mark.drill]
 
@@ -307,3 +308,10 @@ def test_the_firewall_followed_every_port_the_drills_plugged_back(dev):
                     network = ipaddress.ip_network(rule.partition("=")[0])
                     [iface] = [f[1] for f in map(str.split, addresses) if ipaddress.ip_interface(f[3]).ip in network]
                     assert f"-A LGCLOUD-INGRESS -i {iface} -j DROP" in rules, f"{name}: {iface} ({network}) is open"
+
+
+def test_the_isolation_matrix_holds_after_the_drills(vm, lab):
+    """The drills powered VMs off and on and re-plugged their ports: the policy still holds."""
+    observed = observe(vm, lab)
+    wrong = {name: found for name in observed if (found := against_policy(lab, observed, name))}
+    assert not wrong, f"against policy after the drills: {wrong}"

@@ -20,67 +20,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lgcloud.model.naming import BACKUP_TLS_PORT
-from lgcloud.model.topology import Topology, VmPlan
 from lgcloud.ops.lab import Lab
 
-from .conftest import group, probe, probe_datagrams
+from .conftest import group, probe_datagrams
+from .policy import against_policy, allowed, host_ends, observe
 
 pytestmark = pytest.mark.live
-OPERATORS = {"bastion", "monitor"}
-SSH = 22
-
-
-def allowed(source: VmPlan, target: VmPlan, segment: str, port: int | None = SSH) -> bool:
-    """May `source` open a connection to `target`'s address on `segment` (at TCP `port`; None: a
-    datagram, UDP or ICMP)?"""
-    if segment not in source.addresses:
-        return False  # segments are not routed to each other
-    if segment == "mgmt":
-        return source.name in OPERATORS
-    if segment in ("lgwan", "ipvpn"):
-        return "gateway" in (source.role, target.role)
-    if segment == "interconnect":
-        # Backups: the repository and every database meet at pgBackRest's port, and nowhere else.
-        if "backup" in (source.role, target.role):
-            return port == BACKUP_TLS_PORT
-        return source.municipality == target.municipality
-    return True  # a closed segment holds one municipality's VMs and the gateway that fronts them
-
-
-def matrix(topology: Topology, source: VmPlan) -> dict[str, bool]:
-    """Every other VM's SSH on each of its addresses, and its pgBackRest port on interconnect."""
-    return {
-        f"{address}:{port}": allowed(source, target, segment, port)
-        for target in topology.vms
-        if target.name != source.name
-        for segment, address in target.addresses.items()
-        for port in ((SSH, BACKUP_TLS_PORT) if segment == "interconnect" else (SSH,))
-    }
 
 
 @pytest.fixture(scope="module")
 def observed(vm, lab):
-    """From every VM at once, which addresses of the others accept a connection on port 22."""
-
-    def from_source(name: str) -> dict[str, bool]:
-        targets = [tuple(k.rsplit(":", 1)) for k in matrix(lab, lab.vm(name))]
-        return probe(vm(name), [(a, int(p)) for a, p in targets])
-
-    sources = group("all")
-    with ThreadPoolExecutor(6) as pool:
-        return dict(zip(sources, pool.map(from_source, sources)))
+    return observe(vm, lab)
 
 
 @pytest.mark.hosts("all")
 def test_reachability_matches_the_policy(observed, lab, name):
-    expected = matrix(lab, lab.vm(name))
-    owner = {
-        f"{a}:{p}": f"{t.name}@{s}:{p}" for t in lab.vms for s, a in t.addresses.items() for p in (SSH, BACKUP_TLS_PORT)
-    }
-    wrong = {
-        owner[k]: ("reached" if observed[name][k] else "refused") for k in expected if observed[name][k] != expected[k]
-    }
+    wrong = against_policy(lab, observed, name)
     assert not wrong, f"{name}: against policy: {wrong}"
     # A probe that could reach nothing at all would agree with every "refused" for the wrong reason.
     assert any(observed[name].values()), f"{name} reached nothing: is its probe working?"
@@ -99,10 +54,6 @@ def datagrams(vm, lab):
     sources = group("all")
     with ThreadPoolExecutor(6) as pool:
         return dict(zip(sources, pool.map(from_source, sources)))
-
-
-def host_ends(topology: Topology, source: VmPlan) -> list[str]:
-    return [str(topology.segment(key).cidr.network_address + 1) for key in source.addresses]
 
 
 @pytest.mark.hosts("all")

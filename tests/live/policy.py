@@ -1,0 +1,70 @@
+"""The isolation policy of the design as the live tests check it: what each VM may open to each
+address of the others, written from the policy's words (see test_isolation), and the probe that
+asks every VM at once."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from lgcloud.model.naming import BACKUP_TLS_PORT
+from lgcloud.model.topology import Topology, VmPlan
+
+from .conftest import group, probe
+
+OPERATORS = {"bastion", "monitor"}
+SSH = 22
+
+
+def allowed(source: VmPlan, target: VmPlan, segment: str, port: int | None = SSH) -> bool:
+    """May `source` open a connection to `target`'s address on `segment` (at TCP `port`; None: a
+    datagram, UDP or ICMP)?"""
+    if segment not in source.addresses:
+        return False  # segments are not routed to each other
+    if segment == "mgmt":
+        return source.name in OPERATORS
+    if segment in ("lgwan", "ipvpn"):
+        return "gateway" in (source.role, target.role)
+    if segment == "interconnect":
+        # Backups: the repository and every database meet at pgBackRest's port, and nowhere else.
+        if "backup" in (source.role, target.role):
+            return port == BACKUP_TLS_PORT
+        return source.municipality == target.municipality
+    return True  # a closed segment holds one municipality's VMs and the gateway that fronts them
+
+
+def matrix(topology: Topology, source: VmPlan) -> dict[str, bool]:
+    """Every other VM's SSH on each of its addresses, and its pgBackRest port on interconnect."""
+    return {
+        f"{address}:{port}": allowed(source, target, segment, port)
+        for target in topology.vms
+        if target.name != source.name
+        for segment, address in target.addresses.items()
+        for port in ((SSH, BACKUP_TLS_PORT) if segment == "interconnect" else (SSH,))
+    }
+
+
+def observe(vm, lab: Topology) -> dict[str, dict[str, bool]]:
+    """From every VM at once, which addresses of the others accept a connection (SSH, pgBackRest)."""
+
+    def from_source(name: str) -> dict[str, bool]:
+        targets = [tuple(k.rsplit(":", 1)) for k in matrix(lab, lab.vm(name))]
+        return probe(vm(name), [(a, int(p)) for a, p in targets])
+
+    sources = group("all")
+    with ThreadPoolExecutor(6) as pool:
+        return dict(zip(sources, pool.map(from_source, sources)))
+
+
+def against_policy(lab: Topology, observed: dict[str, dict[str, bool]], name: str) -> dict[str, str]:
+    """What `name` reached or was refused against the policy, by target VM, segment and port."""
+    expected = matrix(lab, lab.vm(name))
+    owner = {
+        f"{a}:{p}": f"{t.name}@{s}:{p}" for t in lab.vms for s, a in t.addresses.items() for p in (SSH, BACKUP_TLS_PORT)
+    }
+    return {
+        owner[k]: ("reached" if observed[name][k] else "refused") for k in expected if observed[name][k] != expected[k]
+    }
+
+
+def host_ends(topology: Topology, source: VmPlan) -> list[str]:
+    return [str(topology.segment(key).cidr.network_address + 1) for key in source.addresses]
