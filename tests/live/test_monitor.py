@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -40,8 +42,19 @@ def test_monitoring_services_run_under_runit(configured, vm, service):
     assert vm("monitor").check_output(f"sv status {service}").startswith(f"run: {service}")
 
 
+@pytest.fixture(scope="module")
+def exporter(configured):
+    result = subprocess.run(  # what `make up` starts
+        [sys.executable, "-m", "lgcloud.cli", "exporter", "--detach", "--stack", "dev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.hosts("role_terminal", "role_app", "role_db", "role_bastion")
-def test_the_lgcloud_exporter_answers_the_monitor_only(configured, vm, lab, dev, name):
+def test_the_lgcloud_exporter_answers_the_monitor_only(exporter, vm, lab, dev, name):
     """It listens on mgmt, where every VM has a port: what it publishes (allocations, drills) is the
     provider's, not a tenant's to read."""
     url = f"http://{exporter_address(dev)}:{EXPORTER_PORT}/metrics"
