@@ -8,7 +8,7 @@ identifiers derived from a municipality's id, and the ports the controller serve
     >>> replica_slot("a-city")
     'a_city_replica'
     >>> service_url("jumin", "a-city")
-    'http://jumin.a-city.lgwan.test'
+    'https://jumin.a-city.lgwan.test'
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "NAME_LABEL",
     "REPLACED_GENERATIONS",
     "ROLE_LABEL",
+    "OFFICE_TLS",
     "SERVICE_DOMAIN",
     "SHARED",
     "SITE_LABEL",
@@ -50,6 +51,13 @@ LOCAL_ENDPOINT = "unix:///var/run/docker.sock"
 SHARED = "shared"
 # Domain of the services' names as the offices resolve them (<system>.<municipality>.lgwan.test).
 SERVICE_DOMAIN = "lgwan.test"
+# Where an office terminal keeps its client certificate for the LGWAN-ASP front, its key, and the
+# CA that signs the front's certificate (the terminal and probe roles, the drills' clerk).
+OFFICE_TLS = {
+    "certificate": "/etc/lgcloud/office.crt",
+    "key": "/etc/lgcloud/office.key",
+    "ca": "/etc/lgcloud/lgwan-ca.crt",
+}
 # `lgcloud exporter` on the controller, at the mgmt segment's first address.
 EXPORTER_PORT = 9480
 # A database cluster replaced by a re-clone or a failback is moved aside, not deleted; this many of
@@ -126,7 +134,7 @@ def replica_slot(municipality: str) -> str:
 
 def service_url(system: str, municipality: str) -> str:
     """What an office asks for: the service by name, through the gateway."""
-    return f"http://{system}.{municipality}.{SERVICE_DOMAIN}"
+    return f"https://{system}.{municipality}.{SERVICE_DOMAIN}"
 
 
 class _Municipality(Protocol):

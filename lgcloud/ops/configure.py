@@ -31,6 +31,7 @@ from ..state.keys import ensure_keypair
 from ..state.secrets import stack_secrets
 from .backup import certify
 from .inventory import build_inventory
+from .offices import certify_front
 
 __all__ = ["ConfigureSummary", "HostResult", "configure"]
 
@@ -121,7 +122,7 @@ def configure(
     (data_dir / "inventory").mkdir(parents=True, exist_ok=True)
     (data_dir / "env").mkdir(exist_ok=True)
     inventory = data_dir / "inventory" / "lab.yml"
-    document = build_inventory(cfg, ensure_keypair(cfg.stack).private, running, certify(cfg))
+    document = build_inventory(cfg, ensure_keypair(cfg.stack).private, running, certify(cfg), certify_front(cfg))
     write_atomic(inventory, yaml.safe_dump(document, allow_unicode=True, sort_keys=False), 0o600)
     # Secrets reach Ansible through runner's extravars file, never a command line or a label.
     write_atomic(data_dir / "env" / "extravars", json.dumps(stack_secrets(cfg.stack).as_extravars()), 0o600)

@@ -19,6 +19,7 @@ from ..model.naming import (
     BACKUP_COMMON_NAME,
     BACKUP_TLS_PORT,
     EXPORTER_PORT,
+    OFFICE_TLS,
     REPLACED_GENERATIONS,
     SHARED,
     identifier,
@@ -66,10 +67,15 @@ def _municipalities(cfg: StackConfig, topology: Topology) -> list[dict[str, Any]
 
 
 def build_inventory(
-    cfg: StackConfig, key: Path | str, running: set[str] | None = None, pki_dir: Path | str = ""
+    cfg: StackConfig,
+    key: Path | str,
+    running: set[str] | None = None,
+    pki_dir: Path | str = "",
+    lgwan_dir: Path | str = "",
 ) -> dict[str, Any]:
     """An Ansible YAML inventory of the stack's VMs (only those `running`, when given), reached
-    as root with the private `key`; their backup certificates are in `pki_dir`."""
+    as root with the private `key`; their backup certificates are in `pki_dir`, the LGWAN-ASP
+    front's and the offices' in `lgwan_dir`."""
     # A restore VM is configured like any VM while it exists (lgcloud.ops.restore).
     topology = plan(cfg).with_restores(active_restores(cfg.stack))
     ids = municipality_ids(cfg.municipalities)
@@ -116,6 +122,8 @@ def build_inventory(
                     "generations": cfg.backup.generations,
                 },
                 "lgcloud_pki_dir": str(pki_dir),
+                "lgcloud_lgwan_pki_dir": str(lgwan_dir),
+                "lgcloud_office_tls": OFFICE_TLS,
                 "lgcloud_municipalities": _municipalities(cfg, topology),
             },
             "children": dict(groups),

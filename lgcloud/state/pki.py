@@ -43,14 +43,15 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _authority(directory: Path, stack: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _authority(directory: Path, common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The CA kept in `directory` (ca.key 0600, ca.crt), made with `common_name` the first time."""
     key_path, cert_path = directory / "ca.key", directory / "ca.crt"
     if key_path.exists() and cert_path.exists():
         key = serialization.load_pem_private_key(key_path.read_bytes(), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"lgcloud {stack} backup CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -84,7 +85,7 @@ def ensure_certificate(stack: str, vm: str, common_name: str, address: str) -> C
     directory.mkdir(mode=0o700, exist_ok=True)
     found = Certificate(directory / f"{vm}.crt", directory / f"{vm}.key", directory / "ca.crt")
     with file_lock(directory / ".lock"):
-        ca_key, ca_cert = _authority(directory, stack)
+        ca_key, ca_cert = _authority(directory, f"lgcloud {stack} backup CA")
         if found.certificate.exists() and found.key.exists():
             current = x509.load_pem_x509_certificate(found.certificate.read_bytes())
             names = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -72,7 +72,7 @@ def test_an_office_is_refused_another_municipality_service(configured, vm, lab, 
 def test_an_unknown_name_is_404(configured, vm, lab, dev, name):
     terminal = vm(f"{dev.municipalities[0].id}-terminal")
     gateway = lab.vm("gateway").addresses[dev.municipalities[0].access]
-    status = terminal.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {name}' http://{gateway}/")
+    status = terminal.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {name}' https://{gateway}/")
     assert status == "404", f"{name}: {status}"
 
 

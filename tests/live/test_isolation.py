@@ -157,6 +157,6 @@ def test_an_office_cannot_take_another_offices_address(vm, lab, dev):
     service = lab.service_addresses[other.id]
     asked = host.run(
         f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 --interface {other.terminal} "
-        f"-H 'Host: jumin.{other.id}.lgwan.test' 'http://{service}/api/residents?name=%E8%A8%93%E7%B7%B4'"
+        f"-H 'Host: jumin.{other.id}.lgwan.test' 'https://{service}/api/residents?name=%E8%A8%93%E7%B7%B4'"
     )
     assert asked.stdout.strip() in ("", "000"), f"answered {asked.stdout}"  # curl cannot bind the address

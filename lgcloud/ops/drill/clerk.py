@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...model.codes import resident_code_is_valid
+from ...model.naming import OFFICE_TLS
 from ..lab import SCRIPTS, Lab
 
 __all__ = ["Attempt", "Clerk"]
@@ -75,7 +76,8 @@ class Clerk:
             f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG} && mkdir -p {posixpath.dirname(LOG)}",
             stdin=GENERATOR.read_text(encoding="utf-8"),
         )
-        args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP))
+        tls = (OFFICE_TLS["ca"], OFFICE_TLS["certificate"], OFFICE_TLS["key"])
+        args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP, *tls))
         self.lab.run(vm, f"setsid nohup {args} >/dev/null 2>&1 < /dev/null & echo $! > {PID}")
 
     def stop(self) -> list[Attempt]:

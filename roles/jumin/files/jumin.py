@@ -6,7 +6,7 @@ by ``JUMIN_CONFIG`` (the DB password comes from libpq's ``PGPASSFILE``)::
     {"dsn": "host=10.100.20.3 dbname=jumin user=jumin connect_timeout=3",
      "municipality": {"id": "a-city", "code": "012025", "name": "Ａ市"}}
 
-    $ curl -s -H 'Content-Type: application/json' http://jumin.a-city.lgwan.test/api/residents \\
+    $ curl -s -H 'Content-Type: application/json' https://jumin.a-city.lgwan.test/api/residents \\
         -d '{"name": "髙橋 一郎", "kana": "タカハシ イチロウ", "birth_date": "2026-11-01", "sex": "男",
              "address": "Ａ市本町1-1", "event": "birth"}'
     {"municipality_code": "012025", "resident": {"resident_code": "48213907715",
