@@ -46,9 +46,10 @@ def test_haproxy_runs_under_runit_on_the_access_addresses_only(configured, vm, l
     assert host.check_output("sv status haproxy").startswith("run:")
     addresses = lab.vm(name).addresses
     for segment in ("lgwan", "ipvpn"):
-        assert host.socket(f"tcp://{addresses[segment]}:80").is_listening, f"not listening on {segment}"
-    assert not host.socket("tcp://0.0.0.0:80").is_listening, "listens on every address"
-    assert not host.socket(f"tcp://{addresses['mgmt']}:80").is_listening, "the front listens on mgmt"
+        assert host.socket(f"tcp://{addresses[segment]}:443").is_listening, f"not listening on {segment}"
+        assert not host.socket(f"tcp://{addresses[segment]}:80").is_listening, f"plain HTTP on {segment}"
+    assert not host.socket("tcp://0.0.0.0:443").is_listening, "listens on every address"
+    assert not host.socket(f"tcp://{addresses['mgmt']}:443").is_listening, "the front listens on mgmt"
 
 
 @pytest.mark.municipalities

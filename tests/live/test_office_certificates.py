@@ -63,20 +63,22 @@ def test_plain_http_is_not_served(offices):
     assert result.stdout.strip() == "000", result.stdout
 
 
-def test_another_municipalitys_certificate_gets_nothing_of_either(offices):
+def test_another_municipalitys_certificate_gets_nothing_of_either(offices, lab):
     """Ａ市's terminal holding Ｂ町's certificate: Ａ市's service refuses it (not Ａ市's office),
-    Ｂ町's refuses it too (not from Ｂ町's terminal); Ａ市's own certificate is no key to Ｂ町."""
+    Ｂ町's refuses it too (not from Ｂ町's terminal); Ａ市's own certificate is no key to Ｂ町.
+    Ｂ町's name is asked of the gateway at Ａ市's own service address (the terminal knows no other)."""
     host, office, other = offices
+    at_own = f"--resolve jumin.{other.id}.lgwan.test:443:{lab.service_addresses[office.id]}"
     put(host, "/tmp/other.crt", (PKI / f"office-{other.id}.crt").read_bytes())
     put(host, "/tmp/other.key", (PKI / f"office-{other.id}.key").read_bytes())
     try:
         borrowed = "--cert /tmp/other.crt --key /tmp/other.key"
         assert ask(host, office.id, borrowed) == (0, "403")
-        assert ask(host, other.id, borrowed) == (0, "403")
+        assert ask(host, other.id, borrowed, at_own) == (0, "403")
     finally:
         host.run("rm -f /tmp/other.crt /tmp/other.key")
     own = f"--cert {OFFICE_TLS['certificate']} --key {OFFICE_TLS['key']}"
-    assert ask(host, other.id, own) == (0, "403")
+    assert ask(host, other.id, own, at_own) == (0, "403")
 
 
 def test_an_expired_certificate_ends_in_the_handshake(offices):
