@@ -162,10 +162,18 @@ def revoke_office(stack: str, municipality: str) -> OfficeCertificate | None:
 
 
 def revocation_list(stack: str) -> Path:
-    """The CRL of every revoked office certificate, signed anew (what the gateways load)."""
+    """The CRL of every revoked office certificate (what the gateways load): kept while it lists
+    exactly those and the CA signed it, signed anew otherwise, so a configure changes nothing."""
     directory = _directory(stack)
+    path = directory / "offices.crl"
     with file_lock(directory / ".lock"):
         ca_key, ca = _ca(directory, stack)
+        revoked = _revoked(directory)
+        if path.exists():
+            current = x509.load_pem_x509_crl(path.read_bytes())
+            listed = {f"{r.serial_number:x}" for r in current}
+            if current.is_signature_valid(ca_key.public_key()) and listed == set(revoked):
+                return path
         now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -173,14 +181,13 @@ def revocation_list(stack: str) -> Path:
             .last_update(now - datetime.timedelta(minutes=5))
             .next_update(now + datetime.timedelta(days=3650))  # re-signed at every configure and revoke
         )
-        for serial, when in sorted(_revoked(directory).items()):
+        for serial, when in sorted(revoked.items()):
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder()
                 .serial_number(int(serial, 16))
                 .revocation_date(datetime.datetime.fromisoformat(when))
                 .build()
             )
-        path = directory / "offices.crl"
         write_atomic(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
         return path
 

@@ -66,3 +66,11 @@ def test_the_gateways_certificate_names_every_service_and_address(stack):
 def test_bad_ca_arguments_are_refused_naming_what_is_wrong(capsys, args, message):
     assert main([*args, "--stack", "dev"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_crl_is_kept_until_a_revocation_changes_it(stack):
+    office_certificate(stack, "a-city")
+    first = revocation_list(stack).read_bytes()
+    assert revocation_list(stack).read_bytes() == first  # a configure changes nothing
+    revoke_office(stack, "a-city")
+    assert revocation_list(stack).read_bytes() != first
