@@ -10,7 +10,7 @@ up: host images venv
 	$(VENV)/bin/lgcloud up --stack $(STACK)
 	$(VENV)/bin/lgcloud exporter --stack $(STACK) --detach
 	$(VENV)/bin/lgcloud configure --stack $(STACK)
-	@echo "lab $(STACK) ready: ssh -F .lgcloud/$(STACK)/ssh_config a-city-terminal, then curl http://jumin.a-city.lgwan.test/healthz"
+	@echo "lab $(STACK) ready: ssh -F .lgcloud/$(STACK)/ssh_config a-city-terminal, then curl https://jumin.a-city.lgwan.test/healthz"
 
 test: host images venv
 	$(VENV)/bin/pytest -p no:cacheprovider
