@@ -16,13 +16,7 @@ __all__ = ["add"]
 def _municipality(cfg: StackConfig, given: str | None, action: str) -> str:
     if not given:
         raise OperatorError(f"`lgcloud ca {action}` needs --municipality ID|CODE", exit_code=EXIT_BAD_INPUT)
-    try:
-        return cfg.municipality(given).id
-    except KeyError:
-        known = ", ".join(f"{m.id} ({m.code})" for m in cfg.municipalities)
-        raise OperatorError(
-            f"no municipality {given!r} in stack {cfg.stack}; known: {known}", exit_code=EXIT_BAD_INPUT
-        ) from None
+    return cfg.municipality_named(given).id
 
 
 def run(opts: Options) -> int:

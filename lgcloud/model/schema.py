@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
+from ..errors import EXIT_BAD_INPUT, OperatorError
 from .codes import local_government_check_digit, local_government_code_is_valid
 from .naming import LOCAL_ENDPOINT
 
@@ -278,6 +279,16 @@ class StackConfig(_Strict):
             if m.code == code or m.id == code:
                 return m
         raise KeyError(code)
+
+    def municipality_named(self, given: str) -> Municipality:
+        """The municipality an operator named by id or 地方公共団体コード, or an OperatorError listing them."""
+        try:
+            return self.municipality(given)
+        except KeyError:
+            known = ", ".join(f"{m.id} ({m.code})" for m in self.municipalities)
+            raise OperatorError(
+                f"no municipality {given!r} in stack {self.stack}; known: {known}", exit_code=EXIT_BAD_INPUT
+            ) from None
 
     def sla_for(self, municipality: Municipality, system: str) -> SlaTarget:
         """The targets one municipality's system is held to: its own over the stack's."""

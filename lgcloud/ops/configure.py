@@ -24,6 +24,7 @@ import yaml
 
 from ..model.schema import StackConfig
 from ..paths import PLAYBOOK, PROJECT_ROOT, ROLES_DIR
+from ..state.clerks import first_clerks
 from ..state.directory import state_dir, write_atomic
 from ..state.facts import record_facts
 from ..state.hostkeys import known_hosts_path
@@ -125,7 +126,12 @@ def configure(
     document = build_inventory(cfg, ensure_keypair(cfg.stack).private, running, certify(cfg), certify_front(cfg))
     write_atomic(inventory, yaml.safe_dump(document, allow_unicode=True, sort_keys=False), 0o600)
     # Secrets reach Ansible through runner's extravars file, never a command line or a label.
-    write_atomic(data_dir / "env" / "extravars", json.dumps(stack_secrets(cfg.stack).as_extravars()), 0o600)
+    provided = first_clerks(cfg.stack, [m.id for m in cfg.municipalities])
+    extravars = {
+        **stack_secrets(cfg.stack).as_extravars(),
+        "lgcloud_first_clerks": {m: [a.as_first_clerk() for a in accounts] for m, accounts in provided.items()},
+    }
+    write_atomic(data_dir / "env" / "extravars", json.dumps(extravars, ensure_ascii=False), 0o600)
     # Runner reads env/cmdline and env/envvars on every run, over what it is passed: a file left by
     # an earlier run or version would turn every later run into a check, or switch host key
     # checking off. Each run's settings are the ones below, passed whole.

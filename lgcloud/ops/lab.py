@@ -23,7 +23,7 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from ..engine.realise import connect
-from ..errors import EXIT_BAD_INPUT, OperatorError
+from ..errors import OperatorError
 from ..model.naming import endpoint_or_default, replica_slot, segment_resource, service_url, vm_resource
 from ..model.schema import Municipality, StackConfig
 from ..model.topology import Topology, VmPlan, plan
@@ -92,13 +92,8 @@ class Lab:
         self.pairs = {m.id: Pair.of(m, self.topology) for m in cfg.municipalities}
 
     def pair(self, municipality: str) -> Pair:
-        for p in self.pairs.values():
-            if municipality in (p.id, p.code):
-                return p
-        known = ", ".join(f"{p.id} ({p.code})" for p in self.pairs.values())
-        raise LabError(
-            f"no municipality {municipality!r} in stack {self.stack}; known: {known}", exit_code=EXIT_BAD_INPUT
-        )
+        """The pair of a municipality named by id or 地方公共団体コード."""
+        return self.pairs[self.cfg.municipality_named(municipality).id]
 
     # --- the hypervisor's view ---
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lgcloud.model.codes import my_number_check_digit, my_number_is_valid
+from lgcloud.state.clerks import DRILL_CLERK
 
 from .offices import call
 
@@ -343,8 +344,8 @@ def test_the_backup_site_shows_nothing_it_could_not_record(terminal, lab, vm, a_
 def _records(vm, municipality: str, resident_code: str) -> list[list[str]]:
     out = vm(f"{municipality}-db").check_output(
         "chpst -u postgres psql -XAtq -d jumin -c "
-        f"\"SELECT office, action, array_to_string(fields, ' '), coalesce(purpose, '-') FROM audit.access_records "
-        f"WHERE resident_code = '{resident_code}' ORDER BY id\""
+        f"\"SELECT office, action, array_to_string(fields, ' '), coalesce(purpose, '-'), clerk "
+        f"FROM audit.access_records WHERE resident_code = '{resident_code}' ORDER BY id\""
     )
     return [line.split("|") for line in out.splitlines()]
 
@@ -364,6 +365,7 @@ def test_every_look_at_a_resident_is_in_the_access_record(terminal, vm, a_city):
         ("read", "zei"),
     ]
     assert {r[0] for r in records} == {str(a_city.terminal)}, "the office is the terminal the gateway saw"
+    assert {r[4] for r in records} == {DRILL_CLERK}, "the clerk is the one signed in"
     assert "my_number" not in records[1][2].split() and "my_number" not in records[2][2].split()
     assert "my_number" in records[3][2].split()
 
@@ -385,9 +387,13 @@ def test_an_unknown_purpose_is_refused_and_shows_nothing(terminal, vm, a_city):
         "TRUNCATE audit.access_records",
         "DROP TABLE audit.access_records",
         "DROP SCHEMA audit CASCADE",
+        "DELETE FROM audit.sign_ins",
+        "UPDATE audit.sign_ins SET outcome = 'signed-in'",
+        "DELETE FROM staff.clerks",
+        "DROP TABLE staff.sessions",
     ],
 )
-def test_the_app_cannot_change_or_remove_an_access_record(vm, a_city, statement):
+def test_the_app_cannot_change_or_remove_an_access_record_or_an_account(vm, a_city, statement):
     result = vm(f"{a_city.id}-db").run(
         f"chpst -u postgres psql -XAtq -d jumin -v ON_ERROR_STOP=1 -c 'SET ROLE jumin' -c \"{statement}\""
     )

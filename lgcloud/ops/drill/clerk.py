@@ -18,6 +18,7 @@ from typing import Any
 
 from ...model.codes import resident_code_is_valid
 from ...model.naming import OFFICE_TLS
+from ..clerks import sign_in
 from ..lab import SCRIPTS, Lab
 
 __all__ = ["Attempt", "Clerk"]
@@ -28,6 +29,7 @@ GENERATOR = SCRIPTS / "lgcloud-clerk"
 LOG = "/var/lib/lgcloud/clerk-attempts.jsonl"
 SCRIPT = "/usr/local/bin/lgcloud-clerk"
 STOP = "/run/lgcloud-clerk.stop"
+SESSION = "/run/lgcloud-clerk.session"  # the signed-in clerk's token, root's alone
 PID = "/run/lgcloud-clerk.pid"
 
 
@@ -76,8 +78,12 @@ class Clerk:
             f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {STOP} {LOG} && mkdir -p {posixpath.dirname(LOG)}",
             stdin=GENERATOR.read_text(encoding="utf-8"),
         )
+        # The clerk signs in like any clerk, before the drill begins (the session outlives a failover:
+        # it is a row of the municipality's database, replicated like the residents).
+        token = sign_in(self.lab, self.pair.id).token
+        self.lab.run(vm, f"umask 077 && cat > {SESSION}", stdin=token)
         tls = (OFFICE_TLS["ca"], OFFICE_TLS["certificate"], OFFICE_TLS["key"])
-        args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP, *tls))
+        args = " ".join(shlex.quote(a) for a in (SCRIPT, self.pair.url, str(self.interval), LOG, STOP, *tls, SESSION))
         self.lab.run(vm, f"setsid nohup {args} >/dev/null 2>&1 < /dev/null & echo $! > {PID}")
 
     def stop(self) -> list[Attempt]:

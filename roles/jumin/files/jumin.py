@@ -6,20 +6,31 @@ by ``JUMIN_CONFIG`` (the DB password comes from libpq's ``PGPASSFILE``)::
     {"dsn": "host=10.100.20.3 dbname=jumin user=jumin connect_timeout=3",
      "municipality": {"id": "a-city", "code": "012025", "name": "Ａ市"}}
 
-    $ curl -s -H 'Content-Type: application/json' https://jumin.a-city.lgwan.test/api/residents \\
+    $ curl -s https://jumin.a-city.lgwan.test/api/session \\
+        -d '{"clerk_id": "kunren01", "password": "…", "code": "492039"}'
+    {"municipality_code": "012025", "session": {"token": "Jx…", "clerk_id": "kunren01", "role": "窓口", ...}}
+    $ curl -s -H 'Authorization: Bearer Jx…' https://jumin.a-city.lgwan.test/api/residents \\
         -d '{"name": "髙橋 一郎", "kana": "タカハシ イチロウ", "birth_date": "2026-11-01", "sex": "男",
              "address": "Ａ市本町1-1", "event": "birth"}'
     {"municipality_code": "012025", "resident": {"resident_code": "48213907715",
      "my_number": "621498320257", ...}}
 
+Every route but /healthz and the sign-in needs a clerk's session: a 窓口 clerk registers and looks
+up residents, a 管理者 keeps the accounts and reads the アクセス記録 (two factors: password and a
+TOTP code; five wrong sign-ins in a row lock the account for a while).
+
 A resident is named by the 住民票コード in URLs; the 個人番号 (My Number) is data that is never a
-key. Logs name neither, nor any other personal data: requests are logged by their route. The standby app at the backup site reads the replica: writes answer 503 until the
-replica is promoted, and the tables are created only where the database is writable.
+key. Logs name neither, nor any other personal data: requests are logged by their route. The
+standby app at the backup site reads the replica: writes answer 503 until the replica is promoted,
+and the tables are created only where the database is writable.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -28,13 +39,15 @@ import secrets
 import time
 import unicodedata
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extras
-from flask import Flask, jsonify, render_template_string, request
+import pyotp
+from flask import Flask, g, jsonify, render_template_string, request
 from werkzeug.exceptions import HTTPException
 
 __all__ = ["app", "my_number_check_digit", "my_number_is_valid"]
@@ -254,9 +267,9 @@ def office() -> str:
 def record(cur, action: str, resident_code: str, fields, purpose: str | None = None) -> None:
     """An アクセス記録 row in the same transaction as the access: no record, nothing shown."""
     cur.execute(
-        "INSERT INTO audit.access_records (office, action, resident_code, fields, purpose)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (office(), action, resident_code, list(fields), purpose),
+        "INSERT INTO audit.access_records (office, clerk, action, resident_code, fields, purpose)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (office(), g.clerk.clerk_id, action, resident_code, list(fields), purpose),
     )
 
 
@@ -284,16 +297,27 @@ def ensure_schema(conn) -> None:
     _schema_ready = True
 
 
+def connection():
+    """The request's own database connection, opened at its first use (the session check)."""
+    if "db" not in g:
+        g.db = psycopg2.connect(SETTINGS["dsn"])
+        ensure_schema(g.db)
+    return g.db
+
+
+@app.teardown_request
+def disconnect(_error) -> None:
+    conn = g.pop("db", None)
+    if conn is not None:
+        conn.close()
+
+
 @contextmanager
 def transaction():
-    """A cursor in one transaction on a fresh connection: committed on success, rolled back on error."""
-    conn = psycopg2.connect(SETTINGS["dsn"])
-    try:
-        ensure_schema(conn)
-        with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            yield cur
-    finally:
-        conn.close()
+    """A cursor in one transaction on the request's connection: committed on success, rolled back on error."""
+    conn = connection()
+    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        yield cur
 
 
 def find(cur, resident_code: str, lock: bool = False) -> dict:
@@ -412,6 +436,329 @@ def registration(body: dict) -> dict:
     }
 
 
+# --- Clerks: sign-in with two factors, sessions, roles ---
+
+SIGN_IN = {"failures": 5, "lockout_minutes": 15, "idle_minutes": 30, "session_hours": 8, **SETTINGS.get("sign_in", {})}
+CLERK_ID = re.compile(r"[a-z0-9][a-z0-9-]{2,31}")
+TOTP_CODE = re.compile(r"[0-9]{6}")
+ROLES = ("窓口", "管理者")
+# Checked when the 職員ID is unknown, so that an unknown ID costs what a wrong password costs.
+_NOBODY = "scrypt$16384$8$1$" + base64.b64encode(b"\0" * 16).decode() + "$" + base64.b64encode(b"\0" * 32).decode()
+
+
+@dataclass(frozen=True)
+class Clerk:
+    clerk_id: str
+    role: str
+
+
+def hash_password(password: str) -> str:
+    """scrypt$N$r$p$salt$key, as lgcloud.state.clerks writes it for the first accounts."""
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return "$".join(("scrypt", "16384", "8", "1", base64.b64encode(salt).decode(), base64.b64encode(key).decode()))
+
+
+def password_matches(stored: str, password: str) -> bool:
+    try:
+        method, n, r, p, salt, key = stored.split("$")
+        derived = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    except ValueError:
+        return False
+    return method == "scrypt" and hmac.compare_digest(derived, base64.b64decode(key))
+
+
+def accepted_step(secret: str, code: str, last_step: int) -> int | None:
+    """The TOTP step `code` belongs to (now, or one step either side for a clock that drifts), if
+    that step is later than the last one used: a code works once."""
+    totp = pyotp.TOTP(secret)
+    now = int(time.time()) // totp.interval
+    for step in (now - 1, now, now + 1):
+        if step > last_step and hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def bearer() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def signed_in(cur, role: str) -> Clerk:
+    """The clerk whose session the request carries, if it is current, from this office, and of `role`."""
+    token = bearer()
+    if token is None:
+        raise Refused(401, "session", "sign in first (POST /api/session) and send Authorization: Bearer <token>")
+    cur.execute(
+        "SELECT s.clerk_id, c.role, s.office, s.seen_at < now() - interval '1 minute' AS stale"
+        " FROM staff.sessions s JOIN staff.clerks c USING (clerk_id)"
+        " WHERE s.token_hash = %s AND s.ended_at IS NULL AND s.expires_at > now()"
+        " AND s.seen_at > now() - make_interval(mins => %s) AND c.disabled_at IS NULL",
+        (token_hash(token), SIGN_IN["idle_minutes"]),
+    )
+    session = cur.fetchone()
+    if session is None or not hmac.compare_digest(session["office"], office()):
+        raise Refused(401, "session", "the session has ended, expired or belongs to another office: sign in again")
+    if session["role"] != role:
+        raise Refused(403, "role", f"this is a {role}'s work; {session['clerk_id']} signed in as {session['role']}")
+    if session["stale"]:  # idle time counts from the last request; written at most once a minute
+        cur.execute("UPDATE staff.sessions SET seen_at = now() WHERE token_hash = %s", (token_hash(token),))
+    return Clerk(session["clerk_id"], session["role"])
+
+
+def needs(role: str):
+    """Mark a route as `role`'s work: the request's session is checked before anything else."""
+
+    def mark(view):
+        view.needs_role = role
+        return view
+
+    return mark
+
+
+@app.before_request
+def check_session():
+    view = app.view_functions.get(request.endpoint)
+    role = getattr(view, "needs_role", None)
+    if role is not None:
+        with transaction() as cur:
+            g.clerk = signed_in(cur, role)
+
+
+def sign_in_record(cur, clerk_id: str | None, outcome: str, by: str | None = None) -> None:
+    cur.execute(
+        "INSERT INTO audit.sign_ins (office, clerk_id, outcome, by_clerk) VALUES (%s, %s, %s, %s)",
+        (office(), clerk_id, outcome, by),
+    )
+
+
+@app.post("/api/session")
+def sign_in():
+    body = json_body()
+    refuse_unknown(body, ("clerk_id", "password", "code"))
+    clerk_id = body.get("clerk_id")
+    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
+        raise Refused(400, "clerk_id", "clerk_id is the 職員ID: 3 to 32 of a-z, 0-9 and -")
+    password = body.get("password")
+    if not isinstance(password, str) or not 0 < len(password) <= 200:
+        raise Refused(400, "password", "password is required (a string of at most 200 characters)")
+    code = body.get("code")
+    if not isinstance(code, str) or not TOTP_CODE.fullmatch(code):
+        raise Refused(400, "code", "code is the 6-digit one-time code of the clerk's authenticator")
+    token = None
+    with transaction() as cur:
+        cur.execute(
+            "SELECT role, password, totp_secret, last_step, failures, locked_until > now() AS locked,"
+            " disabled_at IS NOT NULL AS disabled FROM staff.clerks WHERE clerk_id = %s FOR UPDATE",
+            (clerk_id,),
+        )
+        clerk = cur.fetchone()
+        if clerk is None:
+            password_matches(_NOBODY, password)
+            outcome = "unknown-clerk"
+        elif clerk["disabled"]:
+            outcome = "disabled"
+        elif clerk["locked"]:
+            outcome = "locked"
+        else:
+            step = accepted_step(clerk["totp_secret"], code, clerk["last_step"])
+            if not password_matches(clerk["password"], password):
+                outcome = "wrong-password"
+            elif step is None:
+                outcome = "wrong-code"
+            else:
+                outcome = "signed-in"
+            if outcome == "signed-in":
+                token = secrets.token_urlsafe(32)
+                cur.execute(
+                    "UPDATE staff.clerks SET failures = 0, last_step = %s WHERE clerk_id = %s", (step, clerk_id)
+                )
+                cur.execute(
+                    "INSERT INTO staff.sessions (token_hash, clerk_id, office, expires_at)"
+                    " VALUES (%s, %s, %s, now() + make_interval(hours => %s)) RETURNING expires_at",
+                    (token_hash(token), clerk_id, office(), SIGN_IN["session_hours"]),
+                )
+                expires_at = cur.fetchone()["expires_at"]
+            elif clerk["failures"] + 1 >= SIGN_IN["failures"]:
+                cur.execute(
+                    "UPDATE staff.clerks SET failures = 0, locked_until = now() + make_interval(mins => %s)"
+                    " WHERE clerk_id = %s",
+                    (SIGN_IN["lockout_minutes"], clerk_id),
+                )
+                outcome += ", locked-out"
+            else:
+                cur.execute("UPDATE staff.clerks SET failures = failures + 1 WHERE clerk_id = %s", (clerk_id,))
+        sign_in_record(cur, clerk_id, outcome)
+    log.info("sign-in: %s", outcome)
+    if token is None:
+        if outcome in ("locked", "wrong-password, locked-out", "wrong-code, locked-out"):
+            raise Refused(
+                423,
+                "clerk_id",
+                f"the account is locked for {SIGN_IN['lockout_minutes']} minutes after {SIGN_IN['failures']} "
+                "wrong sign-ins; a 管理者 can unlock it",
+            )
+        # One answer for every other refusal: which factor was wrong is for the アクセス記録 only.
+        raise Refused(401, None, "the 職員ID, password or one-time code is wrong, or the account is disabled")
+    session = {"token": token, "clerk_id": clerk_id, "role": clerk["role"], "expires_at": expires_at.isoformat()}
+    return reply({"session": session}, 201)
+
+
+@app.get("/api/session")
+def session_shown():
+    with transaction() as cur:
+        for role in ROLES:  # whichever role the clerk has
+            try:
+                clerk = signed_in(cur, role)
+            except Refused as refusal:
+                if refusal.status != 403:
+                    raise
+                continue
+            return reply({"session": {"clerk_id": clerk.clerk_id, "role": clerk.role}})
+    raise Refused(401, "session", "no session")
+
+
+@app.delete("/api/session")
+def sign_out():
+    token = bearer()
+    with transaction() as cur:
+        cur.execute(
+            "UPDATE staff.sessions SET ended_at = now() WHERE token_hash = %s AND ended_at IS NULL"
+            " AND office = %s RETURNING clerk_id",
+            (token_hash(token or ""), office()),
+        )
+        ended = cur.fetchone()
+        if ended is None:
+            raise Refused(401, "session", "no session to end")
+        sign_in_record(cur, ended["clerk_id"], "signed-out")
+    return reply({"session": None})
+
+
+# --- 管理者: accounts and the アクセス記録 ---
+
+CLERK_FIELDS = ("clerk_id", "name", "role", "locked_until", "disabled_at", "created_at", "created_by")
+
+
+def isoformat(row: dict) -> dict:
+    return {
+        key: value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value for key, value in row.items()
+    }
+
+
+@app.get("/api/clerks")
+@needs("管理者")
+def clerks():
+    with transaction() as cur:
+        cur.execute(f"SELECT {', '.join(CLERK_FIELDS)} FROM staff.clerks ORDER BY clerk_id")
+        return reply({"clerks": [isoformat(row) for row in cur.fetchall()]})
+
+
+@app.post("/api/clerks")
+@needs("管理者")
+def add_clerk():
+    body = json_body()
+    refuse_unknown(body, ("clerk_id", "name", "role"))
+    clerk_id = body.get("clerk_id")
+    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
+        raise Refused(400, "clerk_id", "clerk_id is the 職員ID: 3 to 32 of a-z, 0-9 and -")
+    name = text(body, "name", 100)
+    role = choice(body, "role", ROLES)
+    password, secret = secrets.token_urlsafe(18), pyotp.random_base32()
+    with transaction() as cur:
+        cur.execute(
+            "INSERT INTO staff.clerks (clerk_id, name, role, password, totp_secret, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (clerk_id) DO NOTHING",
+            (clerk_id, name, role, hash_password(password), secret, g.clerk.clerk_id),
+        )
+        if not cur.rowcount:
+            raise Refused(409, "clerk_id", f"a clerk {clerk_id} exists already")
+        sign_in_record(cur, clerk_id, "created", g.clerk.clerk_id)
+    # Shown once, to the 管理者 who hands them over: the database keeps neither in the clear but the secret.
+    uri = pyotp.TOTP(secret).provisioning_uri(name=clerk_id, issuer_name=f"jumin {MUNICIPALITY['id']}")
+    return reply(
+        {"clerk": {"clerk_id": clerk_id, "role": role, "password": password, "totp_secret": secret, "totp_uri": uri}},
+        201,
+    )
+
+
+def change_clerk(clerk_id: str, change: str, outcome: str) -> dict:
+    if not CLERK_ID.fullmatch(clerk_id):
+        raise Refused(404, "clerk_id", "a 職員ID is 3 to 32 of a-z, 0-9 and -")
+    with transaction() as cur:
+        cur.execute(
+            f"UPDATE staff.clerks SET {change} WHERE clerk_id = %s RETURNING {', '.join(CLERK_FIELDS)}", (clerk_id,)
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise Refused(404, "clerk_id", f"no clerk {clerk_id}")
+        if outcome == "disabled":
+            cur.execute(
+                "UPDATE staff.sessions SET ended_at = now() WHERE clerk_id = %s AND ended_at IS NULL", (clerk_id,)
+            )
+        sign_in_record(cur, clerk_id, outcome, g.clerk.clerk_id)
+    return reply({"clerk": isoformat(row)})
+
+
+@app.post("/api/clerks/<clerk_id>/unlock")
+@needs("管理者")
+def unlock(clerk_id: str):
+    return change_clerk(clerk_id, "failures = 0, locked_until = NULL", "unlocked")
+
+
+@app.post("/api/clerks/<clerk_id>/disable")
+@needs("管理者")
+def disable(clerk_id: str):
+    if clerk_id == g.clerk.clerk_id:
+        raise Refused(409, "clerk_id", "a 管理者 does not disable their own account")
+    return change_clerk(clerk_id, "disabled_at = coalesce(disabled_at, now())", "disabled")
+
+
+def limit() -> int:
+    value = request.args.get("limit", "100")
+    if not re.fullmatch(r"[0-9]{1,4}", value) or not 0 < int(value) <= 1000:
+        raise Refused(400, "limit", "limit is a number of rows from 1 to 1000")
+    return int(value)
+
+
+@app.get("/api/access-records")
+@needs("管理者")
+def access_records():
+    """The アクセス記録, newest first: ?resident_code= and ?clerk= narrow it down."""
+    resident_code, clerk_id = request.args.get("resident_code"), request.args.get("clerk")
+    if resident_code is not None and not RESIDENT_CODE.fullmatch(resident_code):
+        raise Refused(400, "resident_code", "a 住民票コード is 11 digits")
+    if clerk_id is not None and not CLERK_ID.fullmatch(clerk_id):
+        raise Refused(400, "clerk", "clerk is a 職員ID: 3 to 32 of a-z, 0-9 and -")
+    with transaction() as cur:
+        cur.execute(
+            "SELECT id, at, office, clerk, action, resident_code, fields, purpose FROM audit.access_records"
+            " WHERE (%(resident)s IS NULL OR resident_code = %(resident)s) AND (%(clerk)s IS NULL OR clerk = %(clerk)s)"
+            " ORDER BY id DESC LIMIT %(limit)s",
+            {"resident": resident_code, "clerk": clerk_id, "limit": limit()},
+        )
+        return reply({"access_records": [isoformat(row) for row in cur.fetchall()]})
+
+
+@app.get("/api/sign-ins")
+@needs("管理者")
+def sign_ins():
+    """Every sign-in attempt, newest first: ?clerk= narrows it down."""
+    clerk_id = request.args.get("clerk")
+    if clerk_id is not None and not CLERK_ID.fullmatch(clerk_id):
+        raise Refused(400, "clerk", "clerk is a 職員ID: 3 to 32 of a-z, 0-9 and -")
+    with transaction() as cur:
+        cur.execute(
+            "SELECT id, at, office, clerk_id, outcome, by_clerk FROM audit.sign_ins"
+            " WHERE %(clerk)s IS NULL OR clerk_id = %(clerk)s ORDER BY id DESC LIMIT %(limit)s",
+            {"clerk": clerk_id, "limit": limit()},
+        )
+        return reply({"sign_ins": [isoformat(row) for row in cur.fetchall()]})
+
+
 # --- API ---
 
 
@@ -424,6 +771,7 @@ def healthz():
 
 
 @app.post("/api/residents")
+@needs("窓口")
 def register():
     resident = registration(json_body())
     supplied = resident["my_number"] is not None
@@ -458,12 +806,11 @@ def register():
 
 
 @app.get("/api/residents")
+@needs("窓口")
 def lookup():
     name = request.args.get("name", "").strip()
     if len(name) < LOOKUP_MIN_CHARS or len(name) > 100 or any(unicodedata.category(c) in FORBIDDEN for c in name):
-        raise Refused(
-            400, "name", f"give {LOOKUP_MIN_CHARS} to 100 printable characters of a name to look up: ?name=…"
-        )
+        raise Refused(400, "name", f"give {LOOKUP_MIN_CHARS} to 100 printable characters of a name to look up: ?name=…")
     with transaction() as cur:
         cur.execute(
             f"SELECT {', '.join(COLUMNS)} FROM residents WHERE strpos(name, %s) > 0"
@@ -483,6 +830,7 @@ def lookup():
 
 
 @app.get("/api/residents/<resident_code>")
+@needs("窓口")
 def read(resident_code: str):
     why = purpose()
     with transaction() as cur:
@@ -492,6 +840,7 @@ def read(resident_code: str):
 
 
 @app.post("/api/residents/<resident_code>/move-out")
+@needs("窓口")
 def move_out(resident_code: str):
     body = json_body()
     refuse_unknown(body, ("event_date", "destination"))
@@ -536,6 +885,7 @@ def certificate(resident_code: str) -> dict:
 
 
 @app.get("/api/residents/<resident_code>/certificate")
+@needs("窓口")
 def certificate_json(resident_code: str):
     return reply({"certificate": certificate(resident_code)})
 
@@ -582,6 +932,7 @@ def written_date(iso: str) -> str:
 
 
 @app.get("/api/residents/<resident_code>/certificate.html")
+@needs("窓口")
 def certificate_html(resident_code: str):
     c = certificate(resident_code)
     # render_template_string autoescapes: whatever a clerk typed is shown, never interpreted.

@@ -7,6 +7,9 @@ over the Unix socket (peer auth). It ensures, changing only what differs:
 - the replication role and the application role, logins with the stack's passwords;
 - the replica's physical replication slot;
 - the application database, owned by the application role;
+- the アクセス記録 and the clerks' accounts, sessions and sign-ins (schemas owned by postgres);
+- the first clerks lgcloud provides (LGCLOUD_FIRST_CLERKS: a JSON list), created when absent
+  and never changed after: a 管理者 may have changed them since;
 
 and reports the cluster's system identifier, which the replica must share::
 
@@ -135,22 +138,82 @@ REVOKE ALL ON audit.access_records FROM PUBLIC;
 """
 
 
-def ensure_access_records(host: str, port: str, database: str, app_user: str) -> list[str]:
+# Clerks (職員) of the municipality: accounts, their sessions, and every sign-in attempt. The app
+# checks passwords (scrypt) and TOTP codes itself; it may update an account (failures, lockout,
+# the last TOTP step used) but never delete one, and sign-ins are appended like access records.
+STAFF = """
+CREATE SCHEMA IF NOT EXISTS staff AUTHORIZATION postgres;
+CREATE TABLE IF NOT EXISTS staff.clerks (
+    clerk_id      text PRIMARY KEY CHECK (clerk_id ~ '^[a-z0-9][a-z0-9-]{2,31}$'),  -- 職員ID
+    name          text NOT NULL,
+    role          text NOT NULL CHECK (role IN ('窓口', '管理者')),
+    password      text NOT NULL,      -- scrypt$N$r$p$salt$key (base64), never the password
+    totp_secret   text NOT NULL,      -- the second factor's shared secret (base32)
+    last_step     bigint NOT NULL DEFAULT 0,  -- the TOTP time step last accepted: a code works once
+    failures      integer NOT NULL DEFAULT 0, -- wrong sign-ins since the last good one
+    locked_until  timestamptz,
+    disabled_at   timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    created_by    text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staff.sessions (
+    token_hash    bytea PRIMARY KEY,  -- SHA-256 of the bearer token: the token itself is the clerk's
+    clerk_id      text NOT NULL REFERENCES staff.clerks,
+    office        text NOT NULL,      -- a session is good from the office it began at only
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    seen_at       timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL,
+    ended_at      timestamptz
+);
+CREATE TABLE IF NOT EXISTS audit.sign_ins (
+    id            bigserial PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT now(),
+    office        text NOT NULL,
+    clerk_id      text,               -- as given, when it is a well-formed 職員ID
+    outcome       text NOT NULL,      -- signed-in, wrong-password, wrong-code, locked, ...
+    by_clerk      text                -- the 管理者 who unlocked or disabled the account
+);
+CREATE INDEX IF NOT EXISTS sign_ins_clerk ON audit.sign_ins (clerk_id, at);
+REVOKE ALL ON SCHEMA staff FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA staff FROM PUBLIC;
+REVOKE ALL ON audit.sign_ins FROM PUBLIC;
+"""
+
+GRANTS = (
+    "GRANT USAGE ON SCHEMA audit, staff TO {}",
+    "GRANT INSERT, SELECT ON audit.access_records, audit.sign_ins TO {}",
+    "GRANT USAGE ON SEQUENCE audit.access_records_id_seq, audit.sign_ins_id_seq TO {}",
+    "GRANT SELECT, INSERT, UPDATE ON staff.clerks, staff.sessions TO {}",
+)
+
+
+def ensure_records(host: str, port: str, database: str, app_user: str, first_clerks: list[dict]) -> list[str]:
     connection = psycopg2.connect(
         host=host, port=port, dbname=database, user="postgres", options="-c synchronous_commit=local"
     )
+    changes = []
     try:
         with connection, connection.cursor() as cursor:
-            cursor.execute("SELECT to_regclass('audit.access_records') IS NOT NULL")
-            existed = cursor.fetchone()[0]
+            cursor.execute("SELECT to_regclass('audit.access_records') IS NOT NULL, to_regclass('staff.clerks') IS NOT NULL")
+            existed = cursor.fetchone()
             cursor.execute(ACCESS_RECORDS)
-            app = sql.Identifier(app_user)
-            cursor.execute(sql.SQL("GRANT USAGE ON SCHEMA audit TO {}").format(app))
-            cursor.execute(sql.SQL("GRANT INSERT, SELECT ON audit.access_records TO {}").format(app))
-            cursor.execute(sql.SQL("GRANT USAGE ON SEQUENCE audit.access_records_id_seq TO {}").format(app))
+            cursor.execute(STAFF)
+            changes += [] if existed[0] else ["access records: created"]
+            changes += [] if existed[1] else ["clerks: created"]
+            for grant in GRANTS:
+                cursor.execute(sql.SQL(grant).format(sql.Identifier(app_user)))
+            for clerk in first_clerks:
+                cursor.execute(
+                    "INSERT INTO staff.clerks (clerk_id, name, role, password, totp_secret, created_by)"
+                    " VALUES (%(clerk_id)s, %(name)s, %(role)s, %(password)s, %(totp_secret)s, 'lgcloud')"
+                    " ON CONFLICT (clerk_id) DO NOTHING",
+                    clerk,
+                )
+                if cursor.rowcount:
+                    changes.append(f"clerk {clerk['clerk_id']}: created")
     finally:
         connection.close()
-    return [] if existed else ["access records: created"]
+    return changes
 
 
 def main() -> None:
@@ -181,7 +244,8 @@ def main() -> None:
         cursor.execute("SELECT system_identifier FROM pg_control_system()")
         system_identifier = str(cursor.fetchone()[0])
     connection.close()
-    changes += ensure_access_records(args.socket_dir, args.port, args.database, args.app_user)
+    first_clerks = json.loads(os.environ.get("LGCLOUD_FIRST_CLERKS", "[]"))
+    changes += ensure_records(args.socket_dir, args.port, args.database, args.app_user, first_clerks)
     print(json.dumps({"changes": changes, "system_identifier": system_identifier}))
 
 
