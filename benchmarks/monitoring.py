@@ -32,7 +32,6 @@ from common import LGCLOUD, print_table, save
 from lgcloud.model.config import load_stack
 from lgcloud.model.naming import vm_resource
 from lgcloud.observe.exporter import cgroup_paths, usage_from_cgroup
-from lgcloud.ops.access import ssh_config_path
 from lgcloud.state.directory import state_dir
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -251,27 +250,19 @@ def sla_times(stack: str, runs: int) -> dict:
 def clerk_load(stack: str, seconds: float) -> dict:
     """Each office registers residents for `seconds`, one office after the other; then the
     utilization report over the whole period."""
-    from jumin_writes import LOAD as CLIENT  # the same client the write benchmark runs
+    from jumin_writes import measure  # the signed-in clerk the write benchmark runs
 
     cfg = load_stack(stack)
     started = time.time()
     batches, failed = 0, []
     for m in cfg.municipalities:
-        url = f"http://jumin.{m.id}.lgwan.test/api/residents"
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            run = subprocess.run(
-                ["ssh", "-F", str(ssh_config_path(stack)), f"{m.id}-terminal", "python3", "-", url, "40", "4"],
-                input=CLIENT,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
             batches += 1
-            if run.returncode:  # a batch with a failed request (a timeout on the loaded host): noted, not fatal
-                failed.append(
-                    f"{m.id}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}"
-                )
+            try:
+                measure(stack, m.id, 40, 4)
+            except SystemExit as error:  # a batch with a failed request (a timeout on the loaded host): noted
+                failed.append(f"{m.id}: {str(error).strip().splitlines()[-1]}")
     window = f"{int(time.time() - started) + 30}s"
     out = Path(tempfile.mkdtemp(prefix="lgcloud-utilization-"))
     subprocess.run(
