@@ -8,6 +8,7 @@ import base64
 import datetime
 import subprocess
 import sys
+import time
 
 import pytest
 from cryptography import x509
@@ -16,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lgcloud.model.naming import OFFICE_TLS
+from lgcloud.observe.prometheus import Prometheus
 from lgcloud.state.directory import state_dir
+from lgcloud.state.facts import lab_facts
 
 from .conftest import STACK
 
@@ -132,3 +135,25 @@ def test_a_revoked_certificate_is_refused_at_the_next_request_and_a_new_one_serv
     again = lgcloud("configure", "--limit", f"{office.id}-terminal")
     assert again.returncode == 0, again.stderr
     assert ask(host, office.id, own) == (0, "200")
+
+
+def test_a_refused_handshake_is_counted_in_a_metric(offices):
+    """HAProxy's TLS counters reach Prometheus through the gateway's node exporter: three offices'
+    attempts without a certificate add three to the front's refused handshakes."""
+    host, office, _ = offices
+    prometheus = Prometheus(lab_facts(STACK).prometheus_url)
+    refused = 'sum(haproxy_frontend_ssl_failed_handshakes_total{proxy="lgwan_asp", vm="gateway"})'
+
+    def counted() -> float | None:
+        found = prometheus.query(refused)
+        return found[0][1] if found else None
+
+    deadline = time.monotonic() + 60
+    while (before := counted()) is None:  # the first scrape after configure
+        assert time.monotonic() < deadline, "the gateway's TLS counters never reached Prometheus"
+        time.sleep(2)
+    for _ in range(3):
+        assert ask(host, office.id)[1] == "000"
+    while (after := counted()) is None or after < before + 3:
+        assert time.monotonic() < deadline + 30, f"refused handshakes counted: {before} → {after}, not 3 more"
+        time.sleep(2)
