@@ -18,6 +18,7 @@ from .offices import call, session
 
 pytestmark = pytest.mark.live
 
+NOBODY = "/api/residents/00000000-0000-4000-8000-000000000000"  # a ref no resident has
 TODAY = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
 MOVE_IN = {
     "name": "署名 花子",
@@ -104,8 +105,8 @@ def test_a_new_clerk_signs_in_with_both_factors_and_is_named_in_the_access_recor
     token = clerk.token()
     created = call(terminal, a_city.id, "POST", "/api/residents", MOVE_IN, token=token)
     assert created.status == 201, created.body
-    code = created.json()["resident"]["resident_code"]
-    records = call(terminal, a_city.id, "GET", f"/api/access-records?resident_code={code}", token=admin)
+    ref = created.json()["resident"]["ref"]
+    records = call(terminal, a_city.id, "GET", f"/api/access-records?resident={ref}", token=admin)
     assert records.status == 200, records.body
     (row,) = records.json()["access_records"]
     assert (row["clerk"], row["action"], row["office"]) == (clerk.clerk_id, "register", str(a_city.terminal))
@@ -118,7 +119,7 @@ def test_without_a_session_nothing_is_shown_or_written(terminal, vm, a_city):
     for method, path, body in (
         ("POST", "/api/residents", MOVE_IN),
         ("GET", "/api/residents?name=%E8%A8%93%E7%B7%B4", None),
-        ("GET", "/api/residents/00000000000", None),
+        ("GET", NOBODY, None),
         ("GET", "/api/clerks", None),
         ("GET", "/api/access-records", None),
     ):
@@ -173,7 +174,7 @@ def test_a_session_ends_at_sign_out_and_after_idle_time(terminal, vm, a_city, ad
     token = clerk.token()
     assert call(terminal, a_city.id, "GET", "/api/session", token=token).json()["session"]["clerk_id"] == clerk.clerk_id
     assert call(terminal, a_city.id, "DELETE", "/api/session", token=token).status == 200
-    after = call(terminal, a_city.id, "GET", "/api/residents/00000000000", token=token)
+    after = call(terminal, a_city.id, "GET", NOBODY, token=token)
     assert after.status == 401, after.body
     # Idle for longer than the idle limit (30 minutes): the clock of the session moved back as the superuser.
     idle = clerk.token()
@@ -181,7 +182,7 @@ def test_a_session_ends_at_sign_out_and_after_idle_time(terminal, vm, a_city, ad
         "chpst -u postgres psql -XAtq -d jumin -c "
         f"\"UPDATE staff.sessions SET seen_at = now() - interval '31 minutes' WHERE clerk_id = '{clerk.clerk_id}'\""
     )
-    expired = call(terminal, a_city.id, "GET", "/api/residents/00000000000", token=idle)
+    expired = call(terminal, a_city.id, "GET", NOBODY, token=idle)
     assert (expired.status, expired.json()["field"]) == (401, "session"), expired.body
 
 
@@ -189,7 +190,7 @@ def test_a_disabled_clerk_is_signed_out_and_cannot_sign_in(terminal, a_city, adm
     clerk = NewClerk(terminal, a_city.id, admin)
     token = clerk.token()
     assert call(terminal, a_city.id, "POST", f"/api/clerks/{clerk.clerk_id}/disable", {}, token=admin).status == 200
-    assert call(terminal, a_city.id, "GET", "/api/residents/00000000000", token=token).status == 401
+    assert call(terminal, a_city.id, "GET", NOBODY, token=token).status == 401
     assert clerk.sign_in().status == 401
     assert sign_ins(terminal, a_city.id, admin, clerk.clerk_id)[-2:] == ["disabled", "disabled"]
 
@@ -200,12 +201,12 @@ def test_no_credential_of_one_municipality_opens_another(vm, lab, configured, of
     address, the one its terminal reaches): refused; Ａ市's session at Ｂ町's own terminal: unknown there."""
     here, own_address = vm(f"{office.id}-terminal"), lab.service_addresses[office.id]
     mine = session(office.id)
-    asked = call(here, other.id, "GET", "/api/residents/00000000000", via=own_address, token=mine)
+    asked = call(here, other.id, "GET", NOBODY, via=own_address, token=mine)
     assert asked.status == 403, asked.body
     attempt = {"clerk_id": DRILL_CLERK, "password": "x", "code": "000000"}
     signing_in = call(here, other.id, "POST", "/api/session", attempt, via=own_address, token=None)
     assert signing_in.status == 403, signing_in.body
-    at_theirs = call(vm(f"{other.id}-terminal"), other.id, "GET", "/api/residents/00000000000", token=mine)
+    at_theirs = call(vm(f"{other.id}-terminal"), other.id, "GET", NOBODY, token=mine)
     assert (at_theirs.status, at_theirs.json()["field"]) == (401, "session"), at_theirs.body
 
 

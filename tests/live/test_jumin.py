@@ -82,7 +82,7 @@ def test_register_and_read_back(terminal, m):
     body = person()
     created = register(terminal, m.id, body)
     assert len(created["resident_code"]) == 11 and created["resident_code"].isdigit(), created
-    response = call(terminal(m.id), m.id, "GET", f"/api/residents/{created['resident_code']}")
+    response = call(terminal(m.id), m.id, "GET", f"/api/residents/{created['ref']}")
     assert response.status == 200, response.body
     assert response.content_type.startswith("application/json"), response.content_type
     read = response.json()
@@ -91,8 +91,7 @@ def test_register_and_read_back(terminal, m):
         assert read["resident"][field] == body[field], field
     assert read["resident"]["status"] == "resident"
     assert "my_number" not in read["resident"], "a read that names no purpose shows the 個人番号"
-    code = created["resident_code"]
-    for_purpose = call(terminal(m.id), m.id, "GET", f"/api/residents/{code}?purpose=kokuho").json()
+    for_purpose = call(terminal(m.id), m.id, "GET", f"/api/residents/{created['ref']}?purpose=kokuho").json()
     assert for_purpose["resident"]["my_number"] == created["my_number"]
 
 
@@ -125,12 +124,12 @@ def test_rare_kanji_round_trip(terminal, family, a_city):
     created = register(terminal, a_city.id, person(name=name))
     assert created["name"] == name
     host = terminal(a_city.id)
-    read = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}").json()["resident"]
+    read = call(host, a_city.id, "GET", f"/api/residents/{created['ref']}").json()["resident"]
     assert read["name"].encode() == name.encode(), read["name"]
     found = call(host, a_city.id, "GET", f"/api/residents?name={quote(name)}").json()["residents"]
     assert [r["resident_code"] for r in found] == [created["resident_code"]], found
     assert "my_number" not in found[0], "a name lookup shows the 個人番号"
-    html = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
+    html = call(host, a_city.id, "GET", f"/api/residents/{created['ref']}/certificate.html")
     assert name in html.text
 
 
@@ -197,16 +196,16 @@ def test_a_bad_registration_is_refused_and_nothing_written(terminal, rows, body,
 
 def test_move_out(terminal, a_city):
     host = terminal(a_city.id)
-    code = register(terminal, a_city.id, person())["resident_code"]
+    ref = register(terminal, a_city.id, person())["ref"]
     response = call(
         host,
         a_city.id,
         "POST",
-        f"/api/residents/{code}/move-out",
+        f"/api/residents/{ref}/move-out",
         {"event_date": TODAY.isoformat(), "destination": "Ｂ町中央2-2"},
     )
     assert response.status == 200, response.body
-    read = call(host, a_city.id, "GET", f"/api/residents/{code}").json()["resident"]
+    read = call(host, a_city.id, "GET", f"/api/residents/{ref}").json()["resident"]
     assert (read["status"], read["moved_out_on"], read["moved_out_to"]) == (
         "moved-out",
         TODAY.isoformat(),
@@ -216,12 +215,12 @@ def test_move_out(terminal, a_city):
 
 def test_a_second_move_out_is_refused_and_changes_nothing(terminal, a_city):
     host = terminal(a_city.id)
-    code = register(terminal, a_city.id, person())["resident_code"]
+    ref = register(terminal, a_city.id, person())["ref"]
     first = call(
         host,
         a_city.id,
         "POST",
-        f"/api/residents/{code}/move-out",
+        f"/api/residents/{ref}/move-out",
         {"event_date": (TODAY - dt.timedelta(days=1)).isoformat(), "destination": "Ｂ町中央2-2"},
     )
     assert first.status == 200, first.body
@@ -229,11 +228,11 @@ def test_a_second_move_out_is_refused_and_changes_nothing(terminal, a_city):
         host,
         a_city.id,
         "POST",
-        f"/api/residents/{code}/move-out",
+        f"/api/residents/{ref}/move-out",
         {"event_date": TODAY.isoformat(), "destination": "Ｃ村3-3"},
     )
     assert (again.status, again.json()["field"]) == (409, "status"), again.body
-    read = call(host, a_city.id, "GET", f"/api/residents/{code}").json()["resident"]
+    read = call(host, a_city.id, "GET", f"/api/residents/{ref}").json()["resident"]
     assert (read["moved_out_on"], read["moved_out_to"]) == (
         (TODAY - dt.timedelta(days=1)).isoformat(),
         "Ｂ町中央2-2",
@@ -250,10 +249,10 @@ def test_a_second_move_out_is_refused_and_changes_nothing(terminal, a_city):
 )
 def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field, a_city):
     host = terminal(a_city.id)
-    code = register(terminal, a_city.id, person())["resident_code"]
-    response = call(host, a_city.id, "POST", f"/api/residents/{code}/move-out", body)
+    ref = register(terminal, a_city.id, person())["ref"]
+    response = call(host, a_city.id, "POST", f"/api/residents/{ref}/move-out", body)
     assert (response.status, response.json()["field"]) == (400, field), response.body
-    assert call(host, a_city.id, "GET", f"/api/residents/{code}").json()["resident"]["status"] == "resident"
+    assert call(host, a_city.id, "GET", f"/api/residents/{ref}").json()["resident"]["status"] == "resident"
 
 
 @pytest.mark.parametrize(
@@ -274,15 +273,25 @@ def test_a_name_lookup_shows_at_most_twenty_residents(terminal, a_city):
 
 
 def test_an_unknown_resident_is_404(terminal, a_city):
-    response = call(terminal(a_city.id), a_city.id, "GET", "/api/residents/00000000000")
-    assert (response.status, response.json()["field"]) == (404, "resident_code"), response.body
+    response = call(terminal(a_city.id), a_city.id, "GET", f"/api/residents/{uuid.uuid4()}")
+    assert (response.status, response.json()["field"]) == (404, "ref"), response.body
+
+
+def test_a_url_names_a_resident_by_its_ref_never_by_a_code(terminal, a_city):
+    """The 住民票コード and the 個人番号 are data: a URL carrying either names no resident."""
+    created = register(terminal, a_city.id, person())
+    assert created["ref"] not in (created["resident_code"], created["my_number"])
+    for key in ("resident_code", "my_number"):
+        response = call(terminal(a_city.id), a_city.id, "GET", f"/api/residents/{created[key]}")
+        assert (response.status, response.json()["field"]) == (404, "ref"), response.body
+        assert created["name"] not in response.text
 
 
 def test_certificate_json(terminal, a_city):
     host = terminal(a_city.id)
     body = person()
     created = register(terminal, a_city.id, body)
-    response = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate")
+    response = call(host, a_city.id, "GET", f"/api/residents/{created['ref']}/certificate")
     assert response.status == 200, response.body
     certificate = response.json()["certificate"]
     assert certificate["title"] == "住民票の写し"
@@ -292,7 +301,7 @@ def test_certificate_json(terminal, a_city):
         k: body[k] for k in ("name", "birth_date", "address")
     }
     assert "my_number" not in certificate["resident"], "the 個人番号 is on a certificate nobody asked it for"
-    path = f"/api/residents/{created['resident_code']}/certificate?my_number=include"
+    path = f"/api/residents/{created['ref']}/certificate?my_number=include"
     unnamed = call(host, a_city.id, "GET", path)
     assert (unnamed.status, unnamed.json()["field"]) == (400, "purpose"), unnamed.body
     asked = call(host, a_city.id, "GET", f"{path}&purpose=juminhyo")
@@ -301,22 +310,22 @@ def test_certificate_json(terminal, a_city):
 
 def test_certificate_of_a_resident_who_moved_out_is_a_joshu(terminal, a_city):
     host = terminal(a_city.id)
-    code = register(terminal, a_city.id, person())["resident_code"]
+    ref = register(terminal, a_city.id, person())["ref"]
     call(
         host,
         a_city.id,
         "POST",
-        f"/api/residents/{code}/move-out",
+        f"/api/residents/{ref}/move-out",
         {"event_date": TODAY.isoformat(), "destination": "Ｃ村"},
     )
-    certificate = call(host, a_city.id, "GET", f"/api/residents/{code}/certificate").json()["certificate"]
+    certificate = call(host, a_city.id, "GET", f"/api/residents/{ref}/certificate").json()["certificate"]
     assert certificate["title"] == "住民票の除票の写し", certificate
 
 
 def test_certificate_html_is_printable_and_escaped(terminal, a_city):
     host = terminal(a_city.id)
     created = register(terminal, a_city.id, person(name="𠮷田 <b>花子</b>", address='本町<script>alert("x")</script>'))
-    response = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}/certificate.html")
+    response = call(host, a_city.id, "GET", f"/api/residents/{created['ref']}/certificate.html")
     assert response.status == 200, response.body
     assert response.content_type.lower().replace(" ", "") == "text/html;charset=utf-8", response.content_type
     html = response.text
@@ -335,7 +344,7 @@ def test_the_backup_site_shows_nothing_it_could_not_record(terminal, lab, vm, a_
     created = register(terminal, a_city.id, person())
     health = call(host, a_city.id, "GET", "/healthz", via=standby)
     assert (health.status, health.json()["database"]) == (200, "read-only replica"), health.body
-    read = call(host, a_city.id, "GET", f"/api/residents/{created['resident_code']}", via=standby)
+    read = call(host, a_city.id, "GET", f"/api/residents/{created['ref']}", via=standby)
     assert read.status == 503 and "アクセス記録" in read.json()["error"], read.body
     refused = call(host, a_city.id, "POST", "/api/residents", person(), via=standby)
     assert refused.status == 503, f"the backup site accepted a registration: {refused.status} {refused.body!r}"
@@ -353,10 +362,11 @@ def _records(vm, municipality: str, resident_code: str) -> list[list[str]]:
 def test_every_look_at_a_resident_is_in_the_access_record(terminal, vm, a_city):
     host = terminal(a_city.id)
     body = person(name=f"記録 {uuid.uuid4().hex[:8]}")
-    code = register(terminal, a_city.id, body)["resident_code"]
+    created = register(terminal, a_city.id, body)
+    ref, code = created["ref"], created["resident_code"]
     call(host, a_city.id, "GET", f"/api/residents?name={quote(body['name'])}")
-    call(host, a_city.id, "GET", f"/api/residents/{code}")
-    call(host, a_city.id, "GET", f"/api/residents/{code}?purpose=zei")
+    call(host, a_city.id, "GET", f"/api/residents/{ref}")
+    call(host, a_city.id, "GET", f"/api/residents/{ref}?purpose=zei")
     records = _records(vm, a_city.id, code)
     assert [(r[1], r[3]) for r in records] == [
         ("register", "juminhyo"),
@@ -372,11 +382,11 @@ def test_every_look_at_a_resident_is_in_the_access_record(terminal, vm, a_city):
 
 def test_an_unknown_purpose_is_refused_and_shows_nothing(terminal, vm, a_city):
     host = terminal(a_city.id)
-    code = register(terminal, a_city.id, person())["resident_code"]
-    response = call(host, a_city.id, "GET", f"/api/residents/{code}?purpose=curiosity")
+    created = register(terminal, a_city.id, person())
+    response = call(host, a_city.id, "GET", f"/api/residents/{created['ref']}?purpose=curiosity")
     assert (response.status, response.json()["field"]) == (400, "purpose"), response.body
     assert "resident" not in response.json()
-    assert [r[1] for r in _records(vm, a_city.id, code)] == ["register"]
+    assert [r[1] for r in _records(vm, a_city.id, created["resident_code"])] == ["register"]
 
 
 @pytest.mark.parametrize(

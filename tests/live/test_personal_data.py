@@ -53,7 +53,7 @@ def exercised(configured, vm, dev):
         assert call(terminal, m.id, "POST", "/api/residents", _resident() | {"sex": "M"}).status == 400
         assert call(terminal, m.id, "GET", f"/api/residents?name={quote(body['name'])}").status == 200
         code = call(terminal, m.id, "GET", f"/api/residents?name={quote(body['name'])}").json()["residents"][0]
-        assert call(terminal, m.id, "GET", f"/api/residents/{code['resident_code']}").status == 200
+        assert call(terminal, m.id, "GET", f"/api/residents/{code['ref']}").status == 200
 
 
 def _written(vm, municipality: str) -> set[str]:

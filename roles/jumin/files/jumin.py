@@ -12,15 +12,15 @@ by ``JUMIN_CONFIG`` (the DB password comes from libpq's ``PGPASSFILE``)::
     $ curl -s -H 'Authorization: Bearer Jx…' https://jumin.a-city.lgwan.test/api/residents \\
         -d '{"name": "髙橋 一郎", "kana": "タカハシ イチロウ", "birth_date": "2026-11-01", "sex": "男",
              "address": "Ａ市本町1-1", "event": "birth"}'
-    {"municipality_code": "012025", "resident": {"resident_code": "48213907715",
+    {"municipality_code": "012025", "resident": {"ref": "0b6f4c3e-…", "resident_code": "48213907715",
      "my_number": "621498320257", ...}}
 
 Every route but /healthz and the sign-in needs a clerk's session: a 窓口 clerk registers and looks
 up residents, a 管理者 keeps the accounts and reads the アクセス記録 (two factors: password and a
 TOTP code; five wrong sign-ins in a row lock the account for a while).
 
-A resident is named by the 住民票コード in URLs; the 個人番号 (My Number) is data that is never a
-key. Logs name neither, nor any other personal data: requests are logged by their route. The
+A URL names a resident by an opaque reference (``ref``), never by the 住民票コード or the 個人番号,
+which are data. Logs name neither, nor any other personal data: requests are logged by their route. The
 standby app at the backup site reads the replica: writes answer 503 until the replica is promoted,
 and the tables are created only where the database is writable.
 """
@@ -73,8 +73,13 @@ CREATE TABLE IF NOT EXISTS residents (
     previous_address   text,
     moved_out_on       date,
     moved_out_to       text,
-    recorded_at        timestamptz NOT NULL DEFAULT now()
+    recorded_at        timestamptz NOT NULL DEFAULT now(),
+    ref                uuid NOT NULL DEFAULT gen_random_uuid()
 );
+-- What a URL names a resident by: a reference that means nothing outside this registry (a URL
+-- reaches logs, histories and bookmarks; the 住民票コード must not).
+ALTER TABLE residents ADD COLUMN IF NOT EXISTS ref uuid NOT NULL DEFAULT gen_random_uuid();
+CREATE UNIQUE INDEX IF NOT EXISTS residents_ref ON residents (ref);
 -- One current resident per 個人番号; someone who moved out may move back in.
 CREATE UNIQUE INDEX IF NOT EXISTS residents_current_my_number ON residents (my_number)
     WHERE moved_out_on IS NULL;
@@ -84,6 +89,7 @@ CREATE INDEX IF NOT EXISTS residents_name ON residents (name);
 CREATE INDEX IF NOT EXISTS residents_my_number ON residents (my_number);
 """
 COLUMNS = (
+    "ref",
     "resident_code",
     "my_number",
     "name",
@@ -98,13 +104,14 @@ COLUMNS = (
     "moved_out_to",
 )
 # What a name lookup shows: enough to pick a person, without the 個人番号.
-SUMMARY = ("resident_code", "name", "kana", "birth_date", "sex", "address", "status")
+SUMMARY = ("ref", "resident_code", "name", "kana", "birth_date", "sex", "address", "status")
 EVENTS = {"birth": "出生", "move-in": "転入"}
 SEXES = ("男", "女")
 KANA = re.compile(r"[\u30a1-\u30fc\u3000 ]+")  # katakana, ・, ー and spaces
 # ASCII digits only: \d would take ０-９ and ٠-٩, which int() reads but the database's CHECKs refuse.
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 RESIDENT_CODE = re.compile(r"[0-9]{11}")
+RESIDENT_REF = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MY_NUMBER = re.compile(r"[0-9]{12}")
 # Characters no text field holds: controls (NUL included) and lone surrogates, which no UTF-8
 # string can carry and the database cannot store.
@@ -184,8 +191,8 @@ def internal_error(error: Exception):
 
 
 def route() -> str:
-    """The request's route as declared (/api/residents/<resident_code>): what a log may name. The
-    path itself carries a 住民票コード, the query a name."""
+    """The request's route as declared (/api/residents/<ref>): what a log may name. The query may
+    carry a name."""
     return request.url_rule.rule if request.url_rule else "(no route)"
 
 
@@ -320,16 +327,16 @@ def transaction():
         yield cur
 
 
-def find(cur, resident_code: str, lock: bool = False) -> dict:
-    if not RESIDENT_CODE.fullmatch(resident_code):
-        raise Refused(404, "resident_code", "a 住民票コード is 11 digits")
+def find(cur, ref: str, lock: bool = False) -> dict:
+    """The resident a URL names by its reference (``ref``, from a registration or a lookup)."""
+    if not RESIDENT_REF.fullmatch(ref):
+        raise Refused(404, "ref", "a resident is named by the ref a registration or lookup gave")
     cur.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM residents WHERE resident_code = %s" + (" FOR UPDATE" if lock else ""),
-        (resident_code,),
+        f"SELECT {', '.join(COLUMNS)} FROM residents WHERE ref = %s" + (" FOR UPDATE" if lock else ""), (ref,)
     )
     row = cur.fetchone()
     if row is None:
-        raise Refused(404, "resident_code", f"no resident with 住民票コード {resident_code}")
+        raise Refused(404, "ref", f"no resident {ref}")
     return as_json(row)
 
 
@@ -727,18 +734,19 @@ def limit() -> int:
 @app.get("/api/access-records")
 @needs("管理者")
 def access_records():
-    """The アクセス記録, newest first: ?resident_code= and ?clerk= narrow it down."""
-    resident_code, clerk_id = request.args.get("resident_code"), request.args.get("clerk")
-    if resident_code is not None and not RESIDENT_CODE.fullmatch(resident_code):
-        raise Refused(400, "resident_code", "a 住民票コード is 11 digits")
+    """The アクセス記録, newest first: ?resident=<ref> and ?clerk=<職員ID> narrow it down."""
+    ref, clerk_id = request.args.get("resident"), request.args.get("clerk")
+    if ref is not None and not RESIDENT_REF.fullmatch(ref):
+        raise Refused(400, "resident", "resident is the ref a registration or lookup gave")
     if clerk_id is not None and not CLERK_ID.fullmatch(clerk_id):
         raise Refused(400, "clerk", "clerk is a 職員ID: 3 to 32 of a-z, 0-9 and -")
     with transaction() as cur:
         cur.execute(
             "SELECT id, at, office, clerk, action, resident_code, fields, purpose FROM audit.access_records"
-            " WHERE (%(resident)s IS NULL OR resident_code = %(resident)s) AND (%(clerk)s IS NULL OR clerk = %(clerk)s)"
+            " WHERE (%(ref)s IS NULL OR resident_code = (SELECT resident_code FROM residents WHERE ref = %(ref)s))"
+            " AND (%(clerk)s IS NULL OR clerk = %(clerk)s)"
             " ORDER BY id DESC LIMIT %(limit)s",
-            {"resident": resident_code, "clerk": clerk_id, "limit": limit()},
+            {"ref": ref, "clerk": clerk_id, "limit": limit()},
         )
         return reply({"access_records": [isoformat(row) for row in cur.fetchall()]})
 
@@ -829,23 +837,23 @@ def lookup():
     )
 
 
-@app.get("/api/residents/<resident_code>")
+@app.get("/api/residents/<ref>")
 @needs("窓口")
-def read(resident_code: str):
+def read(ref: str):
     why = purpose()
     with transaction() as cur:
-        resident = shown_fields(find(cur, resident_code), why)
-        record(cur, "read", resident_code, resident, why)
+        resident = shown_fields(find(cur, ref), why)
+        record(cur, "read", resident["resident_code"], resident, why)
     return reply({"resident": resident})
 
 
-@app.post("/api/residents/<resident_code>/move-out")
+@app.post("/api/residents/<ref>/move-out")
 @needs("窓口")
-def move_out(resident_code: str):
+def move_out(ref: str):
     body = json_body()
     refuse_unknown(body, ("event_date", "destination"))
     with transaction() as cur:
-        resident = find(cur, resident_code, lock=True)
+        resident = find(cur, ref, lock=True)
         if resident["status"] == "moved-out":
             raise Refused(409, "status", f"the resident moved out on {resident['moved_out_on']} already")
         event_date = date(body, "event_date")
@@ -855,15 +863,15 @@ def move_out(resident_code: str):
         cur.execute(
             f"UPDATE residents SET moved_out_on = %s, moved_out_to = %s WHERE resident_code = %s"
             f" RETURNING {', '.join(COLUMNS)}",
-            (event_date, destination, resident_code),
+            (event_date, destination, resident["resident_code"]),
         )
         resident = shown_fields(as_json(cur.fetchone()), None)
-        record(cur, "move-out", resident_code, resident)
+        record(cur, "move-out", resident["resident_code"], resident)
     log.info("moved out a resident")
     return reply({"resident": resident})
 
 
-def certificate(resident_code: str) -> dict:
+def certificate(ref: str) -> dict:
     """The 住民票の写し of a resident (住民票の除票の写し once moved out), as data."""
     # 個人番号の記載 only when asked for, and for a named 事務.
     include = request.args.get("my_number") == "include"
@@ -871,8 +879,8 @@ def certificate(resident_code: str) -> dict:
     if include and why is None:
         raise Refused(400, "purpose", f"a 個人番号 on a certificate needs ?purpose=, one of {', '.join(PURPOSES)}")
     with transaction() as cur:
-        resident = shown_fields(find(cur, resident_code), why if include else None)
-        record(cur, "certificate", resident_code, resident, why if include else None)
+        resident = shown_fields(find(cur, ref), why if include else None)
+        record(cur, "certificate", resident["resident_code"], resident, why if include else None)
     moved_out = resident["status"] == "moved-out"
     return {
         "title": "住民票の除票の写し" if moved_out else "住民票の写し",
@@ -884,10 +892,10 @@ def certificate(resident_code: str) -> dict:
     }
 
 
-@app.get("/api/residents/<resident_code>/certificate")
+@app.get("/api/residents/<ref>/certificate")
 @needs("窓口")
-def certificate_json(resident_code: str):
-    return reply({"certificate": certificate(resident_code)})
+def certificate_json(ref: str):
+    return reply({"certificate": certificate(ref)})
 
 
 CERTIFICATE_HTML = """<!DOCTYPE html>
@@ -931,10 +939,10 @@ def written_date(iso: str) -> str:
     return f"{day.year}年{day.month}月{day.day}日"
 
 
-@app.get("/api/residents/<resident_code>/certificate.html")
+@app.get("/api/residents/<ref>/certificate.html")
 @needs("窓口")
-def certificate_html(resident_code: str):
-    c = certificate(resident_code)
+def certificate_html(ref: str):
+    c = certificate(ref)
     # render_template_string autoescapes: whatever a clerk typed is shown, never interpreted.
     html = render_template_string(CERTIFICATE_HTML, c=c, r=c["resident"])
     return html, 200, {"Content-Type": "text/html; charset=utf-8"}
