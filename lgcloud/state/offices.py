@@ -20,10 +20,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .directory import file_lock, state_dir, write_atomic
-from .pki import Certificate, _authority, _pem_key, _signed_by
+from .pki import Certificate, _authority, _signed_by, issue
 
 __all__ = [
     "OFFICE_DAYS",
@@ -79,27 +79,7 @@ def _issue(
     names: list[x509.GeneralName],
     days: int,
 ) -> Certificate:
-    ca_key, ca_cert = _ca(directory, stack)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    found = Certificate(directory / f"{name}.crt", directory / f"{name}.key", directory / "ca.crt")
-    write_atomic(found.key, _pem_key(key), 0o600)
-    write_atomic(found.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return found
+    return issue(directory, name, _ca(directory, stack), common_name, [usage], names, datetime.timedelta(days=days))
 
 
 def _usable(path: Path, ca: x509.Certificate, revoked: dict[str, str]) -> x509.Certificate | None:

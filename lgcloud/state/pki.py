@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from .directory import file_lock, state_dir, write_atomic
 
-__all__ = ["Certificate", "ensure_certificate"]
+__all__ = ["Certificate", "ensure_certificate", "issue"]
 
 _VALID = datetime.timedelta(days=3650)
 
@@ -95,25 +95,40 @@ def ensure_certificate(stack: str, vm: str, common_name: str, address: str) -> C
                 and _signed_by(current, ca_cert)
             ):
                 return found
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + _VALID)
-            # pgBackRest matches the host it dialled against DNS names; the lab dials addresses.
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(address)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        write_atomic(found.key, _pem_key(key), 0o600)
-        write_atomic(found.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        # pgBackRest matches the host it dialled against DNS names; the lab dials addresses.
+        usages = [x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH]
+        return issue(directory, vm, (ca_key, ca_cert), common_name, usages, [x509.DNSName(address)], _VALID)
+
+
+def issue(
+    directory: Path,
+    name: str,
+    authority: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    common_name: str,
+    usages: list[x509.ObjectIdentifier],
+    names: list[x509.GeneralName],
+    valid: datetime.timedelta,
+) -> Certificate:
+    """A new key and a certificate for it, signed by `authority` (the CA of `directory`), written
+    as ``<name>.key`` (0600) and ``<name>.crt``: the one way either CA of the stack signs."""
+    ca_key, ca_cert = authority
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + valid)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    found = Certificate(directory / f"{name}.crt", directory / f"{name}.key", directory / "ca.crt")
+    write_atomic(found.key, _pem_key(key), 0o600)
+    write_atomic(found.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return found
