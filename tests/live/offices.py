@@ -14,7 +14,7 @@ from lgcloud.ops.clerks import sign_in
 from lgcloud.ops.lab import Lab
 from lgcloud.state.clerks import DRILL_CLERK
 
-__all__ = ["AS_CLERK", "Response", "call", "session"]
+__all__ = ["AS_CLERK", "Response", "call", "register", "session"]
 
 STACK = "dev"
 AS_CLERK = object()  # call()'s default: the drill clerk's session, signed in once per test run
@@ -83,3 +83,20 @@ def _curl(host, municipality: str, method: str, path: str, body, via: str | None
     head, _, encoded = result.stdout.partition("\n")
     status, _, content_type = head.strip().partition(" ")
     return Response(int(status), content_type, base64.b64decode(encoded.strip()))
+
+
+def register(vm, municipality: str, name: str, kana: str = "トウロク") -> str:
+    """A resident born today-ish, registered from the municipality's terminal as its clerk would;
+    the 住民票コード (`vm`: the live conftest's host factory)."""
+    resident = {
+        "name": name,
+        "kana": kana,
+        "birth_date": "2026-11-01",
+        "sex": "女",
+        "address": "本町3-3",
+        "event": "birth",
+        "event_date": "2026-11-01",
+    }
+    answer = call(vm(f"{municipality}-terminal"), municipality, "POST", "/api/residents", resident)
+    assert answer.status == 201, answer.text
+    return answer.json()["resident"]["resident_code"]

@@ -17,7 +17,7 @@ from lgcloud.model.config import stack_file
 from lgcloud.ops.drill.runbook import archived
 
 from .conftest import STACK
-from .offices import call
+from .offices import register
 
 pytestmark = pytest.mark.live
 
@@ -34,21 +34,6 @@ def ok(*args: str) -> subprocess.CompletedProcess[str]:
     result = lgcloud(*args)
     assert result.returncode == 0, f"lgcloud {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}"
     return result
-
-
-def register(vm, name: str) -> str:
-    resident = {
-        "name": name,
-        "kana": "フッキュウ",
-        "birth_date": "2026-11-01",
-        "sex": "男",
-        "address": "本町2-2",
-        "event": "birth",
-        "event_date": "2026-11-01",
-    }
-    answer = call(vm(f"{MUNICIPALITY}-terminal"), MUNICIPALITY, "POST", "/api/residents", resident)
-    assert answer.status == 201, answer.text
-    return answer.json()["resident"]["resident_code"]
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +80,11 @@ def test_a_database_as_root_cannot_read_another_municipalitys_backups(configured
 
 
 def test_a_restore_to_a_moment_shows_the_rows_of_that_moment(configured, vm):
-    before = register(vm, "復旧 前")
+    before = register(vm, MUNICIPALITY, "復旧 前", "フッキュウ")
     time.sleep(1.5)
     moment = datetime.datetime.now().astimezone()
     time.sleep(1.5)
-    after = register(vm, "復旧 後")
+    after = register(vm, MUNICIPALITY, "復旧 後", "フッキュウ")
     # The restore needs the WAL holding `after` in the archive: a switch sends it now.
     vm(f"{MUNICIPALITY}-db").check_output("cd / && chpst -u postgres psql -XAtq -c 'SELECT pg_switch_wal()'")
     try:

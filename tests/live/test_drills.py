@@ -25,7 +25,7 @@ from lgcloud.state.directory import state_dir
 from lgcloud.state.failover import served_from_backup
 
 from .conftest import STACK
-from .offices import call
+from .offices import register
 from .policy import against_policy, observe
 
 pytestmark = [pytest.mark.live, pytest.mark.drill]
@@ -60,22 +60,6 @@ def assert_recovered(report: dict, bound: float = CI_RTO_BOUND) -> None:
 
 
 _CODES = "chpst -u postgres psql -XAtq -d jumin -c 'SELECT resident_code FROM residents'"
-
-
-def register(vm, municipality: str, name: str) -> str:
-    """A resident registered from the office, as a clerk would; the 住民票コード."""
-    resident = {
-        "name": name,
-        "kana": "ヒドウキ",
-        "birth_date": "2026-11-01",
-        "sex": "女",
-        "address": "本町3-3",
-        "event": "birth",
-        "event_date": "2026-11-01",
-    }
-    answer = call(vm(f"{municipality}-terminal"), municipality, "POST", "/api/residents", resident)
-    assert answer.status == 201, answer.text
-    return answer.json()["resident"]["resident_code"]
 
 
 def assert_normal(vm, municipalities) -> None:
@@ -240,6 +224,15 @@ def test_data_corruption_is_undone_from_the_backups_with_nothing_from_before_los
     assert m["rolled_back_codes"] is not None, m
     for code in m["rolled_back_codes"]:
         assert len(code) == 11 and code.isdigit(), code
+    # The data went back; the audit trail did not: the registrations rolled back are still recorded.
+    if m["rolled_back_codes"]:
+        listed = ", ".join(f"'{code}'" for code in m["rolled_back_codes"])
+        recorded = vm("b-town-db").check_output(
+            "chpst -u postgres psql -XAtq -d jumin -c "
+            f"\"SELECT DISTINCT resident_code FROM audit.access_records WHERE action = 'register' "
+            f'AND resident_code IN ({listed})"'
+        )
+        assert sorted(recorded.split()) == sorted(m["rolled_back_codes"]), "access records rolled back with the data"
     steps = [s["name"] for s in report["timeline"] if s["municipality"] == "b-town"]
     assert steps[:2] == ["injected: DELETE FROM residents (no WHERE)", "stop writes"], steps
     assert (
@@ -277,7 +270,7 @@ def test_failback_keeps_the_rows_an_async_backup_never_received(configured, vm, 
         while ops.sql(p.db, f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{p.slot}'") != "0":
             assert time.monotonic() < deadline, "the replica kept streaming"
             time.sleep(0.3)
-        codes = sorted(register(vm, municipality, f"非同期 {n}") for n in range(2))
+        codes = sorted(register(vm, municipality, f"非同期 {n}", "ヒドウキ") for n in range(2))
         failover(ops, p, Timeline(), "db-loss")
     finally:
         ops.close()
