@@ -81,9 +81,20 @@ class NewClerk:
         return answer
 
     def token(self) -> str:
+        """A session ready for work: the initial password changed at the first sign-in."""
         answer = self.sign_in()
         assert answer.status == 201, answer.body
-        return answer.json()["session"]["token"]
+        session = answer.json()["session"]
+        if session["must_change_password"]:
+            self.change_password(session["token"], f"自分の合言葉-{uuid.uuid4().hex[:8]}")
+        return session["token"]
+
+    def change_password(self, token: str, new: str):
+        body = {"current": self.password, "new": new}
+        answer = call(self.office, self.municipality, "POST", "/api/session/password", body, token=token)
+        if answer.status == 200:
+            self.password = new
+        return answer
 
 
 def sign_ins(terminal, municipality: str, admin: str, clerk_id: str) -> list[str]:
@@ -110,7 +121,26 @@ def test_a_new_clerk_signs_in_with_both_factors_and_is_named_in_the_access_recor
     assert records.status == 200, records.body
     (row,) = records.json()["access_records"]
     assert (row["clerk"], row["action"], row["office"]) == (clerk.clerk_id, "register", str(a_city.terminal))
-    assert sign_ins(terminal, a_city.id, admin, clerk.clerk_id) == ["created", "signed-in"]
+    assert sign_ins(terminal, a_city.id, admin, clerk.clerk_id) == ["created", "signed-in", "password-changed"]
+
+
+def test_an_initial_password_serves_to_choose_the_clerks_own_and_nothing_else(terminal, a_city, admin):
+    clerk = NewClerk(terminal, a_city.id, admin)
+    first = clerk.sign_in()
+    assert first.status == 201 and first.json()["session"]["must_change_password"] is True, first.body
+    token = first.json()["session"]["token"]
+    blocked = call(terminal, a_city.id, "POST", "/api/residents", MOVE_IN, token=token)
+    assert (blocked.status, blocked.json()["field"]) == (403, "password"), blocked.body
+    initial = clerk.password
+    assert clerk.change_password(token, "short").json()["field"] == "new"
+    assert clerk.change_password(token, initial).json()["field"] == "new"  # the same again
+    wrong = call(terminal, a_city.id, "POST", "/api/session/password", {"current": "x", "new": "y" * 12}, token=token)
+    assert (wrong.status, wrong.json()["field"]) == (403, "current"), wrong.body
+    assert clerk.change_password(token, "新しい合言葉-" + uuid.uuid4().hex[:8]).status == 200
+    assert call(terminal, a_city.id, "POST", "/api/residents", MOVE_IN, token=token).status == 201
+    assert clerk.sign_in(password=initial).status == 401  # the initial password is gone
+    outcomes = sign_ins(terminal, a_city.id, admin, clerk.clerk_id)
+    assert outcomes == ["created", "signed-in", "password-changed", "wrong-password"]
 
 
 def test_without_a_session_nothing_is_shown_or_written(terminal, vm, a_city):

@@ -444,8 +444,10 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
 
     Writes stop first (the service address released), so nothing is written to data about to be
     replaced. The damaged clusters are moved aside, never deleted: the primary's once it is
-    stopped, the replica's once the restored primary is verified on a newer timeline. A failure
-    on the way says how to serve the damaged cluster again."""
+    stopped, the replica's once the restored primary is verified on a newer timeline. The audit
+    trail (アクセス記録, sign-ins) is not rolled back with the data: what the damaged primary
+    recorded is appended to the restored one. A failure on the way says how to serve the damaged
+    cluster again."""
     with timeline.step(pair.id, "stop writes") as note:
         lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
         note(f"{pair.service_address} released: the offices reach no service until the data is good")
@@ -455,6 +457,9 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
             # The damage is in the primary's current WAL segment, which only a switch sends to the
             # repository; without it, recovery cannot reach the moment before the damage.
             note(f"{archive_current_wal(lab, pair.db)} archived")
+        with timeline.step(pair.id, "keep the audit trail") as note:
+            trail = _audit_trail(lab, pair.db)
+            note(", ".join(f"{table}: {rows.count(chr(10))} rows" for table, rows in trail.items()))
         with timeline.step(pair.id, "restore the primary to before the damage") as note:
             lab.run(pair.db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
             _move_aside(lab, pair.db, stamp)
@@ -473,10 +478,11 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
             ):
                 lab.sql(pair.db, f"ALTER SYSTEM RESET {setting}", database="postgres")
             lab.sql(pair.db, "SELECT pg_reload_conf()", database="postgres")
+            appended = _append_audit_trail(lab, pair.db, trail)
             timeline_id = int(lab.sql(pair.db, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
             note(
                 f"from backup {backup} to {target.describe()}, promoted (timeline {timeline_id}); "
-                f"the damaged cluster kept as {PG_DATA}.replaced-{stamp}"
+                f"{appended} audit rows made since appended; the damaged cluster kept as {PG_DATA}.replaced-{stamp}"
             )
     except LabError as exc:
         raise LabError(
@@ -494,6 +500,35 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
         note(f"{pair.service_address} held by the center gateway again")
     verify(lab, pair, timeline, "primary")
+
+
+AUDIT_TABLES = ("audit.access_records", "audit.sign_ins")  # append-only: roles/postgresql/files/ensure_primary.py
+
+
+def _audit_trail(lab: Lab, vm: str) -> dict[str, str]:
+    """Every row of the audit tables, in COPY's text form (read as postgres: the app cannot)."""
+    trail = {}
+    for table in AUDIT_TABLES:
+        copy = shlex.quote(f"COPY {table} TO STDOUT")
+        trail[table] = lab.run(vm, f"chpst -u postgres psql -XAq -d jumin -c {copy}", timeout=300)
+    return trail
+
+
+def _append_audit_trail(lab: Lab, vm: str, trail: dict[str, str]) -> int:
+    """Append the rows of `trail` the restored database lacks (by id: commit order is not id
+    order), move each table's sequence past them; how many rows were appended."""
+    script = "SET synchronous_commit = local;\n"  # the replica is rebuilt after this
+    for table, rows in trail.items():
+        script += (
+            f"CREATE TEMP TABLE kept (LIKE {table});\nCOPY kept FROM STDIN;\n{rows}\\.\n"
+            f"WITH added AS (INSERT INTO {table} SELECT * FROM kept k"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.id = k.id) RETURNING 1)"
+            " SELECT 'appended ' || count(*) FROM added;\n"
+            f"SELECT 'sequence ' || setval(pg_get_serial_sequence('{table}', 'id'),"
+            f" greatest((SELECT max(id) FROM {table}), 1));\nDROP TABLE kept;\n"
+        )
+    out = lab.run(vm, "chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d jumin -f -", stdin=script, timeout=300)
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.startswith("appended "))
 
 
 def archived(segment: str) -> str:

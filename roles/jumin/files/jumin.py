@@ -457,6 +457,7 @@ _NOBODY = "scrypt$16384$8$1$" + base64.b64encode(b"\0" * 16).decode() + "$" + ba
 class Clerk:
     clerk_id: str
     role: str
+    must_change: bool  # the initial password a 管理者 handed over is still the password
 
 
 def hash_password(password: str) -> str:
@@ -495,13 +496,14 @@ def bearer() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def signed_in(cur, role: str) -> Clerk:
-    """The clerk whose session the request carries, if it is current, from this office, and of `role`."""
+def signed_in(cur, role: str | None, changing_password: bool = False) -> Clerk:
+    """The clerk whose session the request carries, if it is current, from this office, and of
+    `role` (any role: None). Until the initial password is changed, the session does that only."""
     token = bearer()
     if token is None:
         raise Refused(401, "session", "sign in first (POST /api/session) and send Authorization: Bearer <token>")
     cur.execute(
-        "SELECT s.clerk_id, c.role, s.office, s.seen_at < now() - interval '1 minute' AS stale"
+        "SELECT s.clerk_id, c.role, c.must_change, s.office, s.seen_at < now() - interval '1 minute' AS stale"
         " FROM staff.sessions s JOIN staff.clerks c USING (clerk_id)"
         " WHERE s.token_hash = %s AND s.ended_at IS NULL AND s.expires_at > now()"
         " AND s.seen_at > now() - make_interval(mins => %s) AND c.disabled_at IS NULL",
@@ -510,11 +512,15 @@ def signed_in(cur, role: str) -> Clerk:
     session = cur.fetchone()
     if session is None or not hmac.compare_digest(session["office"], office()):
         raise Refused(401, "session", "the session has ended, expired or belongs to another office: sign in again")
-    if session["role"] != role:
+    if session["must_change"] and not changing_password:
+        raise Refused(
+            403, "password", 'change the initial password first: POST /api/session/password {"current", "new"}'
+        )
+    if role is not None and session["role"] != role:
         raise Refused(403, "role", f"this is a {role}'s work; {session['clerk_id']} signed in as {session['role']}")
     if session["stale"]:  # idle time counts from the last request; written at most once a minute
         cur.execute("UPDATE staff.sessions SET seen_at = now() WHERE token_hash = %s", (token_hash(token),))
-    return Clerk(session["clerk_id"], session["role"])
+    return Clerk(session["clerk_id"], session["role"], session["must_change"])
 
 
 def needs(role: str):
@@ -559,7 +565,7 @@ def sign_in():
     token = None
     with transaction() as cur:
         cur.execute(
-            "SELECT role, password, totp_secret, last_step, failures, locked_until > now() AS locked,"
+            "SELECT role, password, must_change, totp_secret, last_step, failures, locked_until > now() AS locked,"
             " disabled_at IS NOT NULL AS disabled FROM staff.clerks WHERE clerk_id = %s FOR UPDATE",
             (clerk_id,),
         )
@@ -611,22 +617,51 @@ def sign_in():
             )
         # One answer for every other refusal: which factor was wrong is for the アクセス記録 only.
         raise Refused(401, None, "the 職員ID, password or one-time code is wrong, or the account is disabled")
-    session = {"token": token, "clerk_id": clerk_id, "role": clerk["role"], "expires_at": expires_at.isoformat()}
+    session = {
+        "token": token,
+        "clerk_id": clerk_id,
+        "role": clerk["role"],
+        "expires_at": expires_at.isoformat(),
+        "must_change_password": clerk["must_change"],
+    }
     return reply({"session": session}, 201)
 
 
 @app.get("/api/session")
 def session_shown():
     with transaction() as cur:
-        for role in ROLES:  # whichever role the clerk has
-            try:
-                clerk = signed_in(cur, role)
-            except Refused as refusal:
-                if refusal.status != 403:
-                    raise
-                continue
-            return reply({"session": {"clerk_id": clerk.clerk_id, "role": clerk.role}})
-    raise Refused(401, "session", "no session")
+        clerk = signed_in(cur, None, changing_password=True)
+    return reply({"session": {"clerk_id": clerk.clerk_id, "role": clerk.role, "must_change_password": clerk.must_change}})
+
+
+PASSWORD_MIN = 12
+
+
+@app.post("/api/session/password")
+def change_password():
+    """The signed-in clerk's own password: the current one, and a new one of 12 characters or more."""
+    body = json_body()
+    refuse_unknown(body, ("current", "new"))
+    current, new = body.get("current"), body.get("new")
+    if not isinstance(current, str) or not 0 < len(current) <= 200:
+        raise Refused(400, "current", "current is the password the clerk signed in with")
+    if not isinstance(new, str) or not PASSWORD_MIN <= len(new) <= 200 or any(
+        unicodedata.category(c) in FORBIDDEN for c in new
+    ):
+        raise Refused(400, "new", f"new is a password of {PASSWORD_MIN} to 200 printable characters")
+    with transaction() as cur:
+        clerk = signed_in(cur, None, changing_password=True)
+        cur.execute("SELECT password FROM staff.clerks WHERE clerk_id = %s FOR UPDATE", (clerk.clerk_id,))
+        if not password_matches(cur.fetchone()["password"], current):
+            raise Refused(403, "current", "the current password is wrong; nothing was changed")
+        if new == current or clerk.clerk_id in new:
+            raise Refused(400, "new", "the new password must differ from the current one and hold no 職員ID")
+        cur.execute(
+            "UPDATE staff.clerks SET password = %s, must_change = false WHERE clerk_id = %s",
+            (hash_password(new), clerk.clerk_id),
+        )
+        sign_in_record(cur, clerk.clerk_id, "password-changed")
+    return reply({"session": {"clerk_id": clerk.clerk_id, "role": clerk.role, "must_change_password": False}})
 
 
 @app.delete("/api/session")
@@ -677,8 +712,8 @@ def add_clerk():
     password, secret = secrets.token_urlsafe(18), pyotp.random_base32()
     with transaction() as cur:
         cur.execute(
-            "INSERT INTO staff.clerks (clerk_id, name, role, password, totp_secret, created_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (clerk_id) DO NOTHING",
+            "INSERT INTO staff.clerks (clerk_id, name, role, password, totp_secret, created_by, must_change)"
+            " VALUES (%s, %s, %s, %s, %s, %s, true) ON CONFLICT (clerk_id) DO NOTHING",
             (clerk_id, name, role, hash_password(password), secret, g.clerk.clerk_id),
         )
         if not cur.rowcount:

@@ -156,6 +156,8 @@ CREATE TABLE IF NOT EXISTS staff.clerks (
     created_at    timestamptz NOT NULL DEFAULT now(),
     created_by    text NOT NULL
 );
+-- A password a 管理者 handed over works for one thing only: choosing the clerk's own.
+ALTER TABLE staff.clerks ADD COLUMN IF NOT EXISTS must_change boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS staff.sessions (
     token_hash    bytea PRIMARY KEY,  -- SHA-256 of the bearer token: the token itself is the clerk's
     clerk_id      text NOT NULL REFERENCES staff.clerks,
