@@ -50,6 +50,8 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(stored: str, password: str) -> bool:
+    # The registry's password_matches (roles/jumin/files/jumin.py) reads the same form: the VM has
+    # no lgcloud package, and tests/live/test_clerks.py proves the two agree.
     try:
         method, n, r, p, salt, key = stored.split("$")
         derived = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)

@@ -5,11 +5,9 @@ keeps that VM until `lgcloud restore --discard` forgets it. Written whole, under
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
-from .directory import file_lock, state_dir, write_atomic
+from .records import Records
 
 __all__ = ["Restore", "active_restores", "forget_restore", "forget_restores", "record_restore"]
 
@@ -22,37 +20,22 @@ class Restore:
     target: str  # what was asked: "latest", "time 2026-12-01 10:00:00+09:00", "before xid 1234"
 
 
-def _path(stack: str) -> Path:
-    return state_dir(stack) / "restores.json"
+_RESTORES: Records[Restore] = Records("restores.json", Restore)
 
 
 def active_restores(stack: str) -> dict[str, Restore]:
     """Municipality id -> its restore, for every restore VM the stack keeps."""
-    path = _path(stack)
-    if not path.exists():
-        return {}
-    return {municipality: Restore(**entry) for municipality, entry in json.loads(path.read_text()).items()}
-
-
-def _change(stack: str, municipality: str, restore: Restore | None) -> None:
-    with file_lock(state_dir(stack) / "restores.lock"):
-        state = active_restores(stack)
-        if restore is None:
-            state.pop(municipality, None)
-        else:
-            state[municipality] = restore
-        write_atomic(_path(stack), json.dumps({k: asdict(v) for k, v in state.items()}, indent=2), 0o600)
+    return _RESTORES.all(stack)
 
 
 def record_restore(stack: str, municipality: str, restore: Restore) -> None:
-    _change(stack, municipality, restore)
+    _RESTORES.put(stack, municipality, restore)
 
 
 def forget_restore(stack: str, municipality: str) -> None:
-    _change(stack, municipality, None)
+    _RESTORES.put(stack, municipality, None)
 
 
 def forget_restores(stack: str) -> None:
     """Every restore forgotten: the stack is down, its restore VMs with it."""
-    with file_lock(state_dir(stack) / "restores.lock"):
-        _path(stack).unlink(missing_ok=True)
+    _RESTORES.clear(stack)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 import subprocess
 from urllib.parse import quote
 
@@ -17,9 +18,10 @@ import pytest
 
 from lgcloud.model.codes import my_number_check_digit
 from lgcloud.model.naming import vm_resource
+from lgcloud.state.clerks import first_clerks
 
 from .conftest import STACK
-from .offices import call
+from .offices import call, session
 
 pytestmark = pytest.mark.live
 
@@ -80,3 +82,25 @@ def test_no_log_of_the_lab_holds_a_my_number_or_a_resident_code(exercised, vm, d
             if hits:
                 found[source] = len(hits)
     assert not found, f"personal identifiers in logs (how many, not which): {found}"
+
+
+def test_no_log_of_the_lab_holds_a_clerks_password_or_session(exercised, vm, dev, lab):
+    """The credentials that travel to the registries (passwords of the clerks lgcloud provides, the
+    drill clerks' session tokens) are never written to a log."""
+    secrets_sent = set()
+    for m in dev.municipalities:
+        secrets_sent.add(session(m.id))
+        secrets_sent |= {account.password for account in first_clerks(STACK, [m.id])[m.id]}
+    found = []
+    for machine in lab.vms:
+        logs = subprocess.run(
+            ["docker", "logs", vm_resource(STACK, machine.name)], capture_output=True, text=True, errors="replace"
+        )
+        if any(secret in logs.stdout + logs.stderr for secret in secrets_sent):
+            found.append(f"{machine.name} container log")
+        # The patterns through printf, the shell's own: no process of the VM shows them.
+        listed = " ".join(shlex.quote(s) for s in secrets_sent)
+        grep = vm(machine.name).run(f"printf '%s\\n' {listed} | grep -rlaF -f - /var/log")
+        if grep.stdout.strip():
+            found.append(f"{machine.name}: {grep.stdout.split()}")
+    assert not found, f"credentials in logs: {found}"

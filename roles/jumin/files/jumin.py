@@ -542,6 +542,14 @@ def check_session():
             g.clerk = signed_in(cur, role)
 
 
+def clerk_id_in(values, field: str) -> str:
+    """The 職員ID a body or query gives in `field`, or Refused naming it."""
+    clerk_id = values.get(field)
+    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
+        raise Refused(400, field, f"{field} is a 職員ID: 3 to 32 of a-z, 0-9 and -")
+    return clerk_id
+
+
 def sign_in_record(cur, clerk_id: str | None, outcome: str, by: str | None = None) -> None:
     cur.execute(
         "INSERT INTO audit.sign_ins (office, clerk_id, outcome, by_clerk) VALUES (%s, %s, %s, %s)",
@@ -553,9 +561,7 @@ def sign_in_record(cur, clerk_id: str | None, outcome: str, by: str | None = Non
 def sign_in():
     body = json_body()
     refuse_unknown(body, ("clerk_id", "password", "code"))
-    clerk_id = body.get("clerk_id")
-    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
-        raise Refused(400, "clerk_id", "clerk_id is the 職員ID: 3 to 32 of a-z, 0-9 and -")
+    clerk_id = clerk_id_in(body, "clerk_id")
     password = body.get("password")
     if not isinstance(password, str) or not 0 < len(password) <= 200:
         raise Refused(400, "password", "password is required (a string of at most 200 characters)")
@@ -704,9 +710,7 @@ def clerks():
 def add_clerk():
     body = json_body()
     refuse_unknown(body, ("clerk_id", "name", "role"))
-    clerk_id = body.get("clerk_id")
-    if not isinstance(clerk_id, str) or not CLERK_ID.fullmatch(clerk_id):
-        raise Refused(400, "clerk_id", "clerk_id is the 職員ID: 3 to 32 of a-z, 0-9 and -")
+    clerk_id = clerk_id_in(body, "clerk_id")
     name = text(body, "name", 100)
     role = choice(body, "role", ROLES)
     password, secret = secrets.token_urlsafe(18), pyotp.random_base32()
@@ -773,8 +777,8 @@ def access_records():
     ref, clerk_id = request.args.get("resident"), request.args.get("clerk")
     if ref is not None and not RESIDENT_REF.fullmatch(ref):
         raise Refused(400, "resident", "resident is the ref a registration or lookup gave")
-    if clerk_id is not None and not CLERK_ID.fullmatch(clerk_id):
-        raise Refused(400, "clerk", "clerk is a 職員ID: 3 to 32 of a-z, 0-9 and -")
+    if clerk_id is not None:
+        clerk_id_in(request.args, "clerk")
     with transaction() as cur:
         cur.execute(
             "SELECT id, at, office, clerk, action, resident_code, fields, purpose FROM audit.access_records"
@@ -791,8 +795,8 @@ def access_records():
 def sign_ins():
     """Every sign-in attempt, newest first: ?clerk= narrows it down."""
     clerk_id = request.args.get("clerk")
-    if clerk_id is not None and not CLERK_ID.fullmatch(clerk_id):
-        raise Refused(400, "clerk", "clerk is a 職員ID: 3 to 32 of a-z, 0-9 and -")
+    if clerk_id is not None:
+        clerk_id_in(request.args, "clerk")
     with transaction() as cur:
         cur.execute(
             "SELECT id, at, office, clerk_id, outcome, by_clerk FROM audit.sign_ins"
