@@ -1,19 +1,25 @@
 """A provided clerk signs in at an office terminal, as any clerk's client would: from the terminal,
 over the office's TLS certificate, with password and one-time code. The drills' clerk and the
-tests sign in here; the session token is the caller's to keep."""
+tests sign in here; the session token is the caller's to keep.
+
+And the operator's break-glass: a clerk's password and second factor reset in the municipality's
+database, as postgres on the serving primary, when no 管理者 can do it through the registry."""
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from dataclasses import dataclass
 
-from ..state.clerks import DRILL_CLERK, ClerkAccount, provided_clerk
+from ..errors import EXIT_BAD_INPUT
+from ..state.clerks import DRILL_CLERK, PROVIDED, ClerkAccount, keep_provided, new_account, provided_clerk
 from ..state.directory import file_lock, state_dir, write_atomic
+from ..state.failover import served_from_backup
 from .lab import Lab, LabError
 
-__all__ = ["ClerkSession", "sign_in"]
+__all__ = ["ClerkSession", "reset_clerk", "sign_in"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +68,49 @@ def sign_in(lab: Lab, municipality: str, clerk_id: str | None = None) -> ClerkSe
         )
     session = json.loads(answer)["session"]
     return ClerkSession(pair.id, session["clerk_id"], session["role"], session["token"])
+
+
+_SAFE = re.compile(r"[A-Za-z0-9$+/=._-]+")  # what a 職員ID, an scrypt hash and a base32 secret hold
+
+
+def reset_clerk(lab: Lab, municipality: str, clerk_id: str) -> ClerkAccount:
+    """A new password and TOTP secret for `clerk_id`, unlocked, every session ended, recorded in
+    the sign-ins. A provided account (kanri01, kunren01) is made again if it is gone and kept in
+    clerks.json; any other clerk must change the new password at the next sign-in."""
+    pair = lab.pair(municipality)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{2,31}", clerk_id):
+        raise LabError(f"{clerk_id!r} is not a 職員ID (3 to 32 of a-z, 0-9 and -)", exit_code=EXIT_BAD_INPUT)
+    provided = provided_clerk(lab.stack, pair.id, clerk_id) if clerk_id in PROVIDED else None
+    fresh = new_account(clerk_id, *((provided.name, provided.role) if provided else ()))
+    assert all(_SAFE.fullmatch(v) for v in (clerk_id, fresh.password_hash, fresh.totp_secret))  # SQL literals below
+    exists = f"EXISTS (SELECT 1 FROM staff.clerks WHERE clerk_id = '{clerk_id}')"
+    statements = [
+        f"UPDATE staff.clerks SET password = '{fresh.password_hash}', totp_secret = '{fresh.totp_secret}',"
+        " last_step = 0, failures = 0, locked_until = NULL, disabled_at = NULL,"
+        f" must_change = {'false' if provided else 'true'} WHERE clerk_id = '{clerk_id}';",
+        f"UPDATE staff.sessions SET ended_at = now() WHERE clerk_id = '{clerk_id}' AND ended_at IS NULL;",
+    ]
+    if provided:  # gone with a restore, say: made again
+        statements.append(
+            "INSERT INTO staff.clerks (clerk_id, name, role, password, totp_secret, created_by)"
+            f" SELECT '{clerk_id}', $${provided.name}$$, $${provided.role}$$, '{fresh.password_hash}',"
+            f" '{fresh.totp_secret}', 'lgcloud' WHERE NOT {exists};"
+        )
+    statements += [
+        "INSERT INTO audit.sign_ins (office, clerk_id, outcome, by_clerk)"
+        f" SELECT 'lgcloud', '{clerk_id}', 'reset', 'lgcloud' WHERE {exists};",
+        f"SELECT 'found ' || {exists};",
+    ]
+    primary = pair.replica if pair.id in served_from_backup(lab.stack) else pair.db
+    # The script on stdin, in one transaction: the hash and the secret are on no command line.
+    out = lab.run(
+        primary,
+        "chpst -u postgres psql -XAtq -1 -v ON_ERROR_STOP=1 -d jumin -f -",
+        stdin="\n".join(statements) + "\n",
+        timeout=60,
+    )
+    if "found true" not in out.splitlines():
+        raise LabError(f"{pair.id} has no clerk {clerk_id}; nothing was changed", exit_code=EXIT_BAD_INPUT)
+    if provided:
+        keep_provided(lab.stack, pair.id, fresh)
+    return fresh

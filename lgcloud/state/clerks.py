@@ -27,7 +27,10 @@ __all__ = [
     "ADMINISTRATOR",
     "DRILL_CLERK",
     "ClerkAccount",
+    "PROVIDED",
     "first_clerks",
+    "new_account",
+    "keep_provided",
     "hash_password",
     "provided_clerk",
     "verify_password",
@@ -93,9 +96,11 @@ class ClerkAccount:
 
 
 _PROVIDED = ((ADMINISTRATOR, "管理者（lgcloud）", "管理者"), (DRILL_CLERK, "訓練用窓口（lgcloud）", "窓口"))
+PROVIDED = tuple(clerk_id for clerk_id, _, _ in _PROVIDED)
 
 
-def _generated(clerk_id: str, name: str, role: str) -> ClerkAccount:
+def new_account(clerk_id: str, name: str = "", role: str = "") -> ClerkAccount:
+    """A fresh password and TOTP secret for `clerk_id`."""
     password = secrets.token_urlsafe(18)
     return ClerkAccount(clerk_id, name, role, password, hash_password(password), pyotp.random_base32())
 
@@ -107,7 +112,7 @@ def first_clerks(stack: str, municipalities: list[str]) -> dict[str, list[ClerkA
         known = json.loads(path.read_text()) if path.exists() else {}
         missing = [(m, p) for m in municipalities for p in _PROVIDED if p[0] not in known.get(m, {})]
         for municipality, provided in missing:
-            known.setdefault(municipality, {})[provided[0]] = asdict(_generated(*provided))
+            known.setdefault(municipality, {})[provided[0]] = asdict(new_account(*provided))
         if missing:
             write_atomic(path, json.dumps(known, indent=2, ensure_ascii=False), 0o600)
     return {m: [ClerkAccount(**known[m][p[0]]) for p in _PROVIDED] for m in municipalities}
@@ -117,3 +122,12 @@ def provided_clerk(stack: str, municipality: str, clerk_id: str = DRILL_CLERK) -
     """One provided account of a municipality (generated if it is not yet)."""
     accounts = first_clerks(stack, [municipality])[municipality]
     return next(a for a in accounts if a.clerk_id == clerk_id)
+
+
+def keep_provided(stack: str, municipality: str, account: ClerkAccount) -> None:
+    """Keep `account` in place of the provided account of the same 職員ID (after a reset)."""
+    path = state_dir(stack) / "clerks.json"
+    with file_lock(state_dir(stack) / ".clerks.lock"):
+        known = json.loads(path.read_text()) if path.exists() else {}
+        known.setdefault(municipality, {})[account.clerk_id] = asdict(account)
+        write_atomic(path, json.dumps(known, indent=2, ensure_ascii=False), 0o600)

@@ -5,6 +5,9 @@ sign-ins and アクセス記録 a 管理者 reads."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 import time
 import uuid
 from zoneinfo import ZoneInfo
@@ -14,6 +17,7 @@ import pytest
 
 from lgcloud.state.clerks import ADMINISTRATOR, DRILL_CLERK
 
+from .conftest import STACK
 from .offices import call, session
 
 pytestmark = pytest.mark.live
@@ -255,3 +259,42 @@ def test_no_credential_of_one_municipality_opens_another(vm, lab, configured, of
 def test_a_malformed_sign_in_names_its_field(terminal, a_city, body, field):
     answer = call(terminal, a_city.id, "POST", "/api/session", body, token=None)
     assert (answer.status, answer.json()["field"]) == (400, field), answer.body
+
+
+def _lgcloud(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", *args, "--stack", STACK], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_lgcloud_resets_a_clerk_who_is_locked_out(terminal, a_city, admin):
+    """The break-glass: a new password and second factor set as postgres, sessions ended, recorded;
+    the clerk then chooses a password of their own."""
+    clerk = NewClerk(terminal, a_city.id, admin)
+    token = clerk.token()
+    for attempt in range(5):
+        clerk.sign_in(password=f"wrong-{attempt}")
+    result = _lgcloud("clerk", "reset", "--municipality", a_city.code, "--clerk", clerk.clerk_id, "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert call(terminal, a_city.id, "GET", NOBODY, token=token).status == 401  # its session ended
+    clerk.password, clerk.totp, clerk.used = shown["password"], pyotp.parse_uri(shown["totp_uri"]), 0
+    fresh = clerk.token()  # unlocked; the reset password serves to choose a new one first
+    assert call(terminal, a_city.id, "GET", NOBODY, token=fresh).status == 404
+    assert "reset" in sign_ins(terminal, a_city.id, admin, clerk.clerk_id)
+
+
+def test_lgcloud_resets_a_provided_clerk_and_keeps_the_new_secrets(configured, vm, dev):
+    village = dev.municipalities[-1]
+    before = session(village.id)
+    result = _lgcloud("clerk", "reset", "--municipality", village.id, "--clerk", DRILL_CLERK)
+    assert result.returncode == 0, result.stderr
+    here = vm(f"{village.id}-terminal")
+    assert call(here, village.id, "GET", NOBODY, token=before).status == 401
+    assert call(here, village.id, "GET", NOBODY, token=session(village.id, fresh=True)).status == 404
+
+
+@pytest.mark.parametrize(("clerk", "message"), [("nobody-here", "has no clerk"), ("Bad_ID", "is not a 職員ID")])
+def test_a_reset_of_no_clerk_is_refused_and_changes_nothing(configured, a_city, clerk, message):
+    result = _lgcloud("clerk", "reset", "--municipality", a_city.id, "--clerk", clerk)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
