@@ -10,6 +10,7 @@ import stat
 import pyotp
 import pytest
 
+from lgcloud.cli import main
 from lgcloud.ops import clerks as signing
 from lgcloud.state import clerks
 from lgcloud.state.clerks import ADMINISTRATOR, DRILL_CLERK, first_clerks, hash_password, verify_password
@@ -71,3 +72,17 @@ def test_sign_ins_in_a_row_use_a_time_step_each_and_wait_when_both_are_used(monk
     # Another account of another municipality is not held up by these.
     other = first_clerks(STACK, ["b-town"])["b-town"][1]
     assert signing._fresh_step(STACK, "b-town", other) == other.code(other.step())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["clerk", "show"], "needs --municipality"),
+        (["clerk", "reset"], "needs --municipality"),
+        (["clerk", "show", "--municipality", "z-town"], "no municipality 'z-town'"),
+        (["clerk", "show", "--municipality", "a-city", "--clerk", "bob"], "'bob' is not a clerk lgcloud provides"),
+    ],
+)
+def test_bad_clerk_arguments_are_refused_naming_what_is_wrong(capsys, args, message):
+    assert main([*args, "--stack", "dev"]) == 2
+    assert message in capsys.readouterr().err
