@@ -58,9 +58,9 @@ def verify_password(stored: str, password: str) -> bool:
     try:
         method, n, r, p, salt, key = stored.split("$")
         derived = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
-    except ValueError:
+        return method == "scrypt" and hmac.compare_digest(derived, base64.b64decode(key))
+    except ValueError:  # binascii.Error is one too
         return False
-    return method == "scrypt" and hmac.compare_digest(derived, base64.b64decode(key))
 
 
 @dataclass(frozen=True)
