@@ -74,6 +74,14 @@ def test_a_write_gone_after_the_service_returned_is_lost_not_rolled_back(dev):
     assert verdict.rolled_back_codes == ["c"] and verdict.lost_codes == ["e"] and not verdict.passed
 
 
+def test_a_write_in_flight_when_writes_stopped_is_rolled_back_not_lost(dev):
+    """Sent before the address was released (1000.4), answered just after it: it was written on the
+    damaged data, which the restore took away."""
+    log = [ack(999.6, "a"), Attempt(1000.3, 1000.5, 201, "c"), ack(1012.0, "d")]
+    verdict = judge(dev, Outcome(pair(dev, "a-city"), log, {"a", "d"}), INJECTION, INTACT, resumed=1000.4)
+    assert verdict.rolled_back_codes == ["c"] and verdict.lost_writes == 0 and verdict.passed
+
+
 def test_writes_on_the_damaged_data_are_not_service(dev):
     """A write acknowledged after the damage but before writes stopped is no recovery, even if held."""
     log = [ack(999.6, "a"), ack(1000.1, "c")]

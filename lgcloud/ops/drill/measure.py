@@ -110,10 +110,12 @@ def judge(
     if resumed is None:
         rto = recovery(outcome.attempts, injection)
     else:
-        # Gone because acknowledged on the damaged data, before the writes stopped; a write gone that
-        # was acknowledged before the damage or after the service returned is lost.
-        rolled_back = [a for a in lost if injection < a.done <= resumed]
-        lost = [a for a in lost if not injection < a.done <= resumed]
+        # Gone because written on the damaged data: acknowledged after the damage, and sent before the
+        # writes stopped (a request in flight when the address was released may still be answered
+        # a moment later). A write gone that was acknowledged before the damage, or sent after the
+        # writes stopped, is lost.
+        on_damage = [a for a in lost if a.done > injection and a.sent <= resumed]
+        rolled_back, lost = on_damage, [a for a in lost if a not in on_damage]
         good = [a.done for a in acked if a.done > resumed and a.code in outcome.present]
         rto = min(good) - injection if good else None
     rpo = max(0.0, max((injection - a.done for a in lost), default=0.0))
