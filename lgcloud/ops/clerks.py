@@ -12,6 +12,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT
 from ..state.clerks import DRILL_CLERK, PROVIDED, ClerkAccount, keep_provided, new_account, provided_clerk
@@ -32,33 +33,40 @@ class ClerkSession:
 
 def _fresh_step(stack: str, municipality: str, account: ClerkAccount) -> str:
     """A code of a TOTP step no earlier sign-in of this account used (the app takes a code once):
-    now, or the next step, which the app accepts for clocks that drift; else wait for a new one."""
+    now, or the next step, which the app accepts for clocks that drift; else wait for a new one.
+    The caller holds _steps_lock until its sign-in has answered."""
     path = state_dir(stack) / "clerk-steps.json"
     key = f"{municipality}/{account.clerk_id}"
-    with file_lock(state_dir(stack) / ".clerk-steps.lock"):
-        used = json.loads(path.read_text()) if path.exists() else {}
-        step = max(account.step(), used.get(key, 0) + 1)
-        while step > account.step() + 1:  # now and next both used: wait for the next step
-            time.sleep(0.5)
-        used[key] = step
-        write_atomic(path, json.dumps(used), 0o600)
+    used = json.loads(path.read_text()) if path.exists() else {}
+    step = max(account.step(), used.get(key, 0) + 1)
+    while step > account.step() + 1:  # now and next both used: wait for the next step
+        time.sleep(0.5)
+    used[key] = step
+    write_atomic(path, json.dumps(used), 0o600)
     return account.code(step)
+
+
+def _steps_lock(stack: str) -> Path:
+    return state_dir(stack) / ".clerk-steps.lock"
 
 
 def sign_in(lab: Lab, municipality: str, clerk_id: str | None = None) -> ClerkSession:
     """Sign a provided clerk (the drills' 窓口 clerk by default) in at the municipality's terminal."""
     pair = lab.pair(municipality)
     account = provided_clerk(lab.stack, pair.id, clerk_id or DRILL_CLERK)
-    code = _fresh_step(lab.stack, pair.id, account)
-    body = {"clerk_id": account.clerk_id, "password": account.password, "code": code}
-    # The body on stdin: the password is never on a command line, not even the terminal's.
-    out = lab.run(
-        pair.terminal,
-        "curl -sS --max-time 15 -H 'Content-Type: application/json' --data-binary @- -w '\\n%{http_code}' "
-        + shlex.quote(f"{pair.url}/api/session"),
-        stdin=json.dumps(body),
-        timeout=30,
-    )
+    # Under the lock until the registry answered: another sign-in of the account must not use a
+    # later step first (the registry would then refuse this one's code as used).
+    with file_lock(_steps_lock(lab.stack)):
+        code = _fresh_step(lab.stack, pair.id, account)
+        body = {"clerk_id": account.clerk_id, "password": account.password, "code": code}
+        # The body on stdin: the password is never on a command line, not even the terminal's.
+        out = lab.run(
+            pair.terminal,
+            "curl -sS --max-time 15 -H 'Content-Type: application/json' --data-binary @- -w '\\n%{http_code}' "
+            + shlex.quote(f"{pair.url}/api/session"),
+            stdin=json.dumps(body),
+            timeout=30,
+        )
     answer, _, status = out.rpartition("\n")
     if status.strip() != "201":
         raise LabError(

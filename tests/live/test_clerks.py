@@ -133,6 +133,7 @@ def test_an_initial_password_serves_to_choose_the_clerks_own_and_nothing_else(te
     first = clerk.sign_in()
     assert first.status == 201 and first.json()["session"]["must_change_password"] is True, first.body
     token = first.json()["session"]["token"]
+    other = clerk.sign_in().json()["session"]["token"]  # a second session with the handed-over password
     blocked = call(terminal, a_city.id, "POST", "/api/residents", MOVE_IN, token=token)
     assert (blocked.status, blocked.json()["field"]) == (403, "password"), blocked.body
     initial = clerk.password
@@ -142,9 +143,11 @@ def test_an_initial_password_serves_to_choose_the_clerks_own_and_nothing_else(te
     assert (wrong.status, wrong.json()["field"]) == (403, "current"), wrong.body
     assert clerk.change_password(token, "新しい合言葉-" + uuid.uuid4().hex[:8]).status == 200
     assert call(terminal, a_city.id, "POST", "/api/residents", MOVE_IN, token=token).status == 201
+    ended = call(terminal, a_city.id, "POST", "/api/residents", MOVE_IN, token=other)
+    assert (ended.status, ended.json()["field"]) == (401, "session"), "a session of the old password lives on"
     assert clerk.sign_in(password=initial).status == 401  # the initial password is gone
     outcomes = sign_ins(terminal, a_city.id, admin, clerk.clerk_id)
-    assert outcomes == ["created", "signed-in", "password-changed", "wrong-password"]
+    assert outcomes == ["created", "signed-in", "signed-in", "password-changed", "wrong-password"]
 
 
 def test_without_a_session_nothing_is_shown_or_written(terminal, vm, a_city):

@@ -450,7 +450,10 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
     cluster again."""
     with timeline.step(pair.id, "stop writes") as note:
         lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
-        note(f"{pair.service_address} released: the offices reach no service until the data is good")
+        # gunicorn answers the requests in flight, then stops: none commits after the audit trail
+        # is copied below.
+        lab.run(pair.app, "sv -w 45 stop jumin >/dev/null", timeout=60)
+        note(f"{pair.service_address} released, {pair.app} stopped: no service until the data is good")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     try:
         with timeline.step(pair.id, "archive the WAL up to the damage") as note:
@@ -488,7 +491,8 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         raise LabError(
             f"{exc}; {pair.id} is not served ({pair.service_address} released). To serve the damaged data "
             f"again: on {pair.db} `sv stop postgresql`, move {PG_DATA}.replaced-{stamp} back to {PG_DATA} if it "
-            f"was moved, `sv start postgresql`; then on gateway `lgcloud-service-address take {pair.service_address}`"
+            f"was moved, `sv start postgresql`; on {pair.app} `sv start jumin`; then on gateway "
+            f"`lgcloud-service-address take {pair.service_address}`"
         ) from None
     with timeline.step(pair.id, "rebuild the replica from the restored primary") as note:
         _ensure_slot(lab, pair.db, pair.slot)
@@ -496,9 +500,10 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         _wait_streaming(lab, pair.db, pair.slot)
         note(f"{pair.replica} streams ({pair.replication}); its damaged cluster kept aside")
     with timeline.step(pair.id, "take service address at the center") as note:
+        lab.run(pair.app, "sv -w 45 start jumin >/dev/null", timeout=60)
         _wait_backend_up(lab, "gateway", pair)
         lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
-        note(f"{pair.service_address} held by the center gateway again")
+        note(f"{pair.app} started, {pair.service_address} held by the center gateway again")
     verify(lab, pair, timeline, "primary")
 
 

@@ -666,6 +666,12 @@ def change_password():
             "UPDATE staff.clerks SET password = %s, must_change = false WHERE clerk_id = %s",
             (hash_password(new), clerk.clerk_id),
         )
+        # Every other session of the clerk ends: one begun with the old (or the handed-over)
+        # password must not become a full session now.
+        cur.execute(
+            "UPDATE staff.sessions SET ended_at = now() WHERE clerk_id = %s AND token_hash <> %s AND ended_at IS NULL",
+            (clerk.clerk_id, token_hash(bearer() or "")),
+        )
         sign_in_record(cur, clerk.clerk_id, "password-changed")
     return reply({"session": {"clerk_id": clerk.clerk_id, "role": clerk.role, "must_change_password": False}})
 
