@@ -7,10 +7,14 @@ municipality's primary database.
 
 from __future__ import annotations
 
+import ast
+import base64
 import datetime as dt
 import json
+import re
 import secrets
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -117,6 +121,41 @@ def test_a_supplied_my_number_is_kept_and_held_by_one_resident_only(terminal, ro
     assert rows(a_city.id) == before
 
 
+def move_out(terminal, municipality: str, ref: str, destination: str) -> None:
+    response = call(
+        terminal(municipality),
+        municipality,
+        "POST",
+        f"/api/residents/{ref}/move-out",
+        {"event_date": TODAY.isoformat(), "destination": destination},
+    )
+    assert response.status == 200, response.body
+
+
+def test_a_person_keeps_the_resident_code_across_moves(terminal, rows, dev):
+    """Ａ市 → Ｂ町 → back to Ａ市: one 住民票コード and one 個人番号 throughout, the 除票 kept."""
+    a, b = dev.municipalities[0], dev.municipalities[1]
+    born = register(terminal, a.id, person())
+    move_out(terminal, a.id, born["ref"], b.name)
+    carried = {"resident_code": born["resident_code"], "my_number": born["my_number"]}
+    at_b = register(terminal, b.id, person(name=born["name"], **carried))
+    assert (at_b["resident_code"], at_b["my_number"]) == (born["resident_code"], born["my_number"])
+    move_out(terminal, b.id, at_b["ref"], a.name)
+    before = rows(a.id)
+    back = register(terminal, a.id, person(name=born["name"], **carried))
+    assert back["resident_code"] == born["resident_code"] and back["ref"] != born["ref"]
+    joshu = call(terminal(a.id), a.id, "GET", f"/api/residents/{born['ref']}").json()["resident"]
+    assert (joshu["status"], joshu["resident_code"]) == ("moved-out", born["resident_code"]), "the 除票 changed"
+    # One 宛名番号 per person within a municipality, whatever rows the registry holds of them.
+    assert re.fullmatch(r"[0-9]{10}", born["atena_number"]), born
+    assert back["atena_number"] == joshu["atena_number"] == born["atena_number"]
+    # While the person lives there, nobody else moves in with the code.
+    again = call(terminal(a.id), a.id, "POST", "/api/residents", person(resident_code=born["resident_code"]))
+    assert (again.status, again.json()["field"]) == (409, "resident_code"), again.body
+    assert rows(a.id) == before + 1, "a refused move-in wrote a row"
+    assert register(terminal, a.id, person())["atena_number"] != born["atena_number"], "another person's 宛名番号"
+
+
 @pytest.mark.parametrize("family", ["髙橋", "山﨑", "𠮷田"])
 def test_rare_kanji_round_trip(terminal, family, a_city):
     """外字 in names: 髙 (U+9AD9), 﨑 (U+FA11) and 𠮷 (U+20BB7, four bytes in UTF-8) come back as sent."""
@@ -162,6 +201,20 @@ BAD_REGISTRATIONS = [
         ),
         "my_number",
         id="my-number-with-a-birth",
+    ),
+    pytest.param(person(resident_code="4821390771"), "resident_code", id="resident-code-ten-digits"),
+    pytest.param(person(resident_code=48213907715), "resident_code", id="resident-code-a-number"),
+    pytest.param(person(resident_code="４８２１３９０７７１５"), "resident_code", id="full-width-resident-code"),
+    pytest.param(
+        person(
+            event="birth",
+            birth_date=TODAY.isoformat(),
+            event_date=None,
+            previous_address=None,
+            resident_code="48213907715",
+        ),
+        "resident_code",
+        id="resident-code-with-a-birth",
     ),
     pytest.param(person(nickname="タロ"), "nickname", id="unknown-field"),
     pytest.param("name=試験&kana=シケン".encode(), "body", id="form-body-not-json"),
@@ -408,3 +461,73 @@ def test_the_app_cannot_change_or_remove_an_access_record_or_an_account(vm, a_ci
         f"chpst -u postgres psql -XAtq -d jumin -v ON_ERROR_STOP=1 -c 'SET ROLE jumin' -c \"{statement}\""
     )
     assert result.rc != 0 and ("permission denied" in result.stderr or "must be owner" in result.stderr), result
+
+
+def _registry_schema() -> str:
+    """The SQL the app runs at the center before its first request (read from the role's source)."""
+    source = (Path(__file__).parents[2] / "roles/jumin/files/jumin.py").read_text(encoding="utf-8")
+    assignment = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "SCHEMA"
+    )
+    return ast.literal_eval(assignment.value)
+
+
+# The residents table as registries made before the ref was the row key hold it.
+_KEYED_BY_CODE = """
+CREATE TABLE residents (
+    resident_code char(11) PRIMARY KEY CHECK (resident_code ~ '^[0-9]{11}$'),
+    my_number char(12) NOT NULL, name text NOT NULL, kana text NOT NULL, birth_date date NOT NULL,
+    sex text NOT NULL, address text NOT NULL, event text NOT NULL, event_date date NOT NULL,
+    previous_address text, moved_out_on date, moved_out_to text,
+    recorded_at timestamptz NOT NULL DEFAULT now(), ref uuid NOT NULL DEFAULT gen_random_uuid()
+);
+CREATE UNIQUE INDEX residents_ref ON residents (ref);
+INSERT INTO residents (resident_code, my_number, name, kana, birth_date, sex, address, event, event_date,
+                       moved_out_on)
+SELECT lpad(n::text, 11, '0'), lpad(n::text, 12, '0'), '試験 ' || n, 'シケン', '1990-04-01', '男', '本町',
+       'move-in', '2026-01-01', CASE WHEN n % 2 = 0 THEN date '2026-02-01' END
+FROM generate_series(1, 200) n;
+"""
+
+
+def test_a_registry_keyed_by_the_resident_code_is_rekeyed_in_place(vm, a_city):
+    """The schema step turns an older registry's key into the ref with every row kept, twice over."""
+    db = vm(f"{a_city.id}-db")
+    scratch = f"rekey_{secrets.token_hex(4)}"
+    psql = f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {scratch}"
+
+    def run_sql(sql: str) -> str:
+        encoded = base64.b64encode(sql.encode()).decode()
+        return db.check_output(f"echo {encoded} | base64 -d | {psql} -f -")
+
+    table_sum = "SELECT count(*) || ' ' || md5(string_agg(r::text, '|' ORDER BY resident_code)) FROM residents r"
+    db.check_output(f"runuser -u postgres -- createdb {scratch}")
+    try:
+        run_sql(_KEYED_BY_CODE)
+        before = run_sql(table_sum)
+        for _ in range(2):  # every start of the app runs it: the second time changes nothing
+            run_sql(_registry_schema())
+        assert run_sql(table_sum) == before, "the rows changed"
+        key = run_sql(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = i.indkey[0] WHERE i.indrelid = 'residents'::regclass AND i.indisprimary"
+        )
+        assert key == "ref", key
+        # Every person the older registry held has a 宛名番号, one each.
+        assert run_sql("SELECT count(*), count(DISTINCT resident_code) FROM atena") == "200|200"
+        # A moved-out person's code may come back; a current resident's may not.
+        run_sql(
+            "INSERT INTO residents (resident_code, my_number, name, kana, birth_date, sex, address, event,"
+            " event_date) VALUES ('00000000002', '000000000002', '試験 2', 'シケン', '1990-04-01', '男', '本町',"
+            " 'move-in', '2026-03-01')"
+        )
+        taken = db.run(
+            f'{psql} -c "INSERT INTO residents (resident_code, my_number, name, kana, birth_date, sex, address,'
+            " event, event_date) VALUES ('00000000001', '000000000999', '試験', 'シケン', '1990-04-01', '男',"
+            " '本町', 'move-in', '2026-03-01')\""
+        )
+        assert taken.rc != 0 and "residents_current_resident_code" in taken.stderr, taken
+    finally:
+        db.run(f"runuser -u postgres -- dropdb --if-exists {scratch}")

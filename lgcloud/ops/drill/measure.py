@@ -15,10 +15,8 @@ from .report import Integrity, MunicipalityResult, Targets
 
 __all__ = ["Outcome", "caught_up", "checksum", "in_sync", "integrity", "judge", "present", "primary_of", "recovery"]
 
-# Count and MD5 of every row, in 住民票コード order: equal sums, equal tables.
-_TABLE_SUM = (
-    "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.resident_code)), '-') FROM residents t"
-)
+# Count and MD5 of every row, in the order of its key: equal sums, equal tables.
+_TABLE_SUM = "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.ref)), '-') FROM residents t"
 
 
 @dataclass

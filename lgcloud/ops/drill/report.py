@@ -164,7 +164,7 @@ def markdown(report: DrillReport) -> str:
         "- RPO: acknowledged writes missing from the database that serves afterwards, compared row by row "
         "with the clerk's log; in seconds, how far before the injection the oldest lost write was acknowledged. "
         "Writes acknowledged after a damage and gone with the restore are listed as rolled back, not lost.",
-        "- Integrity: count and MD5 of every row of `residents`, ordered by 住民票コード, on both sides before "
+        "- Integrity: count and MD5 of every row of `residents`, ordered by the row key, on both sides before "
         "the drill; afterwards the rows from before must be unchanged, and both sides equal where both run.",
         "",
         "## State after the drill",

@@ -296,17 +296,18 @@ class Unreplicated:
     unread: str = ""  # why the old cluster could not be read ("" when it was)
 
 
-_ROW_SUMS = "SELECT resident_code || ' ' || md5(r::text) FROM residents r"
+_ROW_SUMS = "SELECT ref || ' ' || md5(r::text) FROM residents r"
+_ROW_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _row_sums(lab: Lab, vm: str) -> dict[str, str]:
-    """Each resident's row digest on `vm`, by 住民票コード."""
+    """Each resident row's digest on `vm`, by its key (a person who moved back in has two rows)."""
     sums = {}
     for line in lab.sql(vm, _ROW_SUMS, timeout=120).splitlines():
-        code, _, digest = line.partition(" ")
-        if not resident_code_is_valid(code):  # a tenant's database is not trusted: codes go into SQL below
-            raise LabError(f"{vm} holds a malformed 住民票コード; its rows are not read")
-        sums[code] = digest
+        key, _, digest = line.partition(" ")
+        if not _ROW_KEY.fullmatch(key):  # a tenant's database is not trusted: keys go into SQL below
+            raise LabError(f"{vm} holds a malformed row key; its rows are not read")
+        sums[key] = digest
     return sums
 
 
@@ -338,18 +339,21 @@ def keep_rows_only_the_center_held(lab: Lab, pair: Pair, timeline: Timeline) -> 
             note(f"{center}'s cluster could not be read; it is moved aside whole ({exc})")
             return Unreplicated([], None, str(exc))
         theirs = _row_sums(lab, backup)
-        codes = sorted(code for code, digest in ours.items() if theirs.get(code) != digest)
-        if not codes:
+        keys = sorted(key for key, digest in ours.items() if theirs.get(key) != digest)
+        if not keys:
             note(f"none: {backup} holds every row {center} had")
             return Unreplicated([])
-        listed = ",".join(f"'{code}'" for code in codes)
+        listed = ",".join(f"'{key}'" for key in keys)
         rows = json.loads(
             lab.sql(
                 center,
-                f"SELECT json_agg(r ORDER BY resident_code) FROM residents r WHERE resident_code IN ({listed})",
+                f"SELECT json_agg(r ORDER BY resident_code, ref) FROM residents r WHERE ref IN ({listed})",
                 timeout=120,
             )
         )
+        codes = [row["resident_code"] for row in rows]
+        if not all(resident_code_is_valid(code) for code in codes):
+            raise LabError(f"{center} holds a malformed 住民票コード; its rows are not read")
         path = keep_unreplicated(lab.stack, pair.id, center, rows)
         note(f"{len(codes)} row(s) only on {center}, kept in {path} (0600) to be entered again")
         return Unreplicated(codes, str(path))

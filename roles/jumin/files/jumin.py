@@ -61,7 +61,9 @@ log = logging.getLogger("gunicorn.error")  # one log stream with gunicorn's own 
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS residents (
-    resident_code      char(11) PRIMARY KEY CHECK (resident_code ~ '^[0-9]{11}$'),
+    -- The row's own key: a person who moves out and back in keeps the 住民票コード and has two rows.
+    ref                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    resident_code      char(11) NOT NULL CHECK (resident_code ~ '^[0-9]{11}$'),
     my_number          char(12) NOT NULL CHECK (my_number ~ '^[0-9]{12}$'),
     name               text NOT NULL,
     kana               text NOT NULL,
@@ -73,20 +75,51 @@ CREATE TABLE IF NOT EXISTS residents (
     previous_address   text,
     moved_out_on       date,
     moved_out_to       text,
-    recorded_at        timestamptz NOT NULL DEFAULT now(),
-    ref                uuid NOT NULL DEFAULT gen_random_uuid()
+    recorded_at        timestamptz NOT NULL DEFAULT now()
 );
 -- What a URL names a resident by: a reference that means nothing outside this registry (a URL
 -- reaches logs, histories and bookmarks; the 住民票コード must not).
 ALTER TABLE residents ADD COLUMN IF NOT EXISTS ref uuid NOT NULL DEFAULT gen_random_uuid();
-CREATE UNIQUE INDEX IF NOT EXISTS residents_ref ON residents (ref);
--- One current resident per 個人番号; someone who moved out may move back in.
+-- A registry made when the 住民票コード was the key gets the ref as its key, in place: the same
+-- rows, the 住民票コード then unique among current residents only (below).
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = 'residents'::regclass AND i.indisprimary AND a.attname = 'ref'
+    ) THEN
+        CREATE UNIQUE INDEX IF NOT EXISTS residents_ref ON residents (ref);
+        ALTER TABLE residents DROP CONSTRAINT IF EXISTS residents_pkey;
+        ALTER TABLE residents ADD CONSTRAINT residents_pkey PRIMARY KEY USING INDEX residents_ref;
+    END IF;
+END $$;
+-- One current resident per 住民票コード and per 個人番号; someone who moved out may move back in.
+CREATE UNIQUE INDEX IF NOT EXISTS residents_current_resident_code ON residents (resident_code)
+    WHERE moved_out_on IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS residents_current_my_number ON residents (my_number)
     WHERE moved_out_on IS NULL;
 CREATE INDEX IF NOT EXISTS residents_name ON residents (name);
--- A drawn 個人番号 is checked against every resident, moved out or not: without this the check
+-- A drawn code is checked against every resident, moved out or not: without these the check
 -- reads the whole table on every registration (a million residents: seconds each).
+CREATE INDEX IF NOT EXISTS residents_resident_code ON residents (resident_code);
 CREATE INDEX IF NOT EXISTS residents_my_number ON residents (my_number);
+-- 団体内統合宛名: one 宛名番号 per person across the municipality's business systems (住民記録,
+-- 税, …), which they key their own data and the 中間サーバー's 副本 by; kept through a move away and
+-- back. A registry made before it gets every person it ever held, once.
+DO $$
+BEGIN
+    IF to_regclass('atena') IS NULL THEN
+        CREATE SEQUENCE atena_numbers;
+        CREATE TABLE atena (
+            atena_number  char(10) PRIMARY KEY DEFAULT lpad(nextval('atena_numbers')::text, 10, '0'),
+            resident_code char(11) NOT NULL UNIQUE,
+            created_at    timestamptz NOT NULL DEFAULT now()
+        );
+        ALTER SEQUENCE atena_numbers OWNED BY atena.atena_number;
+        INSERT INTO atena (resident_code)
+            SELECT resident_code FROM residents GROUP BY resident_code ORDER BY min(recorded_at);
+    END IF;
+END $$;
 """
 COLUMNS = (
     "ref",
@@ -332,7 +365,9 @@ def find(cur, ref: str, lock: bool = False) -> dict:
     if not RESIDENT_REF.fullmatch(ref):
         raise Refused(404, "ref", "a resident is named by the ref a registration or lookup gave")
     cur.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM residents WHERE ref = %s" + (" FOR UPDATE" if lock else ""), (ref,)
+        f"SELECT {', '.join(COLUMNS)}, atena_number FROM residents LEFT JOIN atena USING (resident_code)"
+        " WHERE ref = %s" + (" FOR UPDATE OF residents" if lock else ""),
+        (ref,),
     )
     row = cur.fetchone()
     if row is None:
@@ -402,7 +437,18 @@ def choice(body: dict, field: str, allowed) -> str:
     return value
 
 
-REGISTRATION = ("name", "kana", "birth_date", "sex", "address", "event", "event_date", "my_number", "previous_address")
+REGISTRATION = (
+    "name",
+    "kana",
+    "birth_date",
+    "sex",
+    "address",
+    "event",
+    "event_date",
+    "resident_code",
+    "my_number",
+    "previous_address",
+)
 
 
 def registration(body: dict) -> dict:
@@ -421,6 +467,14 @@ def registration(body: dict) -> dict:
         raise Refused(400, "event_date", "a birth makes a resident on the birth date")
     if event_date < birth_date:
         raise Refused(400, "event_date", "event_date is before birth_date")
+    # A person keeps the 住民票コード for life: a move-in carries it from the 転出証明書 (a move from
+    # abroad, without one, gets a new one, as a birth does).
+    resident_code = body.get("resident_code")
+    if resident_code is not None:
+        if event != "move-in":
+            raise Refused(400, "resident_code", "a 住民票コード comes only with a move-in; a birth gets a new one")
+        if not isinstance(resident_code, str) or not RESIDENT_CODE.fullmatch(resident_code):
+            raise Refused(400, "resident_code", "resident_code is not a 住民票コード: 11 digits")
     my_number = body.get("my_number")
     if my_number is not None:
         if event != "move-in":
@@ -438,6 +492,7 @@ def registration(body: dict) -> dict:
         "address": address,
         "event": event,
         "event_date": event_date,
+        "resident_code": resident_code,
         "my_number": my_number,
         "previous_address": previous_address,
     }
@@ -637,7 +692,9 @@ def sign_in():
 def session_shown():
     with transaction() as cur:
         clerk = signed_in(cur, None, changing_password=True)
-    return reply({"session": {"clerk_id": clerk.clerk_id, "role": clerk.role, "must_change_password": clerk.must_change}})
+    return reply(
+        {"session": {"clerk_id": clerk.clerk_id, "role": clerk.role, "must_change_password": clerk.must_change}}
+    )
 
 
 PASSWORD_MIN = 12
@@ -651,8 +708,10 @@ def change_password():
     current, new = body.get("current"), body.get("new")
     if not isinstance(current, str) or not 0 < len(current) <= 200:
         raise Refused(400, "current", "current is the password the clerk signed in with")
-    if not isinstance(new, str) or not PASSWORD_MIN <= len(new) <= 200 or any(
-        unicodedata.category(c) in FORBIDDEN for c in new
+    if (
+        not isinstance(new, str)
+        or not PASSWORD_MIN <= len(new) <= 200
+        or any(unicodedata.category(c) in FORBIDDEN for c in new)
     ):
         raise Refused(400, "new", f"new is a password of {PASSWORD_MIN} to 200 printable characters")
     with transaction() as cur:
@@ -827,17 +886,19 @@ def healthz():
 @needs("窓口")
 def register():
     resident = registration(json_body())
-    supplied = resident["my_number"] is not None
+    carried, supplied = resident["resident_code"] is not None, resident["my_number"] is not None
     for _ in range(5):  # random codes: on the rare collision, draw again
-        resident["resident_code"] = new_resident_code()
+        if not carried:
+            resident["resident_code"] = new_resident_code()
         if not supplied:
             resident["my_number"] = new_my_number()
         try:
             with transaction() as cur:
+                # A drawn code must be new to the registry, moved-out residents included.
                 cur.execute(
-                    "SELECT 1 FROM residents WHERE resident_code = %(resident_code)s"
-                    " OR (%(generated)s AND my_number = %(my_number)s)",
-                    {**resident, "generated": not supplied},
+                    "SELECT 1 FROM residents WHERE (%(drawn_code)s AND resident_code = %(resident_code)s)"
+                    " OR (%(drawn_number)s AND my_number = %(my_number)s)",
+                    {**resident, "drawn_code": not carried, "drawn_number": not supplied},
                 )
                 if cur.fetchone():
                     continue
@@ -847,11 +908,19 @@ def register():
                     resident,
                 )
                 created = as_json(cur.fetchone())
+                cur.execute(
+                    "INSERT INTO atena (resident_code) VALUES (%s) ON CONFLICT (resident_code) DO NOTHING;"
+                    " SELECT atena_number FROM atena WHERE resident_code = %s",
+                    (created["resident_code"], created["resident_code"]),
+                )
+                created["atena_number"] = cur.fetchone()["atena_number"]
                 # The clerk who registers is given the new 個人番号 (for the 通知カード): 住民票の事務.
                 record(cur, "register", created["resident_code"], created, "juminhyo")
         except psycopg2.errors.UniqueViolation as error:
             if supplied and error.diag.constraint_name == "residents_current_my_number":
                 raise Refused(409, "my_number", "a current resident already holds this 個人番号") from None
+            if carried and error.diag.constraint_name == "residents_current_resident_code":
+                raise Refused(409, "resident_code", "a current resident already holds this 住民票コード") from None
             continue
         log.info("registered a resident (%s)", resident["event"])
         return reply({"resident": created}, 201)
@@ -867,7 +936,7 @@ def lookup():
     with transaction() as cur:
         cur.execute(
             f"SELECT {', '.join(COLUMNS)} FROM residents WHERE strpos(name, %s) > 0"
-            " ORDER BY kana, resident_code LIMIT %s",
+            " ORDER BY kana, resident_code, event_date LIMIT %s",
             (name, LOOKUP_LIMIT + 1),
         )
         found = [as_json(row) for row in cur.fetchall()]
@@ -906,9 +975,8 @@ def move_out(ref: str):
         if event_date < dt.date.fromisoformat(resident["event_date"]):
             raise Refused(400, "event_date", "event_date is before the resident's registration")
         cur.execute(
-            f"UPDATE residents SET moved_out_on = %s, moved_out_to = %s WHERE resident_code = %s"
-            f" RETURNING {', '.join(COLUMNS)}",
-            (event_date, destination, resident["resident_code"]),
+            f"UPDATE residents SET moved_out_on = %s, moved_out_to = %s WHERE ref = %s RETURNING {', '.join(COLUMNS)}",
+            (event_date, destination, resident["ref"]),
         )
         resident = shown_fields(as_json(cur.fetchone()), None)
         record(cur, "move-out", resident["resident_code"], resident)

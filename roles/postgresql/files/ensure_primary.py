@@ -196,7 +196,9 @@ def ensure_records(host: str, port: str, database: str, app_user: str, first_cle
     changes = []
     try:
         with connection, connection.cursor() as cursor:
-            cursor.execute("SELECT to_regclass('audit.access_records') IS NOT NULL, to_regclass('staff.clerks') IS NOT NULL")
+            cursor.execute(
+                "SELECT to_regclass('audit.access_records') IS NOT NULL, to_regclass('staff.clerks') IS NOT NULL"
+            )
             existed = cursor.fetchone()
             cursor.execute(ACCESS_RECORDS)
             cursor.execute(STAFF)
