@@ -1,0 +1,133 @@
+"""番号連携's rules, shared by the broker (情報提供ネットワークシステム) and the 中間サーバー: Python's
+standard library only, so that the VMs run it as it is and the controller's unit tests import it.
+
+- A **符号** is the broker's token for one person at one body: an HMAC of the body's code and the
+  person's 住民票コード under a key that never leaves the broker. Two bodies' 符号 of one person
+  have nothing in common, and neither reveals the 住民票コード or the 個人番号.
+- A **request** between a body and the broker carries its body's code, a timestamp and a nonce,
+  and an HMAC of all that and the body under the body's own key: altered, replayed or stale, it is
+  refused.
+- **情報提供等記録** are a hash chain: each record's hash covers the previous hash and the record,
+  so changing, removing or inserting one breaks every link after it.
+
+    >>> key = bytes(32)
+    >>> a, b = fugo(key, "012025", "48213907715"), fugo(key, "013315", "48213907715")
+    >>> len(a), a == b, "48213907715" in a
+    (32, False, False)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "CLOCK_SKEW",
+    "GENESIS",
+    "Refused",
+    "Signed",
+    "chain_hash",
+    "first_broken",
+    "fugo",
+    "sign",
+    "verify",
+]
+
+RESIDENT_CODE = re.compile(r"[0-9]{11}")
+BODY_CODE = re.compile(r"[0-9]{6}")  # a 地方公共団体コード (or a national body's code of the same form)
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+CLOCK_SKEW = 60  # seconds a request's timestamp may differ from the receiver's clock
+GENESIS = "0" * 64  # the hash before the first record
+
+
+class Refused(Exception):
+    """A request or record the rules refuse; the message says why (and never what was asked)."""
+
+
+def fugo(key: bytes, body_code: str, resident_code: str) -> str:
+    """The 符号 of the person with `resident_code` at the body `body_code` (32 base32 characters)."""
+    if not BODY_CODE.fullmatch(body_code) or not RESIDENT_CODE.fullmatch(resident_code):
+        raise Refused("a 符号 is derived from a 6-digit body code and an 11-digit 住民票コード")
+    digest = hmac.new(key, f"{body_code}:{resident_code}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:20]).decode()
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What travels with a request's body: who sends it, when, a nonce, and the MAC over them."""
+
+    body_code: str
+    timestamp: int
+    nonce: str
+    mac: str
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Linkage-Body": self.body_code,
+            "X-Linkage-Timestamp": str(self.timestamp),
+            "X-Linkage-Nonce": self.nonce,
+            "X-Linkage-Mac": self.mac,
+        }
+
+
+def _mac(key: bytes, body_code: str, timestamp: int, nonce: str, path: str, body: bytes) -> str:
+    message = b"\n".join((body_code.encode(), str(timestamp).encode(), nonce.encode(), path.encode(), body))
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def sign(key: bytes, body_code: str, path: str, body: bytes, nonce: str, now: float | None = None) -> Signed:
+    timestamp = int(time.time() if now is None else now)
+    return Signed(body_code, timestamp, nonce, _mac(key, body_code, timestamp, nonce, path, body))
+
+
+def verify(
+    keys: Mapping[str, bytes],
+    headers: Mapping[str, str],
+    path: str,
+    body: bytes,
+    seen: set[tuple[str, str]],
+    now: float | None = None,
+) -> str:
+    """The sending body's code, if the request is signed by its key, fresh, and not seen before;
+    else Refused. `seen` holds (body, nonce) pairs of the last CLOCK_SKEW × 2 seconds."""
+    body_code = headers.get("X-Linkage-Body", "")
+    nonce = headers.get("X-Linkage-Nonce", "")
+    stamp = headers.get("X-Linkage-Timestamp", "")
+    given = headers.get("X-Linkage-Mac", "")
+    if body_code not in keys or not NONCE.fullmatch(nonce) or not stamp.isascii() or not stamp.isdigit():
+        raise Refused("the request is not signed by a known body")
+    if abs(int(stamp) - (time.time() if now is None else now)) > CLOCK_SKEW:
+        raise Refused("the request's timestamp is too far from the receiver's clock")
+    if not hmac.compare_digest(_mac(keys[body_code], body_code, int(stamp), nonce, path, body), given):
+        raise Refused("the request's signature does not match: altered, or not the body's key")
+    if (body_code, nonce) in seen:
+        raise Refused("the request was seen before (a replay)")
+    seen.add((body_code, nonce))
+    return body_code
+
+
+def chain_hash(previous: str, record: Mapping[str, object]) -> str:
+    """The hash of `record` chained to the one before it."""
+    return hashlib.sha256(previous.encode() + b"\n" + _canonical(dict(record))).hexdigest()
+
+
+def first_broken(records: Iterable[tuple[str, Mapping[str, object]]]) -> int | None:
+    """The position (0-based) of the first record whose stored hash does not follow from the ones
+    before it, or None when the chain holds. `records`: (stored hash, record) in chain order."""
+    previous = GENESIS
+    for position, (stored, record) in enumerate(records):
+        expected = chain_hash(previous, record)
+        if not hmac.compare_digest(stored, expected):
+            return position
+        previous = stored
+    return None
