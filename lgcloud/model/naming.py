@@ -19,11 +19,15 @@ from typing import Protocol
 __all__ = [
     "BACKUP_COMMON_NAME",
     "BACKUP_TLS_PORT",
+    "BROKER_PORT",
+    "CHUKAN_PORT",
     "EXPORTER_PORT",
     "KEY_LABEL",
     "LABELS",
     "LOCAL_ENDPOINT",
     "MUNICIPALITY_LABEL",
+    "NATIONAL",
+    "POSTGRESQL_PORT",
     "NAME_LABEL",
     "REPLACED_GENERATIONS",
     "ROLE_LABEL",
@@ -68,6 +72,16 @@ BACKUP_TLS_PORT = 8432
 # The name the repository's certificate carries; a municipality's databases carry backup_client(id),
 # a name no municipality id can take.
 BACKUP_COMMON_NAME = "lgcloud-backup"
+
+# 番号連携: the 中間サーバー's API (on each municipality's closed segments and on lgwan, for the
+# broker) and the broker's (情報提供ネットワークシステム, on lgwan, for the 中間サーバー only).
+CHUKAN_PORT = 8600
+# The databases' PostgreSQL (the postgresql role's postgresql_port; the 中間サーバー connects to it).
+POSTGRESQL_PORT = 5432
+BROKER_PORT = 8700
+# The site of the national systems, outside the center and the backup site (the lab runs it on the
+# center's engine).
+NATIONAL = "national"
 
 # The labels every container and network of the lab carries, in this order.
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")

@@ -124,6 +124,8 @@ class Allocations(_Strict):
     monitor: Allocation = Allocation(vcpus=0.5, memory_mb=1024)
     bastion: Allocation = Allocation(vcpus=0.25, memory_mb=256)
     backup: Allocation = Allocation(vcpus=0.5, memory_mb=512)
+    chukan: Allocation = Allocation(vcpus=0.5, memory_mb=384)
+    broker: Allocation = Allocation(vcpus=0.5, memory_mb=384)
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

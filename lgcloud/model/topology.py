@@ -14,17 +14,29 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from .naming import BACKUP_TLS_PORT, SHARED
+from .naming import BACKUP_TLS_PORT, BROKER_PORT, CHUKAN_PORT, NATIONAL, POSTGRESQL_PORT, SHARED
 from .schema import Allocation, StackConfig
 
 __all__ = ["DATA_PATHS", "SegmentPlan", "Topology", "VmPlan", "plan"]
 
 # Fixed host numbers on the segments shared by the whole stack.
-_MGMT_HOSTS = {"bastion": 2, "monitor": 3, "gateway": 4, "gateway-standby": 5, "backup": 6}
-_INTERCONNECT_HOSTS = {"backup": 5}  # the databases' from 10 up, restore VMs' from the top down
+_MGMT_HOSTS = {
+    "bastion": 2,
+    "monitor": 3,
+    "gateway": 4,
+    "gateway-standby": 5,
+    "backup": 6,
+    "broker": 7,
+    "chukan": 8,
+    "chukan-standby": 9,
+}
+# The databases' from 10 up, restore VMs' from the top down.
+_INTERCONNECT_HOSTS = {"backup": 5, "chukan": 6, "chukan-standby": 7}
 _MGMT_FIRST_MUNICIPAL = 10  # then five per municipality, in config order
 _WAN_HOSTS = {"gateway": 2, "gateway-standby": 3}  # on lgwan, ipvpn and shared
-_CLOSED_HOSTS = {"gateway": 2, "app": 10, "db": 11, "db-restore": 12}  # on a municipality's closed segment
+_LGWAN_HOSTS = {"broker": 4, "chukan": 5, "chukan-standby": 6}
+# On a municipality's closed segment.
+_CLOSED_HOSTS = {"gateway": 2, "app": 10, "db": 11, "db-restore": 12, "chukan": 13}
 _MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
 # VMs that hold data, and where: the databases' clusters, the monitor's time series, the backups.
 DATA_PATHS = {
@@ -33,6 +45,7 @@ DATA_PATHS = {
     "db-restore": "/var/lib/postgresql",
     "monitor": "/var/lib/prometheus",
     "backup": "/var/lib/pgbackrest",
+    "broker": "/var/lib/broker",
 }
 
 
@@ -59,7 +72,7 @@ class VmPlan:
 
     name: str
     role: str
-    site: str  # "center", "backup", or "office" for a municipality's terminal
+    site: str  # "center", "backup", "office" for a municipality's terminal, or "national"
     municipality: str  # code, or SHARED
     allocation: Allocation
     addresses: dict[str, str]  # segment key -> IPv4 address
@@ -184,6 +197,43 @@ def plan(cfg: StackConfig) -> Topology:
         for index, m in enumerate(cfg.municipalities)
         for k in range(2)
     )
+    # The 中間サーバー (jointly used): its API on every municipality's closed segment at its site, for
+    # that municipality's apps, and on lgwan for the broker; each tenant's 副本 in a database of the
+    # municipality's own cluster, reached over the interconnect wherever the primary is.
+    chukan_interconnect = {
+        role: _host(seg.interconnect, _INTERCONNECT_HOSTS[role], role) for role in ("chukan", "chukan-standby")
+    }
+    lgwan = {role: _host(seg.lgwan, number, role) for role, number in _LGWAN_HOSTS.items()}
+    for role, site in (("chukan", "center"), ("chukan-standby", "backup")):
+        addresses = {**mgmt(_MGMT_HOSTS[role], role), "lgwan": lgwan[role], "interconnect": chukan_interconnect[role]}
+        admitted: dict[str, tuple[str, ...]] = {
+            "mgmt": operators,
+            "lgwan": (f"{lgwan['broker']}:{CHUKAN_PORT}",),
+            "interconnect": (),
+        }
+        for m in cfg.municipalities:
+            key = f"{m.id}-{site}"
+            addresses[key] = _host(m.segments[site], _CLOSED_HOSTS["chukan"], f"{role} on {key}")
+            # Only the app VM of that segment: the other site's app reaches its own site's 中間サーバー.
+            admitted[key] = (f"{_host(m.segments[site], _CLOSED_HOSTS['app'], key)}:{CHUKAN_PORT}",)
+        vms.append(VmPlan(role, "chukan", site, SHARED, cfg.allocations.chukan, addresses, admitted))
+    # The broker stands for a national system reached over LGWAN: the 中間サーバー only may call it.
+    vms.append(
+        VmPlan(
+            "broker",
+            "broker",
+            NATIONAL,
+            SHARED,
+            cfg.allocations.broker,
+            {**mgmt(_MGMT_HOSTS["broker"], "broker"), "lgwan": lgwan["broker"]},
+            {
+                "mgmt": operators,
+                "lgwan": tuple(f"{lgwan[r]}:{BROKER_PORT}" for r in ("chukan", "chukan-standby")),
+            },
+            DATA_PATHS["broker"],
+        )
+    )
+
     vms.append(
         VmPlan(
             "backup",
@@ -217,7 +267,11 @@ def plan(cfg: StackConfig) -> Topology:
             if kind == "db":
                 peer = "db-replica" if role == "db" else "db"
                 addresses["interconnect"] = link[role]
-                ingress["interconnect"] = (link[peer], f"{backup}:{BACKUP_TLS_PORT}")
+                ingress["interconnect"] = (
+                    link[peer],
+                    f"{backup}:{BACKUP_TLS_PORT}",
+                    *(f"{address}:{POSTGRESQL_PORT}" for address in chukan_interconnect.values()),
+                )
             vms.append(
                 VmPlan(
                     f"{m.id}-{role}",

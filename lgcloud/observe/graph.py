@@ -25,7 +25,12 @@ _ROLE_COLOURS = {
     "monitor": "#b5e48c",
     "bastion": "#b5e48c",
 }
-_PLACES = {"center": "共同利用センタ (center)", "backup": "遠隔地 backup site", "office": "municipal offices"}
+_PLACES = {
+    "center": "共同利用センタ (center)",
+    "backup": "遠隔地 backup site",
+    "office": "municipal offices",
+    "national": "national systems (情報提供ネットワークシステム)",
+}
 
 
 # Left to right as traffic flows: offices, WANs, gateways, closed segments, servers, interconnect.

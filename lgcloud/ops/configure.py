@@ -128,7 +128,7 @@ def configure(
     # Secrets reach Ansible through runner's extravars file, never a command line or a label.
     provided = first_clerks(cfg.stack, [m.id for m in cfg.municipalities])
     extravars = {
-        **stack_secrets(cfg.stack).as_extravars(),
+        **stack_secrets(cfg.stack).as_extravars(m.code for m in cfg.municipalities),
         "lgcloud_first_clerks": {m: [a.as_first_clerk() for a in accounts] for m, accounts in provided.items()},
     }
     write_atomic(data_dir / "env" / "extravars", json.dumps(extravars, ensure_ascii=False), 0o600)

@@ -15,11 +15,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..model.linkage import load_permissions
 from ..model.naming import (
     BACKUP_COMMON_NAME,
     BACKUP_TLS_PORT,
+    BROKER_PORT,
+    CHUKAN_PORT,
     EXPORTER_PORT,
     OFFICE_TLS,
+    POSTGRESQL_PORT,
     REPLACED_GENERATIONS,
     SHARED,
     identifier,
@@ -61,6 +65,9 @@ def _municipalities(cfg: StackConfig, topology: Topology) -> list[dict[str, Any]
                 "db_interconnect": vm["db"].addresses["interconnect"],
                 "db_replica": vm["db-replica"].addresses[f"{m.id}-backup"],
                 "db_replica_interconnect": vm["db-replica"].addresses["interconnect"],
+                # The 中間サーバー, on this municipality's closed segment at each site.
+                "chukan": topology.vm("chukan").addresses[f"{m.id}-center"],
+                "chukan_standby": topology.vm("chukan-standby").addresses[f"{m.id}-backup"],
             }
         )
     return described
@@ -125,6 +132,21 @@ def build_inventory(
                 "lgcloud_lgwan_pki_dir": str(lgwan_dir),
                 "lgcloud_office_tls": OFFICE_TLS,
                 "lgcloud_municipalities": _municipalities(cfg, topology),
+                # 番号連携: the 中間サーバー's two VMs (center first) and the broker.
+                "lgcloud_chukan": {
+                    "port": CHUKAN_PORT,
+                    # Each municipality's tenant: this database of its cluster, this role.
+                    "database": "chukan",
+                    "user": "chukan",
+                    "postgresql_port": POSTGRESQL_PORT,
+                    "lgwan": [topology.vm(v).addresses["lgwan"] for v in ("chukan", "chukan-standby")],
+                    "interconnect": [topology.vm(v).addresses["interconnect"] for v in ("chukan", "chukan-standby")],
+                },
+                "lgcloud_broker": {
+                    "port": BROKER_PORT,
+                    "address": topology.vm("broker").addresses["lgwan"],
+                    "permissions": [row.model_dump() for row in load_permissions().permissions],
+                },
             },
             "children": dict(groups),
         }

@@ -10,7 +10,7 @@ import pulumi_docker as docker
 from ..model.schema import SITES
 from ..model.schema import Municipality as MunicipalityConfig
 from .segment import Segment, SegmentArgs
-from .site import Site
+from .site import Site, engine_site
 from .vm import VmArgs, vm
 
 __all__ = ["Municipality", "MunicipalityArgs"]
@@ -47,8 +47,7 @@ class Municipality(pulumi.ComponentResource):
         # the engine leaves the primary for the next run (lgcloud.engine.realise, `partners`).
         own = sorted((v for v in topology.vms if v.municipality == m.code), key=lambda v: v.role != "db-replica")
         for plan in own:
-            # The office terminal is outside both sites; the lab runs it on the center's engine.
-            site = args.sites["backup" if plan.site == "backup" else "center"]
+            site = args.sites[engine_site(plan.site)]
             after = [self.vms["db-replica"]] if plan.role == "db" else []
             self.vms[plan.role] = vm(plan, args.vm, networks, self, site.provider, after)
         self.register_outputs({"code": m.code, "vms": list(self.vms)})

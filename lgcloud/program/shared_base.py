@@ -1,4 +1,4 @@
-"""SharedBase: the 共通基盤 every municipality uses: gateways, monitor, bastion."""
+"""SharedBase: the 共通基盤 every municipality uses: gateways, 中間サーバー, monitor, bastion; and the broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from ..model.naming import SHARED
-from .site import Site
+from .site import Site, engine_site
 from .vm import VmArgs, vm
 
 __all__ = ["SharedBase", "SharedBaseArgs"]
@@ -29,7 +29,7 @@ class SharedBase(pulumi.ComponentResource):
     def __init__(self, name: str, args: SharedBaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("lgcloud:shared:SharedBase", name, None, opts)
         self.vms = {
-            plan.name: vm(plan, args.vm, args.networks, self, args.sites[plan.site].provider)
+            plan.name: vm(plan, args.vm, args.networks, self, args.sites[engine_site(plan.site)].provider)
             for plan in args.vm.topology.vms
             if plan.municipality == SHARED
         }

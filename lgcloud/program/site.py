@@ -10,7 +10,13 @@ import pulumi_docker as docker
 from ..model.topology import SegmentPlan
 from .segment import Segment, SegmentArgs
 
-__all__ = ["Site", "SiteArgs"]
+__all__ = ["Site", "SiteArgs", "engine_site"]
+
+
+def engine_site(site: str) -> str:
+    """The site whose engine runs a VM: an office terminal and the national systems, outside both
+    sites, run on the center's."""
+    return "backup" if site == "backup" else "center"
 
 
 @dataclass(frozen=True)

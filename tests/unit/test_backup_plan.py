@@ -27,12 +27,14 @@ def test_only_databases_and_restore_vms_reach_the_repository(dev):
     assert sources == {f"{a}:8432" for a in databases | restores}, "beyond pgBackRest's TLS port"
 
 
-def test_a_database_is_reached_on_interconnect_by_its_peer_and_the_repository_only(dev):
+def test_a_database_is_reached_on_interconnect_by_its_peer_the_repository_and_the_chukan_only(dev):
     topology = plan(dev)
     db, replica = topology.vm("a-city-db"), topology.vm("a-city-db-replica")
     assert set(db.ingress["interconnect"]) == {
         replica.addresses["interconnect"],
         topology.vm("backup").addresses["interconnect"] + ":8432",
+        topology.vm("chukan").addresses["interconnect"] + ":5432",
+        topology.vm("chukan-standby").addresses["interconnect"] + ":5432",
     }
 
 

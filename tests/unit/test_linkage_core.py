@@ -50,11 +50,18 @@ def signed(body: bytes = BODY, path: str = "/query", nonce: str | None = None, a
 
 
 def test_a_signed_request_is_accepted_once():
-    seen: set = set()
+    seen = core.Nonces(NOW)
     headers = signed()
     assert core.verify({"013315": KEY}, headers, "/query", BODY, seen, NOW + 5) == "013315"
     with pytest.raises(core.Refused, match="replay"):
         core.verify({"013315": KEY}, headers, "/query", BODY, seen, NOW + 6)
+
+
+def test_a_receiver_that_restarted_refuses_what_was_signed_before_it_started():
+    """Its memory of nonces is gone; so is every request it could have seen."""
+    headers = signed(at=NOW - 5)
+    with pytest.raises(core.Refused, match="before the receiver started"):
+        core.verify({"013315": KEY}, headers, "/query", BODY, core.Nonces(NOW), NOW)
 
 
 @pytest.mark.parametrize(
@@ -72,31 +79,32 @@ def test_a_signed_request_is_accepted_once():
 def test_an_altered_stale_or_unsigned_request_is_refused(change, reason):
     keys = {"013315": KEY, "012025": secrets.token_bytes(32)}
     with pytest.raises(core.Refused, match=reason):
-        core.verify(keys, change(signed()), "/query", BODY, set(), NOW)
+        core.verify(keys, change(signed()), "/query", BODY, core.Nonces(NOW), NOW)
 
 
 def test_an_altered_body_or_path_is_refused():
     headers = signed()
     for path, body in (("/query", OTHER), ("/records", BODY)):
         with pytest.raises(core.Refused, match="signature"):
-            core.verify({"013315": KEY}, headers, path, body, set(), NOW)
+            core.verify({"013315": KEY}, headers, path, body, core.Nonces(NOW), NOW)
 
 
 def chain(n: int) -> list[tuple[str, dict]]:
     records, previous = [], core.GENESIS
     for i in range(n):
         record = {"at": f"2026-12-01T10:00:{i:02d}+09:00", "office": "個人住民税の賦課", "item": "前年の所得", "n": i}
-        previous = core.chain_hash(previous, record)
-        records.append((previous, record))
+        text = core.canonical(record)
+        previous = core.chain_hash(previous, text)
+        records.append((previous, text))
     return records
 
 
 def test_an_intact_chain_holds_and_each_kind_of_tampering_is_found_where_it_is():
     records = chain(50)
     assert core.first_broken(records) is None
-    changed = [*records[:20], (records[20][0], {**records[20][1], "item": "口座番号"}), *records[21:]]
+    changed = [*records[:20], (records[20][0], records[20][1].replace("前年の所得", "口座番号")), *records[21:]]
     assert core.first_broken(changed) == 20
     removed = records[:30] + records[31:]
     assert core.first_broken(removed) == 30
-    inserted = records[:10] + [(core.chain_hash(records[9][0], {"n": "forged"}), {"n": "forged"})] + records[10:]
+    inserted = records[:10] + [(core.chain_hash(records[9][0], '{"n":"forged"}'), '{"n":"forged"}')] + records[10:]
     assert core.first_broken(inserted) == 11  # the forgery links; the record after it no longer does

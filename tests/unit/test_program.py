@@ -9,7 +9,7 @@ import pytest
 from lgcloud.model.topology import plan
 
 MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
-SHARED_VMS = ("gateway", "gateway-standby", "monitor", "bastion", "backup")
+SHARED_VMS = ("gateway", "gateway-standby", "monitor", "bastion", "backup", "chukan", "chukan-standby", "broker")
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")
 
 
@@ -81,9 +81,11 @@ def test_terminal_sits_on_its_access_segment_with_the_declared_address(container
         assert not {"lgwan", "ipvpn"} - {m.access} & set(terminal), f"{m.id}-terminal on both WANs"
 
 
-def test_no_vm_but_the_gateways_joins_another_municipalitys_segment(containers, dev):
+def test_no_vm_but_the_jointly_used_ones_joins_another_municipalitys_segment(containers, dev):
+    """The gateways and the 中間サーバー are on every municipality's closed segments (their
+    firewalls admit each municipality's own VMs only); nothing else is."""
     for vm in containers.values():
-        if labels(vm)["lgcloud.role"] == "gateway":
+        if labels(vm)["lgcloud.role"] in ("gateway", "chukan"):
             continue
         foreign = {
             f"{m.id}-{site}"
@@ -100,7 +102,13 @@ def test_the_wans_hold_the_gateways_and_each_office_on_its_own_access_only(conta
     for vm in containers.values():
         wans = set(segments_of(vm)) & {"lgwan", "ipvpn"}
         role, municipality = labels(vm)["lgcloud.role"], labels(vm)["lgcloud.municipality"]
-        expected = {"gateway": {"lgwan", "ipvpn"}, "terminal": {access.get(municipality, "")}}.get(role, set())
+        # The 中間サーバー and the broker speak over LGWAN, as the national system is reached.
+        expected = {
+            "gateway": {"lgwan", "ipvpn"},
+            "terminal": {access.get(municipality, "")},
+            "chukan": {"lgwan"},
+            "broker": {"lgwan"},
+        }.get(role, set())
         assert wans == expected, f"{vm.name} ({role}) on the WANs {sorted(wans)}, expected {sorted(expected)}"
 
 
@@ -162,4 +170,4 @@ def test_the_vms_that_hold_data_keep_it_on_a_volume_of_their_own(resources, cont
             assert volumes[volume].provider == containers[vm.name].provider, f"{volume}: not on {vm.name}'s site"
         else:
             assert not mounted, f"{vm.name} holds no data but mounts {mounted}"
-    assert {vm.role for vm in plan(dev).vms if vm.data} == {"db", "db-replica", "monitor", "backup"}
+    assert {vm.role for vm in plan(dev).vms if vm.data} == {"db", "db-replica", "monitor", "backup", "broker"}

@@ -77,7 +77,7 @@ BAD = {
     "beyond capacity": (
         "lgcloud:sites.backup.capacity.vcpus",
         1,
-        ["lgcloud:sites.backup.capacity.vcpus", "allocated 4.5"],
+        ["lgcloud:sites.backup.capacity.vcpus", "allocated 5"],
     ),
     "unknown site": (
         "lgcloud:municipalities.0.segments.osaka",

@@ -120,6 +120,9 @@ BEGIN
             SELECT resident_code FROM residents GROUP BY resident_code ORDER BY min(recorded_at);
     END IF;
 END $$;
+-- When the 中間サーバー linked the 宛名番号 to the municipality's 符号 (the atena-link service).
+ALTER TABLE atena ADD COLUMN IF NOT EXISTS linked_at timestamptz;
+CREATE INDEX IF NOT EXISTS atena_unlinked ON atena (atena_number) WHERE linked_at IS NULL;
 """
 COLUMNS = (
     "ref",

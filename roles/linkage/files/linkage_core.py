@@ -7,8 +7,9 @@ standard library only, so that the VMs run it as it is and the controller's unit
 - A **request** between a body and the broker carries its body's code, a timestamp and a nonce,
   and an HMAC of all that and the body under the body's own key: altered, replayed or stale, it is
   refused.
-- **情報提供等記録** are a hash chain: each record's hash covers the previous hash and the record,
-  so changing, removing or inserting one breaks every link after it.
+- **情報提供等記録** are a hash chain: each record is kept as its canonical JSON text, and its hash
+  covers the previous hash and that text, so changing, removing or inserting one breaks every link
+  after it (and a verifier hashes the stored text as it is, without reading it).
 
     >>> key = bytes(32)
     >>> a, b = fugo(key, "012025", "48213907715"), fugo(key, "013315", "48213907715")
@@ -23,6 +24,7 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,8 +32,10 @@ from dataclasses import dataclass
 __all__ = [
     "CLOCK_SKEW",
     "GENESIS",
+    "Nonces",
     "Refused",
     "Signed",
+    "canonical",
     "chain_hash",
     "first_broken",
     "fugo",
@@ -58,8 +62,31 @@ def fugo(key: bytes, body_code: str, resident_code: str) -> str:
     return base64.b32encode(digest[:20]).decode()
 
 
-def _canonical(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+def canonical(value: object) -> str:
+    """The one text of a record: what is stored, hashed and verified."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+class Nonces:
+    """The (body, nonce) pairs a receiver has seen within the clock skew, and when it started: a
+    request signed before the receiver started is refused, so that a restart, which forgets the
+    pairs, opens no window for a replay. Thread-safe."""
+
+    def __init__(self, started: float | None = None):
+        self.started = time.time() if started is None else started
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, body_code: str, nonce: str, timestamp: int, now: float) -> None:
+        if timestamp < int(self.started):
+            raise Refused("the request was signed before the receiver started; sign it again")
+        with self._lock:
+            if (body_code, nonce) in self._seen:
+                raise Refused("the request was seen before (a replay)")
+            for pair, stamp in list(self._seen.items()):
+                if stamp < now - 2 * CLOCK_SKEW:
+                    del self._seen[pair]
+            self._seen[(body_code, nonce)] = timestamp
 
 
 @dataclass(frozen=True)
@@ -95,35 +122,34 @@ def verify(
     headers: Mapping[str, str],
     path: str,
     body: bytes,
-    seen: set[tuple[str, str]],
+    seen: Nonces,
     now: float | None = None,
 ) -> str:
     """The sending body's code, if the request is signed by its key, fresh, and not seen before;
-    else Refused. `seen` holds (body, nonce) pairs of the last CLOCK_SKEW × 2 seconds."""
+    else Refused."""
     body_code = headers.get("X-Linkage-Body", "")
     nonce = headers.get("X-Linkage-Nonce", "")
     stamp = headers.get("X-Linkage-Timestamp", "")
     given = headers.get("X-Linkage-Mac", "")
     if body_code not in keys or not NONCE.fullmatch(nonce) or not stamp.isascii() or not stamp.isdigit():
         raise Refused("the request is not signed by a known body")
-    if abs(int(stamp) - (time.time() if now is None else now)) > CLOCK_SKEW:
+    now = time.time() if now is None else now
+    if abs(int(stamp) - now) > CLOCK_SKEW:
         raise Refused("the request's timestamp is too far from the receiver's clock")
     if not hmac.compare_digest(_mac(keys[body_code], body_code, int(stamp), nonce, path, body), given):
         raise Refused("the request's signature does not match: altered, or not the body's key")
-    if (body_code, nonce) in seen:
-        raise Refused("the request was seen before (a replay)")
-    seen.add((body_code, nonce))
+    seen.admit(body_code, nonce, int(stamp), now)
     return body_code
 
 
-def chain_hash(previous: str, record: Mapping[str, object]) -> str:
-    """The hash of `record` chained to the one before it."""
-    return hashlib.sha256(previous.encode() + b"\n" + _canonical(dict(record))).hexdigest()
+def chain_hash(previous: str, text: str) -> str:
+    """The hash of a record's canonical text chained to the one before it."""
+    return hashlib.sha256(previous.encode() + b"\n" + text.encode()).hexdigest()
 
 
-def first_broken(records: Iterable[tuple[str, Mapping[str, object]]]) -> int | None:
+def first_broken(records: Iterable[tuple[str, str]]) -> int | None:
     """The position (0-based) of the first record whose stored hash does not follow from the ones
-    before it, or None when the chain holds. `records`: (stored hash, record) in chain order."""
+    before it, or None when the chain holds. `records`: (stored hash, canonical text) in order."""
     previous = GENESIS
     for position, (stored, record) in enumerate(records):
         expected = chain_hash(previous, record)

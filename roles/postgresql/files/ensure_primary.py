@@ -8,6 +8,9 @@ over the Unix socket (peer auth). It ensures, changing only what differs:
 - the replica's physical replication slot;
 - the application database, owned by the application role;
 - the アクセス記録 and the clerks' accounts, sessions and sign-ins (schemas owned by postgres);
+- the municipality's tenant of the 中間サーバー: its database (owned by postgres), the role the
+  中間サーバー connects with, and the 副本, the links of 宛名番号 to 符号 and the 情報提供等記録
+  (append-only for that role);
 - the first clerks lgcloud provides (LGCLOUD_FIRST_CLERKS: a JSON list), created when absent
   and never changed after: a 管理者 may have changed them since;
 
@@ -220,6 +223,53 @@ def ensure_records(host: str, port: str, database: str, app_user: str, first_cle
     return changes
 
 
+# The 中間サーバー's tenant of this municipality: keyed by 宛名番号 and 符号, never a 個人番号 or
+# 住民票コード. The 情報提供等記録 are a hash chain the 中間サーバー appends to and never changes.
+CHUKAN = """
+CREATE SCHEMA IF NOT EXISTS chukan AUTHORIZATION postgres;
+CREATE TABLE IF NOT EXISTS chukan.linked (
+    atena_number char(10) PRIMARY KEY CHECK (atena_number ~ '^[0-9]{10}$'),
+    fugo         char(32) NOT NULL UNIQUE CHECK (fugo ~ '^[A-Z2-7]{32}$'),
+    linked_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS chukan.fuhon (
+    atena_number  char(10) NOT NULL CHECK (atena_number ~ '^[0-9]{10}$'),
+    item          text NOT NULL,
+    value         jsonb NOT NULL,
+    registered_by text NOT NULL,   -- the business system: zei, jumin, …
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (atena_number, item)
+);
+CREATE TABLE IF NOT EXISTS chukan.records (
+    position bigint PRIMARY KEY CHECK (position >= 0),
+    record   text NOT NULL,        -- canonical JSON: what the hash covers
+    hash     char(64) NOT NULL
+);
+REVOKE ALL ON ALL TABLES IN SCHEMA chukan FROM PUBLIC;
+"""
+CHUKAN_GRANTS = (
+    "GRANT USAGE ON SCHEMA chukan TO {}",
+    "GRANT SELECT, INSERT ON chukan.linked, chukan.records TO {}",
+    "GRANT SELECT, INSERT, UPDATE ON chukan.fuhon TO {}",
+)
+
+
+def ensure_chukan(host: str, port: str, database: str, user: str) -> list[str]:
+    connection = psycopg2.connect(
+        host=host, port=port, dbname=database, user="postgres", options="-c synchronous_commit=local"
+    )
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('chukan.records') IS NOT NULL")
+            existed = cursor.fetchone()[0]
+            cursor.execute(CHUKAN)
+            for grant in CHUKAN_GRANTS:
+                cursor.execute(sql.SQL(grant).format(sql.Identifier(user)))
+    finally:
+        connection.close()
+    return [] if existed else ["中間サーバー tenant: created"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replication-user", required=True)
@@ -228,6 +278,8 @@ def main() -> None:
     parser.add_argument("--encoding", default="UTF8")
     parser.add_argument("--locale", default="C.UTF-8")
     parser.add_argument("--slot", required=True, help="the replica's physical replication slot")
+    parser.add_argument("--chukan-user", required=True, help="the role the 中間サーバー connects with")
+    parser.add_argument("--chukan-database", required=True, help="this municipality's 中間サーバー tenant")
     parser.add_argument("--socket-dir", default="/var/run/postgresql")
     parser.add_argument("--port", default="5432")
     args = parser.parse_args()
@@ -245,11 +297,21 @@ def main() -> None:
         changes += ensure_role(cursor, args.app_user, os.environ["POSTGRESQL_APP_PASSWORD"], False)
         changes += ensure_slot(cursor, args.slot)
         changes += ensure_database(cursor, args.database, args.app_user, args.encoding, args.locale)
+        changes += ensure_role(cursor, args.chukan_user, os.environ["POSTGRESQL_CHUKAN_PASSWORD"], False)
+        changes += ensure_database(cursor, args.chukan_database, "postgres", args.encoding, args.locale)
+        cursor.execute(
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC; GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(args.chukan_database),
+                sql.Identifier(args.chukan_database),
+                sql.Identifier(args.chukan_user),
+            )
+        )
         cursor.execute("SELECT system_identifier FROM pg_control_system()")
         system_identifier = str(cursor.fetchone()[0])
     connection.close()
     first_clerks = json.loads(os.environ.get("LGCLOUD_FIRST_CLERKS", "[]"))
     changes += ensure_records(args.socket_dir, args.port, args.database, args.app_user, first_clerks)
+    changes += ensure_chukan(args.socket_dir, args.port, args.chukan_database, args.chukan_user)
     print(json.dumps({"changes": changes, "system_identifier": system_identifier}))
 
 

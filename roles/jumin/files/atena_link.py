@@ -1,0 +1,87 @@
+"""団体内統合宛名's link to 番号連携: every 宛名番号 without a 符号 gets one, through the 中間サーバー.
+
+Runs beside the 住民記録 app on the municipality's app VMs (runit service ``atena-link``) with the
+app's settings (``JUMIN_CONFIG``) and database account. Only where the database is the primary: the
+standby app's loop idles until its replica is promoted. It sends the 宛名番号 and the 住民票コード
+to the 中間サーバー of its site, which asks the broker and keeps the 符号 beside the 宛名番号; here
+the row is marked linked. It logs counts and statuses, never a number of a person.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+import psycopg2.errors
+
+SETTINGS = json.loads(Path(os.environ.get("JUMIN_CONFIG", "/etc/jumin/jumin.json")).read_text(encoding="utf-8"))
+INTERVAL = float(SETTINGS.get("link_interval_seconds", 2))
+BATCH = 50
+
+logging.basicConfig(level=logging.INFO, format="atena-link: %(message)s")
+log = logging.getLogger("atena-link")
+
+
+def unlinked(conn) -> list[tuple[str, str]]:
+    """(宛名番号, 住民票コード) of persons without a 符号, oldest first; none on a replica."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        if cur.fetchone()[0]:
+            return []
+        cur.execute(
+            "SELECT atena_number, resident_code FROM atena WHERE linked_at IS NULL ORDER BY atena_number LIMIT %s",
+            (BATCH,),
+        )
+        return cur.fetchall()
+
+
+def link(atena_number: str, resident_code: str) -> int:
+    body = json.dumps({"atena_number": atena_number, "resident_code": resident_code}).encode()
+    call = urllib.request.Request(
+        f"{SETTINGS['chukan']}/api/link", body, {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(call, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def main() -> None:
+    quiet_since = 0.0
+    while True:
+        try:
+            conn = psycopg2.connect(SETTINGS["dsn"])
+            try:
+                pending = unlinked(conn)
+                done = 0
+                for atena_number, resident_code in pending:
+                    status = link(atena_number, resident_code)
+                    if status != 200:
+                        # One line a minute while the 中間サーバー or the broker does not link.
+                        if time.monotonic() - quiet_since > 60:
+                            log.warning("the 中間サーバー did not link (status %s); %d waiting", status, len(pending))
+                            quiet_since = time.monotonic()
+                        break
+                    with conn, conn.cursor() as cur:
+                        cur.execute("UPDATE atena SET linked_at = now() WHERE atena_number = %s", (atena_number,))
+                    done += 1
+                if done:
+                    log.info("linked %d 宛名番号 to their 符号", done)
+            finally:
+                conn.close()
+        except (psycopg2.OperationalError, psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
+            pass  # the database is away, or the app has not made its tables yet: the next round
+        time.sleep(INTERVAL)
+
+
+if __name__ == "__main__":
+    main()

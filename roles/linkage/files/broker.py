@@ -1,0 +1,318 @@
+"""情報提供ネットワークシステム (the broker) of the lab: 符号 per body, and brokered queries.
+
+Runs under gunicorn on the `broker` VM (site `national`, on lgwan) and takes calls only from the
+中間サーバー (its firewall admits nothing else). Every call is signed by the body it comes from
+(linkage_core: body, timestamp, nonce, HMAC under the body's own key). Settings come from the JSON
+file named by ``BROKER_CONFIG``::
+
+    {"data_dir": "/var/lib/broker", "operators": ["10.100.0.1"],
+     "permissions": [{"office": …, "provider": …, "items": […]}],
+     "bodies": {"012025": {"name": "Ａ市", "key": "<hex>", "chukan": ["http://10.100.1.5:8600", …]}}}
+
+- ``POST /fugo {"resident_code"}``: the calling body's 符号 of the person. The broker's key is
+  made on this VM at its first start and never leaves it; the broker keeps, per body, the 符号 and
+  a person key (another keyed one-way value), never the 住民票コード, which is in no table and no log.
+- ``POST /query {"request_id", "fugo", "office", "provider", "provider_kind", "items"}``: allowed by
+  the permission table, the requester's 符号 translated into the provider's, the provider's
+  中間サーバー asked for the items from its 副本. A query the table forbids and one about a person
+  the provider does not hold get the same answer: the requester learns nothing of who exists.
+- Every query, provided or refused, goes into the broker's own 情報提供等記録, a hash chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from flask import Flask, g, jsonify, request
+from linkage_core import GENESIS, Nonces, Refused, canonical, chain_hash, fugo, sign, verify
+from werkzeug.exceptions import HTTPException
+
+SETTINGS = json.loads(Path(os.environ.get("BROKER_CONFIG", "/etc/broker/broker.json")).read_text(encoding="utf-8"))
+DATA = Path(SETTINGS["data_dir"])
+BODIES = SETTINGS["bodies"]
+KEYS = {code: bytes.fromhex(body["key"]) for code, body in BODIES.items()}
+PERMISSIONS = {(row["office"], row["provider"]): set(row["items"]) for row in SETTINGS["permissions"]}
+PROVIDER_TIMEOUT = float(SETTINGS.get("provider_timeout_seconds", 3))
+# What a requester is told whenever nothing is provided for a reason about the person or the
+# table: the same words, so that nobody learns whether a person exists somewhere.
+NOT_PROVIDED = (
+    "nothing is provided for this query: the permission table does not allow it, "
+    "or the provider holds nothing for this 符号"
+)
+REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+FUGO = re.compile(r"[A-Z2-7]{32}")
+RESIDENT_CODE = re.compile(r"[0-9]{11}")
+
+log = logging.getLogger("gunicorn.error")
+app = Flask(__name__)
+app.json.ensure_ascii = False
+app.json.sort_keys = False
+app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+NONCES = Nonces()
+_chain = threading.Lock()  # one writer of the chain at a time (gunicorn runs one process)
+
+
+def broker_key() -> bytes:
+    """The broker's own key: made here once (0600), never copied anywhere."""
+    path = DATA / "broker.key"
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+KEY = broker_key()
+
+SCHEMA = """
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS issued (
+    body      TEXT NOT NULL,
+    fugo      TEXT NOT NULL,
+    person    TEXT NOT NULL,  -- HMAC of the 住民票コード under the broker's key: links one person's 符号
+    issued_at TEXT NOT NULL,
+    PRIMARY KEY (body, fugo),
+    UNIQUE (body, person)
+);
+CREATE TABLE IF NOT EXISTS records (
+    position INTEGER PRIMARY KEY,
+    record   TEXT NOT NULL,  -- canonical JSON: what the hash covers
+    hash     TEXT NOT NULL
+);
+"""
+
+
+def database() -> sqlite3.Connection:
+    if "db" not in g:
+        g.db = sqlite3.connect(DATA / "broker.sqlite3", timeout=10, isolation_level=None)
+        g.db.execute("PRAGMA busy_timeout = 10000")
+    return g.db
+
+
+with sqlite3.connect(DATA / "broker.sqlite3") as _first:
+    _first.executescript(SCHEMA)
+
+
+@app.teardown_request
+def disconnect(_error) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+class Answer(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@app.errorhandler(Answer)
+def answered(error: Answer):
+    return jsonify({"error": error.message}), error.status
+
+
+@app.errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    return jsonify({"error": error.description}), error.code or 500
+
+
+@app.errorhandler(Exception)
+def internal_error(error: Exception):
+    log.error("%s %s: %s", request.method, request.path, type(error).__name__)
+    return jsonify({"error": "the broker failed to answer"}), 500
+
+
+@app.after_request
+def access_log(response):
+    # The route only: a body or a query string could carry a person's data.
+    log.info('%s "%s %s" %s', request.remote_addr, request.method, request.url_rule, response.status_code)
+    return response
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def signed_body() -> tuple[str, dict]:
+    """The calling body's code and its JSON request, or Answer 401/400."""
+    raw = request.get_data()
+    try:
+        body_code = verify(KEYS, request.headers, request.path, raw, NONCES)
+    except Refused as refusal:
+        log.warning("refused an unsigned or bad request on %s: %s", request.path, refusal)
+        raise Answer(401, str(refusal)) from None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise Answer(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise Answer(400, "the body must be a JSON object")
+    return body_code, body
+
+
+def person_key(resident_code: str) -> str:
+    return hmac.new(KEY, f"person:{resident_code}".encode(), hashlib.sha256).hexdigest()
+
+
+def append_record(db: sqlite3.Connection, record: dict) -> int:
+    """The record at the end of the broker's chain; its position."""
+    with _chain:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            last = db.execute("SELECT position, hash FROM records ORDER BY position DESC LIMIT 1").fetchone()
+            position, previous = (last[0] + 1, last[1]) if last else (0, GENESIS)
+            text = canonical({"position": position, **record})
+            db.execute("INSERT INTO records VALUES (?, ?, ?)", (position, text, chain_hash(previous, text)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return position
+
+
+@app.get("/healthz")
+def healthz():
+    count = database().execute("SELECT count(*) FROM issued").fetchone()[0]
+    return jsonify({"status": "ok", "bodies": len(BODIES), "issued": count})
+
+
+@app.post("/fugo")
+def issue():
+    body_code, body = signed_body()
+    resident_code = body.get("resident_code")
+    if not isinstance(resident_code, str) or not RESIDENT_CODE.fullmatch(resident_code):
+        raise Answer(400, "resident_code must be a 住民票コード: 11 digits")
+    token, person = fugo(KEY, body_code, resident_code), person_key(resident_code)
+    db = database()
+    db.execute(
+        "INSERT INTO issued (body, fugo, person, issued_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (body_code, token, person, now()),
+    )
+    return jsonify({"fugo": token})
+
+
+def ask_provider(provider: str, payload: dict) -> tuple[int, dict]:
+    """The provider's 中間サーバー's answer: the center's, else the backup's (503: not serving)."""
+    raw = json.dumps(payload, ensure_ascii=False).encode()
+    last = (503, {"error": f"the 中間サーバー of {provider} does not answer"})
+    for base in BODIES[provider]["chukan"]:
+        headers = sign(KEYS[provider], provider, "/provide", raw, secrets.token_urlsafe(18)).headers()
+        call = urllib.request.Request(
+            f"{base}/provide", raw, {**headers, "Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(call, timeout=PROVIDER_TIMEOUT) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            answer = (error.code, json.loads(error.read() or b"{}"))
+            if error.code != 503:
+                return answer
+            last = answer
+        except (OSError, ValueError):
+            continue
+    return last
+
+
+@app.post("/query")
+def query():
+    requester, body = signed_body()
+    request_id, token = body.get("request_id"), body.get("fugo")
+    office, provider, kind, items = (
+        body.get("office"),
+        body.get("provider"),
+        body.get("provider_kind"),
+        body.get("items"),
+    )
+    if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
+        raise Answer(400, "request_id must be a UUID the requester chose")
+    if not isinstance(token, str) or not FUGO.fullmatch(token):
+        raise Answer(400, "fugo must be the requester's 符号 of the person (32 base32 characters)")
+    if not isinstance(office, str) or not isinstance(kind, str) or not isinstance(provider, str):
+        raise Answer(400, "office, provider and provider_kind are required strings")
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise Answer(400, "items must be a non-empty list of data items")
+    record = {
+        "at": now(),
+        "request_id": request_id,
+        "requester": requester,
+        "provider": provider,
+        "office": office,
+        "provider_kind": kind,
+        "items": sorted(set(items)),
+    }
+    db = database()
+    reason = None
+    allowed = PERMISSIONS.get((office, kind))
+    if provider not in BODIES:
+        reason = "the provider is not a body of the network"
+    elif provider == requester:
+        reason = "a body does not query itself"
+    elif allowed is None:
+        reason = f"{office} may not ask a {kind} for anything"
+    elif not set(items) <= allowed:
+        reason = f"{office} may not receive {', '.join(sorted(set(items) - allowed))} from a {kind}"
+    person = db.execute("SELECT person FROM issued WHERE body = ? AND fugo = ?", (requester, token)).fetchone()
+    theirs = None
+    if reason is None and person is None:
+        reason = "the 符号 is not one the broker issued to the requester"
+    if reason is None:
+        theirs = db.execute("SELECT fugo FROM issued WHERE body = ? AND person = ?", (provider, person[0])).fetchone()
+        if theirs is None:
+            reason = "the provider holds no 符号 of this person"
+    if reason is not None:
+        position = append_record(db, {**record, "outcome": "refused", "reason": reason})
+        return jsonify({"provided": False, "error": NOT_PROVIDED, "record": position}), 403
+    started = time.monotonic()
+    status, answer = ask_provider(
+        provider,
+        {
+            "request_id": request_id,
+            "fugo": theirs[0],
+            "office": office,
+            "requester": requester,
+            "items": record["items"],
+        },
+    )
+    took = round((time.monotonic() - started) * 1000)
+    if status != 200:
+        outcome = "provider-unavailable" if status >= 500 else "refused"
+        error = answer.get("error", f"the provider answered {status}")
+        position = append_record(db, {**record, "outcome": outcome, "reason": f"the provider: {error}"})
+        if status >= 500:
+            return jsonify(
+                {"provided": False, "error": f"the provider does not answer now: {error}", "record": position}
+            ), 503
+        return jsonify({"provided": False, "error": NOT_PROVIDED, "record": position}), 403
+    position = append_record(db, {**record, "outcome": "provided", "provider_ms": took})
+    return jsonify({"provided": True, "items": answer.get("items", {}), "record": position})
+
+
+@app.get("/records")
+def records():
+    """The broker's 情報提供等記録, for the operators only (over mgmt): ?after=<position>&limit=."""
+    if request.remote_addr not in SETTINGS["operators"]:
+        raise Answer(403, "the broker's records are for the operators")
+    after = request.args.get("after", "-1")
+    limit = request.args.get("limit", "100")
+    if not after.lstrip("-").isdigit() or not limit.isdigit():
+        raise Answer(400, "after and limit are whole numbers")
+    rows = database().execute(
+        "SELECT position, record, hash FROM records WHERE position > ? ORDER BY position LIMIT ?",
+        (int(after), min(int(limit), 1000)),
+    )
+    return jsonify({"records": [{"position": p, "record": json.loads(r), "hash": h} for p, r, h in rows]})

@@ -1,0 +1,338 @@
+"""中間サーバー of the lab, jointly used by every municipality: one tenant each, its data in a
+database of the municipality's own cluster (``chukan``), reached over the interconnect wherever that
+cluster's primary is now.
+
+Runs under gunicorn on `chukan` (center) and `chukan-standby` (backup site). A municipality's app
+VM calls it on the address it has on that municipality's closed segment, and the tenant is the one
+that address belongs to (a VM cannot take another's address: no NET_ADMIN, no NET_RAW). The broker
+calls it on lgwan, signed with the providing tenant's key. Settings come from ``CHUKAN_CONFIG``::
+
+    {"broker": "http://10.100.1.4:8700",
+     "tenants": {"012025": {"id": "a-city", "name": "Ａ市", "key": "<hex>", "apps": ["10.100.16.10", …],
+                            "dsn": "host=10.100.4.10,10.100.4.11 dbname=chukan user=chukan …"}}}
+
+For the municipality's systems (their own tenant only):
+- ``POST /api/link {"atena_number", "resident_code"}``: asks the broker for the tenant's 符号 of the
+  person and keeps it beside the 宛名番号; the 住民票コード passes through, kept nowhere here.
+- ``POST /api/fuhon {"atena_number", "item", "value", "system"}``: registers a 副本.
+- ``POST /api/query {"atena_number", "office", "provider", "provider_kind", "items"}``: asks another
+  body through the broker; both the request and the answer go into the tenant's 情報提供等記録.
+- ``GET /api/records``: the tenant's 情報提供等記録.
+
+For the broker: ``POST /provide {"request_id", "fugo", "office", "requester", "items"}``: answers
+from the providing tenant's 副本 and records the provision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import secrets
+import urllib.error
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extras
+from flask import Flask, jsonify, request
+from linkage_core import GENESIS, Nonces, Refused, canonical, chain_hash, sign, verify
+from werkzeug.exceptions import HTTPException
+
+SETTINGS = json.loads(Path(os.environ.get("CHUKAN_CONFIG", "/etc/chukan/chukan.json")).read_text(encoding="utf-8"))
+TENANTS = SETTINGS["tenants"]
+KEYS = {code: bytes.fromhex(t["key"]) for code, t in TENANTS.items()}
+BY_ADDRESS = {address: code for code, t in TENANTS.items() for address in t["apps"]}
+BROKER = SETTINGS["broker"]
+BROKER_TIMEOUT = float(SETTINGS.get("broker_timeout_seconds", 8))
+ATENA_NUMBER = re.compile(r"[0-9]{10}")
+RESIDENT_CODE = re.compile(r"[0-9]{11}")
+FUGO = re.compile(r"[A-Z2-7]{32}")
+ITEM = re.compile(r"[^\x00-\x1f]{1,40}")
+REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SYSTEMS = ("jumin", "zei")
+
+log = logging.getLogger("gunicorn.error")
+app = Flask(__name__)
+app.json.ensure_ascii = False
+app.json.sort_keys = False
+app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+NONCES = Nonces()
+
+
+class Answer(Exception):
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+@app.errorhandler(Answer)
+def answered(error: Answer):
+    return jsonify({"error": error.message, **error.extra}), error.status
+
+
+@app.errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    return jsonify({"error": error.description}), error.code or 500
+
+
+@app.errorhandler(psycopg2.OperationalError)
+def database_unreachable(error):
+    log.warning("a tenant's database does not answer: %s", type(error).__name__)
+    return jsonify({"error": "the tenant's database does not answer (no primary reachable)"}), 503
+
+
+@app.errorhandler(Exception)
+def internal_error(error: Exception):
+    # Neither the body nor the log carries the error's text: it may quote a row.
+    log.error(
+        "%s %s: %s (SQLSTATE %s)", request.method, request.url_rule, type(error).__name__, getattr(error, "pgcode", "-")
+    )
+    return jsonify({"error": "the 中間サーバー failed to answer; nothing was written"}), 500
+
+
+@app.after_request
+def access_log(response):
+    log.info('%s "%s %s" %s', request.remote_addr, request.method, request.url_rule, response.status_code)
+    return response
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def tenant_db(code: str):
+    """A cursor in one transaction on the tenant's database, at whichever side is the primary."""
+    conn = psycopg2.connect(TENANTS[code]["dsn"])
+    try:
+        with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+def append_record(cur, record: dict) -> int:
+    """A 情報提供等記録 at the end of the tenant's chain, in the caller's transaction."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext('chukan records'))")
+    cur.execute("SELECT position, hash FROM chukan.records ORDER BY position DESC LIMIT 1")
+    last = cur.fetchone()
+    position, previous = (last["position"] + 1, last["hash"]) if last else (0, GENESIS)
+    text = canonical({"position": position, **record})
+    cur.execute("INSERT INTO chukan.records VALUES (%s, %s, %s)", (position, text, chain_hash(previous, text)))
+    return position
+
+
+def calling_tenant() -> str:
+    """The municipality whose app VM this request comes from, or 403."""
+    code = BY_ADDRESS.get(request.remote_addr)
+    if code is None:
+        raise Answer(403, "only a municipality's app VMs call the 中間サーバー's API")
+    return code
+
+
+def json_body(raw: bytes | None = None) -> dict:
+    try:
+        body = json.loads(request.get_data() if raw is None else raw)
+    except ValueError:
+        raise Answer(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise Answer(400, "the body must be a JSON object")
+    return body
+
+
+def field(body: dict, name: str, pattern: re.Pattern, what: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise Answer(400, f"{name} must be {what}", field=name)
+    return value
+
+
+def call_broker(code: str, path: str, payload: dict) -> tuple[int, dict]:
+    raw = json.dumps(payload, ensure_ascii=False).encode()
+    headers = sign(KEYS[code], code, path, raw, secrets.token_urlsafe(18)).headers()
+    call = urllib.request.Request(
+        f"{BROKER}{path}", raw, {**headers, "Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(call, timeout=BROKER_TIMEOUT) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.loads(error.read() or b"{}")
+        except ValueError:
+            return error.code, {}
+    except (OSError, ValueError) as error:
+        log.warning("the broker does not answer: %s", type(error).__name__)
+        return 503, {"error": "the broker does not answer"}
+
+
+@app.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok", "tenants": len(TENANTS)})
+
+
+@app.post("/api/link")
+def link():
+    code = calling_tenant()
+    body = json_body()
+    atena_number = field(body, "atena_number", ATENA_NUMBER, "a 宛名番号: 10 digits")
+    resident_code = field(body, "resident_code", RESIDENT_CODE, "a 住民票コード: 11 digits")
+    with tenant_db(code) as cur:
+        cur.execute("SELECT 1 FROM chukan.linked WHERE atena_number = %s", (atena_number,))
+        if cur.fetchone():
+            return jsonify({"atena_number": atena_number, "linked": True})
+    status, answer = call_broker(code, "/fugo", {"resident_code": resident_code})
+    if status != 200:
+        raise Answer(503 if status >= 500 else 502, f"the broker refused or failed: {answer.get('error', status)}")
+    token = answer.get("fugo")
+    if not isinstance(token, str) or not FUGO.fullmatch(token):
+        raise Answer(502, "the broker's answer holds no 符号")
+    with tenant_db(code) as cur:
+        cur.execute(
+            "INSERT INTO chukan.linked (atena_number, fugo) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (atena_number, token),
+        )
+    return jsonify({"atena_number": atena_number, "linked": True})
+
+
+@app.post("/api/fuhon")
+def register_fuhon():
+    code = calling_tenant()
+    body = json_body()
+    atena_number = field(body, "atena_number", ATENA_NUMBER, "a 宛名番号: 10 digits")
+    item = field(body, "item", ITEM, "the data item's name (up to 40 characters)")
+    system = body.get("system")
+    if system not in SYSTEMS:
+        raise Answer(400, f"system must be one of {', '.join(SYSTEMS)}", field="system")
+    value = body.get("value")
+    if not isinstance(value, dict) or not value:
+        raise Answer(400, "value must be a JSON object: the 副本's content", field="value")
+    with tenant_db(code) as cur:
+        cur.execute(
+            "INSERT INTO chukan.fuhon (atena_number, item, value, registered_by) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (atena_number, item) DO UPDATE SET value = EXCLUDED.value,"
+            " registered_by = EXCLUDED.registered_by, registered_at = now()",
+            (atena_number, item, json.dumps(value, ensure_ascii=False), system),
+        )
+    return jsonify({"atena_number": atena_number, "item": item, "registered": True}), 201
+
+
+@app.post("/api/query")
+def query():
+    code = calling_tenant()
+    body = json_body()
+    atena_number = field(body, "atena_number", ATENA_NUMBER, "a 宛名番号: 10 digits")
+    office = field(body, "office", ITEM, "the requesting 事務")
+    provider = field(body, "provider", re.compile(r"[0-9]{6}"), "the providing body's 地方公共団体コード")
+    kind = field(body, "provider_kind", ITEM, "the kind of provider the permission table names")
+    items = body.get("items")
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) and ITEM.fullmatch(i) for i in items):
+        raise Answer(400, "items must be a non-empty list of data items", field="items")
+    request_id = str(uuid.uuid4())
+    record = {
+        "at": now(),
+        "request_id": request_id,
+        "side": "requester",
+        "atena_number": atena_number,
+        "requester": code,
+        "provider": provider,
+        "office": office,
+        "items": sorted(set(items)),
+    }
+    with tenant_db(code) as cur:
+        cur.execute("SELECT fugo FROM chukan.linked WHERE atena_number = %s", (atena_number,))
+        linked = cur.fetchone()
+    if linked is None:
+        with tenant_db(code) as cur:
+            position = append_record(cur, {**record, "outcome": "refused", "reason": "the person has no 符号 yet"})
+        raise Answer(409, "the person has no 符号 yet: link the 宛名番号 first", record=position)
+    status, answer = call_broker(
+        code,
+        "/query",
+        {
+            "request_id": request_id,
+            "fugo": linked["fugo"],
+            "office": office,
+            "provider": provider,
+            "provider_kind": kind,
+            "items": record["items"],
+        },
+    )
+    provided = status == 200 and answer.get("provided") is True
+    outcome = "provided" if provided else "provider-unavailable" if status >= 500 else "refused"
+    with tenant_db(code) as cur:
+        position = append_record(
+            cur, {**record, "outcome": outcome, **({} if provided else {"reason": answer.get("error", str(status))})}
+        )
+    if not provided:
+        raise Answer(
+            503 if status >= 500 else 403, answer.get("error", "not provided"), record=position, request_id=request_id
+        )
+    return jsonify({"provided": True, "items": answer.get("items", {}), "request_id": request_id, "record": position})
+
+
+@app.post("/provide")
+def provide():
+    """A brokered query for the providing tenant, signed by the broker with that tenant's key."""
+    raw = request.get_data()
+    try:
+        code = verify(KEYS, request.headers, request.path, raw, NONCES)
+    except Refused as refusal:
+        log.warning("refused an unsigned or bad provision request: %s", refusal)
+        raise Answer(401, str(refusal)) from None
+    body = json_body(raw)
+    request_id = field(body, "request_id", REQUEST_ID, "the requester's UUID")
+    token = field(body, "fugo", FUGO, "the provider's 符号 of the person")
+    office = field(body, "office", ITEM, "the requesting 事務")
+    requester = field(body, "requester", re.compile(r"[0-9]{6}"), "the requesting body")
+    items = body.get("items")
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) and ITEM.fullmatch(i) for i in items):
+        raise Answer(400, "items must be a non-empty list of data items")
+    record = {
+        "at": now(),
+        "request_id": request_id,
+        "side": "provider",
+        "requester": requester,
+        "provider": code,
+        "office": office,
+        "items": sorted(set(items)),
+    }
+    with tenant_db(code) as cur:
+        cur.execute("SELECT atena_number FROM chukan.linked WHERE fugo = %s", (token,))
+        person = cur.fetchone()
+        found = {}
+        if person is not None:
+            cur.execute(
+                "SELECT item, value FROM chukan.fuhon WHERE atena_number = %s AND item = ANY(%s)",
+                (person["atena_number"], record["items"]),
+            )
+            found = {row["item"]: row["value"] for row in cur.fetchall()}
+        if not found:
+            append_record(cur, {**record, "outcome": "refused", "reason": "no 副本 of these items for this 符号"})
+            raise Answer(404, "no 副本 of these items for this 符号")
+        position = append_record(
+            cur, {**record, "atena_number": person["atena_number"], "outcome": "provided", "provided": sorted(found)}
+        )
+    return jsonify({"items": found, "record": position})
+
+
+@app.get("/api/records")
+def records():
+    """The calling tenant's 情報提供等記録, newest first: ?request_id= narrows them down."""
+    code = calling_tenant()
+    request_id = request.args.get("request_id")
+    if request_id is not None and not REQUEST_ID.fullmatch(request_id):
+        raise Answer(400, "request_id is the UUID a query answered with")
+    with tenant_db(code) as cur:
+        cur.execute(
+            "SELECT position, record, hash FROM chukan.records"
+            " WHERE %(id)s IS NULL OR record::jsonb ->> 'request_id' = %(id)s ORDER BY position DESC LIMIT 100",
+            {"id": request_id},
+        )
+        rows = cur.fetchall()
+    return jsonify({"records": [{**r, "record": json.loads(r["record"])} for r in rows]})
