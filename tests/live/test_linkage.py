@@ -1,0 +1,230 @@
+"""番号連携 in the live lab: 符号 per body from the broker, 副本 in each municipality's tenant of the
+jointly used 中間サーバー, and a brokered query from Ｂ町 to Ａ市 after a move, with the
+情報提供等記録 on every side. The municipalities' systems are played by curl on their app VMs (the
+only callers the 中間サーバー admits); residents are registered through the office, as a clerk does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import pytest
+
+from lgcloud.model.topology import plan
+from lgcloud.state.secrets import stack_secrets
+
+from .offices import call
+from .test_jumin import TODAY, person
+
+pytestmark = pytest.mark.live
+
+TAX = "個人住民税の賦課"
+FORMER = "former-municipality"
+INCOME = "前年の所得"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict
+
+
+def chukan(host, address: str, method: str, path: str, body: dict | None = None) -> Reply:
+    """A request from `host` (an app VM) to the 中間サーバー at `address`."""
+    send = ""
+    if body is not None:
+        raw = base64.b64encode(json.dumps(body, ensure_ascii=False).encode()).decode()
+        send = f"printf %s {raw} | base64 -d | curl -H 'Content-Type: application/json' --data-binary @- "
+    else:
+        send = "curl "
+    result = host.run(
+        f"out=$(mktemp); {send}-sS --max-time 20 -o \"$out\" -w '%{{http_code}}' -X {method} "
+        f'{shlex.quote(f"http://{address}:8600{path}")}; echo; cat "$out"; rm -f "$out"'
+    )
+    assert result.rc == 0, result.stderr
+    status, _, text = result.stdout.partition("\n")
+    return Reply(int(status), json.loads(text) if text.strip() else {})
+
+
+@pytest.fixture(scope="module")
+def linkage(configured, vm, dev):
+    """Per municipality: its app VM, the 中間サーバー's address on its segment, its primary."""
+    topology = plan(dev)
+    return {
+        m.id: {
+            "app": vm(f"{m.id}-app"),
+            "chukan": topology.vm("chukan").addresses[f"{m.id}-center"],
+            "db": vm(f"{m.id}-db"),
+            "code": m.code,
+        }
+        for m in dev.municipalities
+    }
+
+
+def linked(db, atena_number: str, timeout: float = 60) -> None:
+    """Wait until the municipality's tenant holds the 宛名番号's 符号 (the atena-link service)."""
+    deadline = time.monotonic() + timeout
+    query = f"SELECT count(*) FROM chukan.linked WHERE atena_number = '{atena_number}'"
+    while db.check_output(f'runuser -u postgres -- psql -XAtq -d chukan -c "{query}"').strip() != "1":
+        assert time.monotonic() < deadline, f"{atena_number} got no 符号 in {timeout:.0f}s"
+        time.sleep(1)
+
+
+def register(m: str, dev, **fields) -> dict:
+    answer = call_terminal(m, "POST", "/api/residents", person(**fields))
+    assert answer.status == 201, answer.body
+    return answer.json()["resident"]
+
+
+def call_terminal(m: str, method: str, path: str, body=None):
+    from .conftest import _host
+
+    return call(_host(f"{m}-terminal"), m, method, path, body)
+
+
+@pytest.fixture(scope="module")
+def moved(linkage, dev):
+    """The seed's scenario by hand: a resident of Ａ市 with last year's income as a 副本, moved to Ｂ町."""
+    a, b = linkage["a-city"], linkage["b-town"]
+    at_a = register("a-city", dev)
+    linked(a["db"], at_a["atena_number"])
+    fuhon = {
+        "atena_number": at_a["atena_number"],
+        "item": INCOME,
+        "system": "zei",
+        "value": {"年度": 2025, "所得": 3_600_000},
+    }
+    assert chukan(a["app"], a["chukan"], "POST", "/api/fuhon", fuhon).status == 201
+    out = call_terminal(
+        "a-city",
+        "POST",
+        f"/api/residents/{at_a['ref']}/move-out",
+        {"event_date": TODAY.isoformat(), "destination": "Ｂ町"},
+    )
+    assert out.status == 200, out.body
+    at_b = register("b-town", dev, resident_code=at_a["resident_code"], my_number=at_a["my_number"])
+    linked(b["db"], at_b["atena_number"])
+    return at_a, at_b
+
+
+def ask(linkage, m: str, atena_number: str, provider: str = "012025", office: str = TAX, items=(INCOME,), kind=FORMER):
+    side = linkage[m]
+    body = {
+        "atena_number": atena_number,
+        "office": office,
+        "provider": provider,
+        "provider_kind": kind,
+        "items": list(items),
+    }
+    return chukan(side["app"], side["chukan"], "POST", "/api/query", body)
+
+
+def broker_records(dev) -> list[dict]:
+    """The broker's 情報提供等記録, read by the controller over mgmt as an operator."""
+    address = plan(dev).vm("broker").addresses["mgmt"]
+    with urllib.request.urlopen(f"http://{address}:8700/records?after=-1&limit=1000", timeout=10) as response:
+        return [r["record"] for r in json.load(response)["records"]]
+
+
+def test_a_move_in_gets_the_prior_income_from_the_former_municipality(linkage, moved, dev):
+    _, at_b = moved
+    answer = ask(linkage, "b-town", at_b["atena_number"])
+    assert answer.status == 200, answer.body
+    assert answer.body["items"] == {INCOME: {"年度": 2025, "所得": 3_600_000}}
+    request_id = answer.body["request_id"]
+    requested = chukan(
+        linkage["b-town"]["app"], linkage["b-town"]["chukan"], "GET", f"/api/records?request_id={request_id}"
+    )
+    provided = chukan(
+        linkage["a-city"]["app"], linkage["a-city"]["chukan"], "GET", f"/api/records?request_id={request_id}"
+    )
+    [mine], [theirs] = requested.body["records"], provided.body["records"]
+    for record, side in ((mine["record"], "requester"), (theirs["record"], "provider")):
+        assert (record["side"], record["outcome"], record["office"]) == (side, "provided", TAX), record
+        assert (record["requester"], record["provider"], record["items"]) == ("013315", "012025", [INCOME]), record
+    [brokered] = [r for r in broker_records(dev) if r["request_id"] == request_id]
+    assert (brokered["outcome"], brokered["requester"], brokered["provider"]) == ("provided", "013315", "012025")
+
+
+def test_a_forbidden_item_and_an_unknown_person_look_the_same_and_are_recorded(linkage, moved, dev):
+    _, at_b = moved
+    forbidden = ask(linkage, "b-town", at_b["atena_number"], items=("口座番号",))
+    stranger = register("b-town", dev)  # never lived in Ａ市
+    linked(linkage["b-town"]["db"], stranger["atena_number"])
+    unknown = ask(linkage, "b-town", stranger["atena_number"])
+    assert forbidden.status == unknown.status == 403, (forbidden.body, unknown.body)
+    assert forbidden.body["error"] == unknown.body["error"], (
+        "the requester can tell a forbidden query from an unknown person"
+    )
+    reasons = {r["request_id"]: r.get("reason", "") for r in broker_records(dev)}
+    assert "may not receive 口座番号" in reasons[forbidden.body["request_id"]]
+    assert "holds no 符号" in reasons[unknown.body["request_id"]]
+    records = chukan(linkage["b-town"]["app"], linkage["b-town"]["chukan"], "GET", "/api/records").body["records"]
+    outcomes = {r["record"]["request_id"]: r["record"]["outcome"] for r in records}
+    assert outcomes[forbidden.body["request_id"]] == outcomes[unknown.body["request_id"]] == "refused"
+
+
+def test_an_app_reaches_the_chukan_on_its_own_segment_only(linkage):
+    """The tenant is the segment a call comes from: Ｂ町's app cannot call on Ａ市's."""
+    for caller, other in (("b-town", "a-city"), ("a-city", "b-town")):
+        reach = linkage[caller]["app"].run(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{linkage[other]['chukan']}/8600'")
+        assert reach.rc != 0, f"{caller}'s app reached the 中間サーバー on {other}'s segment"
+
+
+def test_one_tenants_credentials_open_no_other_tenants_database(vm, dev):
+    topology = plan(dev)
+    passwords = stack_secrets("dev").as_extravars(m.code for m in dev.municipalities)["chukan_db_passwords"]
+    b_town = topology.vm("b-town-db").addresses["interconnect"]
+    tried = vm("chukan").run(
+        f"cd /tmp && PGPASSWORD={shlex.quote(passwords['012025'])} psql -XAtq "
+        f"'host={b_town} dbname=chukan user=chukan connect_timeout=3' -c 'SELECT count(*) FROM chukan.fuhon'"
+    )
+    assert tried.rc != 0 and "password authentication failed" in tried.stderr, tried
+    own = vm("chukan").run(
+        f"cd /tmp && PGPASSWORD={shlex.quote(passwords['013315'])} psql -XAtq "
+        f"'host={b_town} dbname=chukan user=chukan connect_timeout=3' -c 'SELECT 1'"
+    )
+    assert own.rc == 0 and own.stdout.strip() == "1", own
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE chukan.records SET record = '{}'",
+        "DELETE FROM chukan.records",
+        "TRUNCATE chukan.records",
+        "DROP TABLE chukan.linked",
+    ],
+)
+def test_the_chukan_cannot_change_or_remove_a_record(vm, statement):
+    result = vm("a-city-db").run(
+        f"chpst -u postgres psql -XAtq -d chukan -v ON_ERROR_STOP=1 -c 'SET ROLE chukan' -c \"{statement}\""
+    )
+    assert result.rc != 0 and ("permission denied" in result.stderr or "must be owner" in result.stderr), result
+
+
+def test_no_resident_code_or_my_number_in_the_broker_or_the_chukan(vm, moved, dev):
+    at_a, _ = moved
+    people = vm("a-city-db").check_output(
+        "runuser -u postgres -- psql -XAtq -d jumin -c 'SELECT resident_code, my_number FROM residents'"
+    )
+    secrets = {value for line in people.split() for value in line.split("|")} | {
+        at_a["resident_code"],
+        at_a["my_number"],
+    }
+    dump = "import sqlite3; print('\\n'.join(sqlite3.connect('/var/lib/broker/broker.sqlite3').iterdump()))"
+    places = {"broker tables": vm("broker").check_output(f"python3 -c {shlex.quote(dump)}")}
+    for m in dev.municipalities:
+        places[f"{m.id} tenant"] = vm(f"{m.id}-db").check_output("cd /tmp && runuser -u postgres -- pg_dump -d chukan")
+    for name in ("broker", "chukan", "chukan-standby"):
+        logs = subprocess.run(["docker", "logs", f"lgcloud-dev-{name}"], capture_output=True, text=True, check=True)
+        places[f"{name} log"] = logs.stdout + logs.stderr
+    for place, text in places.items():
+        leaked = [s for s in secrets if s and s in text]
+        assert not leaked, f"{place} holds {len(leaked)} 住民票コード or 個人番号"
