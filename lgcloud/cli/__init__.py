@@ -15,14 +15,46 @@ import argparse
 import sys
 
 from ..errors import EXIT_INTERRUPTED, OperatorError
-from . import backup, ca, clerk, configure, deploy, down, drill, exporter, graph, report, restore, sla, status, validate
+from . import (
+    backup,
+    ca,
+    clerk,
+    configure,
+    deploy,
+    down,
+    drill,
+    exporter,
+    graph,
+    linkage,
+    report,
+    restore,
+    sla,
+    status,
+    validate,
+)
 from .options import Options, common_flags
 from .output import Output
 
 __all__ = ["main", "parser"]
 
 # In the order an operator's day goes.
-_VERBS = (validate, deploy, status, configure, drill, backup, restore, ca, clerk, sla, report, graph, exporter, down)
+_VERBS = (
+    validate,
+    deploy,
+    status,
+    configure,
+    drill,
+    backup,
+    restore,
+    ca,
+    clerk,
+    linkage,
+    sla,
+    report,
+    graph,
+    exporter,
+    down,
+)
 
 
 def parser() -> argparse.ArgumentParser:

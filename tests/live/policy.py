@@ -6,13 +6,25 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from lgcloud.model.naming import BACKUP_TLS_PORT
+from lgcloud.model.naming import BACKUP_TLS_PORT, BROKER_PORT, CHUKAN_PORT, POSTGRESQL_PORT
 from lgcloud.model.topology import Topology, VmPlan
 
 from .conftest import group, probe
 
 OPERATORS = {"bastion", "monitor"}
 SSH = 22
+LINKAGE = {"broker", "chukan"}
+
+
+def ports(target: VmPlan, segment: str) -> tuple[int, ...]:
+    """The ports probed at `target`'s address on `segment`: SSH, and where a service listens there."""
+    if segment == "interconnect":
+        return (SSH, BACKUP_TLS_PORT) + ((POSTGRESQL_PORT,) if target.role in ("db", "db-replica") else ())
+    if target.role == "chukan" and segment != "mgmt":
+        return (SSH, CHUKAN_PORT)
+    if target.role == "broker" and segment == "lgwan":
+        return (SSH, BROKER_PORT)
+    return (SSH,)
 
 
 def allowed(source: VmPlan, target: VmPlan, segment: str, port: int | None = SSH) -> bool:
@@ -22,14 +34,27 @@ def allowed(source: VmPlan, target: VmPlan, segment: str, port: int | None = SSH
         return False  # segments are not routed to each other
     if segment == "mgmt":
         return source.name in OPERATORS
+    if segment == "lgwan" and target.role in LINKAGE:
+        # 番号連携 over LGWAN: the 中間サーバー calls the broker, the broker calls the 中間サーバー back.
+        if target.role == "broker":
+            return source.role == "chukan" and port == BROKER_PORT
+        return source.role == "broker" and port == CHUKAN_PORT
     if segment in ("lgwan", "ipvpn"):
         return "gateway" in (source.role, target.role)
+    if segment == "interconnect" and "chukan" in (source.role, target.role):
+        # The 中間サーバー reaches each tenant's database, at either end of its pair; nothing reaches it.
+        return source.role == "chukan" and target.role in ("db", "db-replica") and port == POSTGRESQL_PORT
     if segment == "interconnect":
         # Backups: the repository and every database meet at pgBackRest's port, and nowhere else.
         if "backup" in (source.role, target.role):
             return port == BACKUP_TLS_PORT
         return source.municipality == target.municipality
-    return True  # a closed segment holds one municipality's VMs and the gateway that fronts them
+    if target.role == "chukan":
+        # On a closed segment, the 中間サーバー takes its own API calls from that segment's app only.
+        return source.role in ("app", "app-standby") and port == CHUKAN_PORT
+    # A closed segment holds one municipality's VMs and the jointly used VMs that serve it (the
+    # gateway fronts them; the 中間サーバー answers them).
+    return True
 
 
 def matrix(topology: Topology, source: VmPlan) -> dict[str, bool]:
@@ -39,7 +64,7 @@ def matrix(topology: Topology, source: VmPlan) -> dict[str, bool]:
         for target in topology.vms
         if target.name != source.name
         for segment, address in target.addresses.items()
-        for port in ((SSH, BACKUP_TLS_PORT) if segment == "interconnect" else (SSH,))
+        for port in ports(target, segment)
     }
 
 
@@ -58,9 +83,7 @@ def observe(vm, lab: Topology) -> dict[str, dict[str, bool]]:
 def against_policy(lab: Topology, observed: dict[str, dict[str, bool]], name: str) -> dict[str, str]:
     """What `name` reached or was refused against the policy, by target VM, segment and port."""
     expected = matrix(lab, lab.vm(name))
-    owner = {
-        f"{a}:{p}": f"{t.name}@{s}:{p}" for t in lab.vms for s, a in t.addresses.items() for p in (SSH, BACKUP_TLS_PORT)
-    }
+    owner = {f"{a}:{p}": f"{t.name}@{s}:{p}" for t in lab.vms for s, a in t.addresses.items() for p in ports(t, s)}
     return {
         owner[k]: ("reached" if observed[name][k] else "refused") for k in expected if observed[name][k] != expected[k]
     }

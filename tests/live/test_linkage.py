@@ -10,6 +10,7 @@ import base64
 import json
 import shlex
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -228,3 +229,58 @@ def test_no_resident_code_or_my_number_in_the_broker_or_the_chukan(vm, moved, de
     for place, text in places.items():
         leaked = [s for s in secrets if s and s in text]
         assert not leaked, f"{place} holds {len(leaked)} 住民票コード or 個人番号"
+
+
+def verify(*args: str) -> tuple[int, list[dict]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "linkage", "verify-records", "--stack", "dev", "--json", *args],
+        capture_output=True,
+        text=True,
+    )
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else []
+
+
+def test_every_chain_holds_and_a_tampered_record_is_found_where_it_is(vm, moved, linkage, dev):
+    ask(linkage, "b-town", moved[1]["atena_number"])  # at least one record at both ends
+    status, checks = verify()
+    assert status == 0 and {c["keeper"] for c in checks} == {*(m.id for m in dev.municipalities), "broker"}, checks
+    assert all(c["first_broken"] is None for c in checks), checks
+    db, psql = vm("a-city-db"), "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d chukan -c"
+    position = int(db.check_output(f'{psql} "SELECT max(position) FROM chukan.records"'))
+    original = db.check_output(f'{psql} "SELECT record FROM chukan.records WHERE position = {position}"')
+    # The superuser, not the 中間サーバー (which may only append): what only an intruder could do.
+    change = (
+        f"UPDATE chukan.records SET record = replace(record, '{TAX}', '児童手当の支給') WHERE position = {position}"
+    )
+    db.check_output(f'{psql} "{change}"')
+    try:
+        status, checks = verify("--municipality", "a-city")
+        assert status == 1 and checks[0]["first_broken"] == position, checks
+    finally:
+        encoded = base64.b64encode(original.encode()).decode()
+        db.check_output(
+            f"{psql} \"UPDATE chukan.records SET record = convert_from(decode('{encoded}', 'base64'), 'UTF8')"
+            f' WHERE position = {position}"'
+        )
+    assert verify("--municipality", "a-city")[0] == 0, "the record put back does not link again"
+
+
+def test_a_tampered_broker_record_is_found(vm):
+    broker = vm("broker")
+    # A space after the text: the record reads the same, its hash no longer follows; rtrim undoes it.
+    script = shlex.quote(
+        "import sqlite3, sys; db = sqlite3.connect('/var/lib/broker/broker.sqlite3'); "
+        "db.execute(sys.argv[1]); db.commit()"
+    )
+    tamper = "python3 -c " + script + " " + shlex.quote("UPDATE records SET record = record || ' ' WHERE position = 0")
+    undo = (
+        "python3 -c " + script + " " + shlex.quote("UPDATE records SET record = rtrim(record, ' ') WHERE position = 0")
+    )
+    before = verify()[1]
+    assert next(c for c in before if c["keeper"] == "broker")["first_broken"] is None, before
+    broker.check_output(tamper)
+    try:
+        status, checks = verify()
+        assert status == 1 and next(c for c in checks if c["keeper"] == "broker")["first_broken"] == 0, checks
+    finally:
+        broker.check_output(undo)

@@ -1,0 +1,106 @@
+"""番号連携 operations: checking the 情報提供等記録 chains where they are kept.
+
+Each municipality's tenant of the 中間サーバー keeps its chain in its own cluster (``chukan.records``,
+read on whichever side serves now); the broker keeps its own (``/var/lib/broker``). The chain is
+streamed to the controller as (hash, canonical text) lines and walked with the same rules the
+services append with (``roles/linkage/files/linkage_core.py``)::
+
+    with Lab(cfg) as lab:
+        for check in verify_records(lab, ["a-city"]):
+            print(check.keeper, check.records, check.first_broken)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+
+import paramiko
+
+from ..paths import PROJECT_ROOT
+from .drill.measure import primary_of
+from .lab import Lab, LabError
+
+__all__ = ["BROKER", "ChainCheck", "linkage_core", "verify_records"]
+
+BROKER = "broker"  # the keeper name of the broker's own chain
+_SEPARATOR = "\x1f"  # between hash and text: canonical JSON escapes every control character
+_TENANT_CHAIN = "SELECT hash, record FROM chukan.records ORDER BY position"
+# Run by python3 on the broker VM: its chain, in order, one (hash, text) line per record.
+_BROKER_CHAIN = (
+    "import sqlite3, sys\n"
+    "db = sqlite3.connect('file:/var/lib/broker/broker.sqlite3?mode=ro', uri=True)\n"
+    "for hash_, text in db.execute('SELECT hash, record FROM records ORDER BY position'):\n"
+    "    sys.stdout.write(hash_ + '\\x1f' + text + '\\n')\n"
+)
+
+
+@cache
+def linkage_core() -> ModuleType:
+    """The rules the broker and the 中間サーバー run, imported from the role that ships them."""
+    spec = importlib.util.spec_from_file_location("linkage_core", PROJECT_ROOT / "roles/linkage/files/linkage_core.py")
+    if spec is None or spec.loader is None:
+        raise LabError("roles/linkage/files/linkage_core.py is missing from this checkout")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["linkage_core"] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    keeper: str  # a municipality id, or BROKER
+    vm: str  # where the chain was read
+    records: int  # how many were walked
+    first_broken: int | None  # position of the first record whose link does not hold; None: intact
+
+
+def _lines(lab: Lab, vm: str, command: str, stdin: str = "") -> Iterator[tuple[str, str]]:
+    """(hash, text) pairs as `command` prints them on `vm`, streamed (a chain may be millions long)."""
+    try:
+        _, out, err = lab.session(vm).exec_command(command, timeout=600, bufsize=1 << 20)
+        if stdin:
+            out.channel.sendall(stdin.encode())
+        out.channel.shutdown_write()
+        for line in out:
+            stored, _, text = line.rstrip("\n").partition(_SEPARATOR)
+            yield stored, text
+        status = out.channel.recv_exit_status()
+    except (OSError, paramiko.SSHException) as exc:
+        lab.forget(vm)
+        raise LabError(f"{vm}: the 情報提供等記録 could not be read: {exc}") from None
+    if status != 0:
+        raise LabError(f"{vm}: reading the 情報提供等記録 exited {status}: {err.read().decode().strip()[-300:]}")
+
+
+def _walk(keeper: str, vm: str, lines: Iterator[tuple[str, str]]) -> ChainCheck:
+    core = linkage_core()
+    counted = 0
+
+    def counting() -> Iterator[tuple[str, str]]:
+        nonlocal counted
+        for pair in lines:
+            counted += 1
+            yield pair
+
+    broken = core.first_broken(counting())
+    for _ in lines:  # the rest of the stream, to count what the chain holds
+        counted += 1
+    return ChainCheck(keeper, vm, counted, broken)
+
+
+def verify_records(lab: Lab, municipalities: list[str] | None = None) -> list[ChainCheck]:
+    """Walk the chains of these municipalities' tenants (all, and the broker's, when None)."""
+    checks = []
+    for municipality in municipalities or [m.id for m in lab.cfg.municipalities]:
+        vm = primary_of(lab, lab.pair(municipality))
+        psql = "chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d chukan -F $'\\x1f' -c " + shlex.quote(_TENANT_CHAIN)
+        checks.append(_walk(municipality, vm, _lines(lab, vm, "bash -c " + shlex.quote(psql))))
+    if municipalities is None:
+        checks.append(_walk(BROKER, "broker", _lines(lab, "broker", "python3 -", stdin=_BROKER_CHAIN)))
+    return checks
