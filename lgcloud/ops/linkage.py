@@ -16,7 +16,7 @@ import importlib.util
 import shlex
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from types import ModuleType
 
@@ -26,7 +26,7 @@ from ..paths import PROJECT_ROOT
 from .drill.measure import primary_of
 from .lab import Lab, LabError
 
-__all__ = ["BROKER", "ChainCheck", "linkage_core", "verify_records"]
+__all__ = ["BROKER", "ChainCheck", "linkage_core", "tenant_chain", "verify_records"]
 
 BROKER = "broker"  # the keeper name of the broker's own chain
 _SEPARATOR = "\x1f"  # between hash and text: canonical JSON escapes every control character
@@ -94,13 +94,19 @@ def _walk(keeper: str, vm: str, lines: Iterator[tuple[str, str]]) -> ChainCheck:
     return ChainCheck(keeper, vm, counted, broken)
 
 
+def tenant_chain(lab: Lab, vm: str, database: str = "chukan") -> ChainCheck:
+    """Walk the chain of the tenant database `database` on `vm`."""
+    psql = f"chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -F $'\\x1f' -c "
+    command = "bash -c " + shlex.quote(psql + shlex.quote(_TENANT_CHAIN))
+    return _walk(database, vm, _lines(lab, vm, command))
+
+
 def verify_records(lab: Lab, municipalities: list[str] | None = None) -> list[ChainCheck]:
     """Walk the chains of these municipalities' tenants (all, and the broker's, when None)."""
     checks = []
     for municipality in municipalities or [m.id for m in lab.cfg.municipalities]:
         vm = primary_of(lab, lab.pair(municipality))
-        psql = "chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d chukan -F $'\\x1f' -c " + shlex.quote(_TENANT_CHAIN)
-        checks.append(_walk(municipality, vm, _lines(lab, vm, "bash -c " + shlex.quote(psql))))
+        checks.append(replace(tenant_chain(lab, vm), keeper=municipality))
     if municipalities is None:
         checks.append(_walk(BROKER, "broker", _lines(lab, "broker", "python3 -", stdin=_BROKER_CHAIN)))
     return checks
