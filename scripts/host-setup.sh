@@ -7,6 +7,8 @@ missing=
 command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
 command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
 command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
+# The operators' ssh (the README's, and the chain walk of `lgcloud linkage verify-records`).
+command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 # The topology picture labels municipalities in Japanese.
 fc-list :lang=ja 2>/dev/null | grep -q . || missing="$missing fonts-ipafont-gothic"
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"

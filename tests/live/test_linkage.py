@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from lgcloud.model.topology import plan
+from lgcloud.ops.lab import Lab
 from lgcloud.state.secrets import stack_secrets
 
 from .offices import call
@@ -155,7 +156,8 @@ def test_a_move_in_gets_the_prior_income_from_the_former_municipality(linkage, m
 
 def test_a_forbidden_item_and_an_unknown_person_look_the_same_and_are_recorded(linkage, moved, dev):
     _, at_b = moved
-    forbidden = ask(linkage, "b-town", at_b["atena_number"], items=("口座番号",))
+    # 世帯情報: an item of the table, not for 個人住民税の賦課.
+    forbidden = ask(linkage, "b-town", at_b["atena_number"], items=("世帯情報",))
     stranger = register("b-town", dev)  # never lived in Ａ市
     linked(linkage["b-town"]["db"], stranger["atena_number"])
     unknown = ask(linkage, "b-town", stranger["atena_number"])
@@ -164,11 +166,65 @@ def test_a_forbidden_item_and_an_unknown_person_look_the_same_and_are_recorded(l
         "the requester can tell a forbidden query from an unknown person"
     )
     reasons = {r["request_id"]: r.get("reason", "") for r in broker_records(dev)}
-    assert "may not receive 口座番号" in reasons[forbidden.body["request_id"]]
+    assert "may not receive 世帯情報" in reasons[forbidden.body["request_id"]]
     assert "holds no 符号" in reasons[unknown.body["request_id"]]
     records = chukan(linkage["b-town"]["app"], linkage["b-town"]["chukan"], "GET", "/api/records").body["records"]
     outcomes = {r["record"]["request_id"]: r["record"]["outcome"] for r in records}
     assert outcomes[forbidden.body["request_id"]] == outcomes[unknown.body["request_id"]] == "refused"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"office": "好奇心"}, "office", id="office-not-in-the-table"),
+        pytest.param({"items": ["口座番号"]}, "items", id="item-not-in-the-table"),
+        pytest.param({"provider_kind": "anyone"}, "provider_kind", id="kind-not-in-the-table"),
+        pytest.param({"items": []}, "items", id="no-items"),
+        pytest.param({"atena_number": "48213907715"}, "atena_number", id="a-resident-code-not-an-atena-number"),
+        pytest.param({"provider": "12025"}, "provider", id="provider-five-digits"),
+    ],
+)
+def test_a_bad_query_is_refused_by_name_and_sends_nothing(linkage, moved, dev, change, field):
+    before = len(broker_records(dev))
+    side = linkage["b-town"]
+    body = {
+        "atena_number": moved[1]["atena_number"],
+        "office": TAX,
+        "provider": "012025",
+        "provider_kind": FORMER,
+        "items": [INCOME],
+        **change,
+    }
+    answer = chukan(side["app"], side["chukan"], "POST", "/api/query", body)
+    assert (answer.status, answer.body.get("field")) == (400, field), answer.body
+    assert len(broker_records(dev)) == before, "a bad query reached the broker"
+
+
+def test_a_provider_that_is_down_answers_alike_whoever_is_asked_about(linkage, moved, dev):
+    """Ａ市's databases out of the 中間サーバー's reach: a person Ａ市 holds and one it does not
+    get the same answer, and the broker records what it could not do."""
+    _, at_b = moved
+    stranger = register("b-town", dev)
+    linked(linkage["b-town"]["db"], stranger["atena_number"])
+    with Lab(dev) as handle:
+        for db in ("a-city-db", "a-city-db-replica"):
+            handle.cut(db, "interconnect")
+        try:
+            held = ask(linkage, "b-town", at_b["atena_number"])
+            unknown = ask(linkage, "b-town", stranger["atena_number"])
+        finally:
+            for db in ("a-city-db-replica", "a-city-db"):
+                handle.plug(db, "interconnect")
+            streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+            deadline = time.monotonic() + 60
+            while handle.sql("a-city-db", streaming) != "1":  # a synchronous commit waits for it
+                assert time.monotonic() < deadline, "Ａ市's replica did not stream again"
+                time.sleep(0.5)
+    assert held.status == unknown.status == 503, (held.body, unknown.body)
+    assert held.body["error"] == unknown.body["error"], "a provider that is down tells who it holds"
+    outcomes = {r["request_id"]: r["outcome"] for r in broker_records(dev)}
+    assert outcomes[held.body["request_id"]] == outcomes[unknown.body["request_id"]] == "provider-unavailable"
+    assert ask(linkage, "b-town", at_b["atena_number"]).status == 200, "the linkage did not come back"
 
 
 def test_an_app_reaches_the_chukan_on_its_own_segment_only(linkage):

@@ -28,15 +28,16 @@ logging.basicConfig(level=logging.INFO, format="atena-link: %(message)s")
 log = logging.getLogger("atena-link")
 
 
-def unlinked(conn) -> list[tuple[str, str]]:
-    """(宛名番号, 住民票コード) of persons without a 符号, oldest first; none on a replica."""
+def unlinked(conn, after: str) -> list[tuple[str, str]]:
+    """(宛名番号, 住民票コード) of persons without a 符号 after `after`, in order; none on a replica."""
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_is_in_recovery()")
         if cur.fetchone()[0]:
             return []
         cur.execute(
-            "SELECT atena_number, resident_code FROM atena WHERE linked_at IS NULL ORDER BY atena_number LIMIT %s",
-            (BATCH,),
+            "SELECT atena_number, resident_code FROM atena WHERE linked_at IS NULL AND atena_number > %s"
+            " ORDER BY atena_number LIMIT %s",
+            (after, BATCH),
         )
         return cur.fetchall()
 
@@ -56,26 +57,35 @@ def link(atena_number: str, resident_code: str) -> int:
 
 
 def main() -> None:
-    quiet_since = 0.0
+    quiet_since, after = 0.0, ""
     while True:
         try:
             conn = psycopg2.connect(SETTINGS["dsn"])
             try:
-                pending = unlinked(conn)
-                done = 0
+                pending = unlinked(conn, after)
+                # A round goes on from where the last one stopped, so that a row the 中間サーバー
+                # refuses (4xx) is passed over, not asked again before every other.
+                after = pending[-1][0] if len(pending) == BATCH else ""
+                done = refused = 0
                 for atena_number, resident_code in pending:
                     status = link(atena_number, resident_code)
-                    if status != 200:
-                        # One line a minute while the 中間サーバー or the broker does not link.
-                        if time.monotonic() - quiet_since > 60:
+                    if 400 <= status < 500:
+                        refused += 1
+                        continue
+                    if status != 200:  # the 中間サーバー or the broker is away: the next round
+                        if time.monotonic() - quiet_since > 60:  # one line a minute meanwhile
                             log.warning("the 中間サーバー did not link (status %s); %d waiting", status, len(pending))
                             quiet_since = time.monotonic()
+                        after = ""
                         break
                     with conn, conn.cursor() as cur:
                         cur.execute("UPDATE atena SET linked_at = now() WHERE atena_number = %s", (atena_number,))
                     done += 1
                 if done:
                     log.info("linked %d 宛名番号 to their 符号", done)
+                if refused and time.monotonic() - quiet_since > 60:
+                    log.warning("the 中間サーバー refused to link %d 宛名番号 (a 4xx); passed over", refused)
+                    quiet_since = time.monotonic()
             finally:
                 conn.close()
         except (psycopg2.OperationalError, psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):

@@ -45,7 +45,10 @@ DATA = Path(SETTINGS["data_dir"])
 BODIES = SETTINGS["bodies"]
 KEYS = {code: bytes.fromhex(body["key"]) for code, body in BODIES.items()}
 PERMISSIONS = {(row["office"], row["provider"]): set(row["items"]) for row in SETTINGS["permissions"]}
-PROVIDER_TIMEOUT = float(SETTINGS.get("provider_timeout_seconds", 3))
+PROVIDER_TIMEOUT = float(SETTINGS.get("provider_timeout_seconds", 8))
+OFFICES = {office for office, _ in PERMISSIONS}
+KINDS = {kind for _, kind in PERMISSIONS}
+ITEMS = set().union(*PERMISSIONS.values())
 # What a requester is told whenever nothing is provided for a reason about the person or the
 # table: the same words, so that nobody learns whether a person exists somewhere.
 NOT_PROVIDED = (
@@ -66,15 +69,26 @@ _chain = threading.Lock()  # one writer of the chain at a time (gunicorn runs on
 
 
 def broker_key() -> bytes:
-    """The broker's own key: made here once (0600), never copied anywhere."""
+    """The broker's own key: made here once (0600, written whole before it is put in place), never
+    copied anywhere. A key file that is not 32 bytes stops the broker: 符号 under it could be guessed."""
     path = DATA / "broker.key"
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_hex(32))
-    return bytes.fromhex(path.read_text().strip())
+    if not path.exists():
+        fresh = DATA / f".broker.key.{os.getpid()}"
+        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(fresh, path)  # fails if another process put one in place first: that one wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(fresh)
+    key = bytes.fromhex(path.read_text().strip() or "00")
+    if len(key) != 32:
+        raise SystemExit(f"{path} is not a 32-byte key; move it aside only if no 符号 was issued under it")
+    return key
 
 
 KEY = broker_key()
@@ -206,25 +220,35 @@ def issue():
     return jsonify({"fugo": token})
 
 
+_answered_last: dict[str, str] = {}  # provider -> the 中間サーバー that answered it last
+
+
 def ask_provider(provider: str, payload: dict) -> tuple[int, dict]:
-    """The provider's 中間サーバー's answer: the center's, else the backup's (503: not serving)."""
+    """The provider's 中間サーバー's answer, from the one that answered last, else the other (a
+    failover moved it); (503, {}) when neither answers."""
     raw = json.dumps(payload, ensure_ascii=False).encode()
-    last = (503, {"error": f"the 中間サーバー of {provider} does not answer"})
-    for base in BODIES[provider]["chukan"]:
+    bases = sorted(BODIES[provider]["chukan"], key=lambda base: base != _answered_last.get(provider))
+    last: tuple[int, dict] = (503, {})
+    for base in bases:
         headers = sign(KEYS[provider], provider, "/provide", raw, secrets.token_urlsafe(18)).headers()
         call = urllib.request.Request(
             f"{base}/provide", raw, {**headers, "Content-Type": "application/json"}, method="POST"
         )
         try:
             with urllib.request.urlopen(call, timeout=PROVIDER_TIMEOUT) as response:
-                return response.status, json.load(response)
+                status, text = response.status, response.read()
         except urllib.error.HTTPError as error:
-            answer = (error.code, json.loads(error.read() or b"{}"))
-            if error.code != 503:
-                return answer
-            last = answer
-        except (OSError, ValueError):
+            status, text = error.code, error.read()
+        except OSError:
             continue
+        try:
+            answer = json.loads(text or b"{}")
+        except ValueError:
+            answer = {}
+        last = (status, answer if isinstance(answer, dict) else {})
+        if status != 503:  # 503: that 中間サーバー reaches no primary of the tenant; try the other
+            _answered_last[provider] = base
+            return last
     return last
 
 
@@ -255,48 +279,56 @@ def query():
         "provider_kind": kind,
         "items": sorted(set(items)),
     }
+    if office not in OFFICES or kind not in KINDS or not set(items) <= ITEMS:
+        # Nothing the table does not name is stored or echoed: a free text could carry anything.
+        raise Answer(400, "office, provider_kind and items must be ones the permission table names")
     db = database()
     reason = None
     allowed = PERMISSIONS.get((office, kind))
     if provider not in BODIES:
-        reason = "the provider is not a body of the network"
-    elif provider == requester:
+        raise Answer(400, "provider must be a body of the network (a 地方公共団体コード)")
+    if provider == requester:
         reason = "a body does not query itself"
     elif allowed is None:
         reason = f"{office} may not ask a {kind} for anything"
     elif not set(items) <= allowed:
         reason = f"{office} may not receive {', '.join(sorted(set(items) - allowed))} from a {kind}"
-    person = db.execute("SELECT person FROM issued WHERE body = ? AND fugo = ?", (requester, token)).fetchone()
-    theirs = None
-    if reason is None and person is None:
-        reason = "the 符号 is not one the broker issued to the requester"
-    if reason is None:
-        theirs = db.execute("SELECT fugo FROM issued WHERE body = ? AND person = ?", (provider, person[0])).fetchone()
-        if theirs is None:
-            reason = "the provider holds no 符号 of this person"
-    if reason is not None:
+    if reason is not None:  # the table's answer, whoever the person is
         position = append_record(db, {**record, "outcome": "refused", "reason": reason})
         return jsonify({"provided": False, "error": NOT_PROVIDED, "record": position}), 403
+    mine = db.execute("SELECT person, issued_at FROM issued WHERE body = ? AND fugo = ?", (requester, token)).fetchone()
+    theirs = None
+    if mine is None:
+        reason = "the 符号 is not one the broker issued to the requester"
+    else:
+        theirs = db.execute(
+            "SELECT fugo, issued_at FROM issued WHERE body = ? AND person = ?", (provider, mine[0])
+        ).fetchone()
+        if theirs is None:
+            reason = "the provider holds no 符号 of this person"
+        elif kind == "former-municipality" and not theirs[1] < mine[1]:
+            # A former municipality knew the person before the requester did.
+            reason = "the provider is not a former body of the person"
+    # About the person, the provider is asked all the same (of a 符号 it cannot hold when the
+    # broker refuses): a refusal and a provision take the same path, and a provider that is down
+    # answers the same whoever is asked about.
+    asked = theirs[0] if reason is None and theirs is not None else fugo(KEY, provider, f"{secrets.randbelow(10**11):011d}")
     started = time.monotonic()
     status, answer = ask_provider(
         provider,
-        {
-            "request_id": request_id,
-            "fugo": theirs[0],
-            "office": office,
-            "requester": requester,
-            "items": record["items"],
-        },
+        {"request_id": request_id, "fugo": asked, "office": office, "requester": requester, "items": record["items"]},
     )
     took = round((time.monotonic() - started) * 1000)
-    if status != 200:
-        outcome = "provider-unavailable" if status >= 500 else "refused"
-        error = answer.get("error", f"the provider answered {status}")
-        position = append_record(db, {**record, "outcome": outcome, "reason": f"the provider: {error}"})
-        if status >= 500:
-            return jsonify(
-                {"provided": False, "error": f"the provider does not answer now: {error}", "record": position}
-            ), 503
+    if status >= 500 or status in (400, 401):
+        outcome = "provider-unavailable" if status >= 500 else "error"
+        position = append_record(
+            db, {**record, "outcome": outcome, "reason": reason or f"the provider answered {status}"}
+        )
+        return jsonify({"provided": False, "error": "the provider does not answer now", "record": position}), 503
+    if reason is not None or status != 200:
+        position = append_record(
+            db, {**record, "outcome": "refused", "reason": reason or "the provider holds no 副本 of these items"}
+        )
         return jsonify({"provided": False, "error": NOT_PROVIDED, "record": position}), 403
     position = append_record(db, {**record, "outcome": "provided", "provider_ms": took})
     return jsonify({"provided": True, "items": answer.get("items", {}), "record": position})

@@ -55,6 +55,11 @@ FUGO = re.compile(r"[A-Z2-7]{32}")
 ITEM = re.compile(r"[^\x00-\x1f]{1,40}")
 REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SYSTEMS = ("jumin", "zei")
+# What a query may name: the permission table's 事務, kinds of provider and items (the broker
+# decides what is allowed; nothing else is sent on, or written into a record).
+OFFICES = {row["office"] for row in SETTINGS["permissions"]}
+KINDS = {row["provider"] for row in SETTINGS["permissions"]}
+ITEMS = {item for row in SETTINGS["permissions"] for item in row["items"]}
 
 log = logging.getLogger("gunicorn.error")
 app = Flask(__name__)
@@ -182,10 +187,8 @@ def link():
     body = json_body()
     atena_number = field(body, "atena_number", ATENA_NUMBER, "a 宛名番号: 10 digits")
     resident_code = field(body, "resident_code", RESIDENT_CODE, "a 住民票コード: 11 digits")
-    with tenant_db(code) as cur:
-        cur.execute("SELECT 1 FROM chukan.linked WHERE atena_number = %s", (atena_number,))
-        if cur.fetchone():
-            return jsonify({"atena_number": atena_number, "linked": True})
+    # Asked every time: the 符号 is the broker's to say, and a 宛名番号 linked before must be linked
+    # to this person, not another.
     status, answer = call_broker(code, "/fugo", {"resident_code": resident_code})
     if status != 200:
         raise Answer(503 if status >= 500 else 502, f"the broker refused or failed: {answer.get('error', status)}")
@@ -197,6 +200,13 @@ def link():
             "INSERT INTO chukan.linked (atena_number, fugo) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             (atena_number, token),
         )
+        if cur.rowcount == 0:
+            cur.execute(
+                "SELECT atena_number, fugo FROM chukan.linked WHERE atena_number = %s OR fugo = %s",
+                (atena_number, token),
+            )
+            if [(r["atena_number"], r["fugo"]) for r in cur.fetchall()] != [(atena_number, token)]:
+                raise Answer(409, "the 宛名番号 or the person is linked already, to another person or 宛名番号")
     return jsonify({"atena_number": atena_number, "linked": True})
 
 
@@ -233,6 +243,9 @@ def query():
     items = body.get("items")
     if not isinstance(items, list) or not items or not all(isinstance(i, str) and ITEM.fullmatch(i) for i in items):
         raise Answer(400, "items must be a non-empty list of data items", field="items")
+    for name, known, value in (("office", OFFICES, [office]), ("provider_kind", KINDS, [kind]), ("items", ITEMS, items)):
+        if not set(value) <= known:
+            raise Answer(400, f"{name} must be among the permission table's: {', '.join(sorted(known))}", field=name)
     request_id = str(uuid.uuid4())
     record = {
         "at": now(),
@@ -264,14 +277,23 @@ def query():
         },
     )
     provided = status == 200 and answer.get("provided") is True
-    outcome = "provided" if provided else "provider-unavailable" if status >= 500 else "refused"
+    # 400 and 401 are the broker refusing this 中間サーバー's own request (a clock, a key): an error here.
+    outcome = (
+        "provided"
+        if provided
+        else "provider-unavailable"
+        if status >= 500
+        else "error"
+        if status in (400, 401)
+        else "refused"
+    )
     with tenant_db(code) as cur:
         position = append_record(
             cur, {**record, "outcome": outcome, **({} if provided else {"reason": answer.get("error", str(status))})}
         )
     if not provided:
         raise Answer(
-            503 if status >= 500 else 403, answer.get("error", "not provided"), record=position, request_id=request_id
+            503 if status >= 500 else 502 if outcome == "error" else 403, answer.get("error", "not provided"), record=position, request_id=request_id
         )
     return jsonify({"provided": True, "items": answer.get("items", {}), "request_id": request_id, "record": position})
 
@@ -313,11 +335,13 @@ def provide():
             )
             found = {row["item"]: row["value"] for row in cur.fetchall()}
         if not found:
-            append_record(cur, {**record, "outcome": "refused", "reason": "no 副本 of these items for this 符号"})
-            raise Answer(404, "no 副本 of these items for this 符号")
-        position = append_record(
-            cur, {**record, "atena_number": person["atena_number"], "outcome": "provided", "provided": sorted(found)}
-        )
+            position = append_record(cur, {**record, "outcome": "refused", "reason": "no 副本 of these items for this 符号"})
+        else:
+            position = append_record(
+                cur, {**record, "atena_number": person["atena_number"], "outcome": "provided", "provided": sorted(found)}
+            )
+    if not found:  # after the block: the refusal's record is committed, not rolled back with it
+        raise Answer(404, "no 副本 of these items for this 符号", record=position)
     return jsonify({"items": found, "record": position})
 
 
