@@ -191,10 +191,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--walk-only", action="store_true", help="the chain walk alone")
     args = parser.parse_args()
     with Lab(load_stack(args.stack)) as lab:
-        brokered = queries(lab, args.queries, args.clients)
         walk = chain_walk(lab, args.records)
+        if args.walk_only:
+            print(f"verify-records over {walk['records']:,} records: {walk['walk_seconds']:.1f} s")
+            return
+        brokered = queries(lab, args.queries, args.clients)
     e2e, alone = brokered["end_to_end"], brokered["provider_only"]
     print_table(
         f"番号連携 on {args.stack} ({args.queries} queries, {args.clients} at a time)",

@@ -149,11 +149,14 @@ def chain_hash(previous: str, text: str) -> str:
 
 def first_broken(records: Iterable[tuple[str, str]]) -> int | None:
     """The position (0-based) of the first record whose stored hash does not follow from the ones
-    before it, or None when the chain holds. `records`: (stored hash, canonical text) in order."""
-    previous = GENESIS
-    for position, (stored, record) in enumerate(records):
-        expected = chain_hash(previous, record)
-        if not hmac.compare_digest(stored, expected):
+    before it, or None when the chain holds. `records`: (stored hash, canonical text) in order.
+
+    The same hash as chain_hash, spelt out: a million records is the goal, and every attribute
+    looked up once per record counts. Stored hashes are no secret: a plain comparison will do."""
+    sha256 = hashlib.sha256
+    previous = GENESIS.encode()
+    for position, (stored, text) in enumerate(records):
+        if sha256(previous + b"\n" + text.encode()).hexdigest() != stored:
             return position
-        previous = stored
+        previous = stored.encode()
     return None
