@@ -9,7 +9,7 @@ from pathlib import Path
 
 import graphviz
 
-from ..model.naming import SHARED
+from ..model.naming import NATIONAL, SHARED
 from ..model.schema import StackConfig
 from ..model.topology import SegmentPlan, plan
 
@@ -24,6 +24,8 @@ _ROLE_COLOURS = {
     "terminal": "#d8e2dc",
     "monitor": "#b5e48c",
     "bastion": "#b5e48c",
+    "chukan": "#cdb4db",
+    "broker": "#cdb4db",
 }
 _PLACES = {
     "center": "共同利用センタ (center)",
@@ -69,7 +71,7 @@ def render(cfg: StackConfig, out: Path) -> Path:
         with graph.subgraph(name=f"cluster_{place}") as cluster:
             cluster.attr(label=title, style="rounded", color="#888888")
             for vm in (v for v in topology.vms if v.site == place):
-                owner = names.get(vm.municipality, "共通基盤")
+                owner = "国" if vm.site == NATIONAL else names.get(vm.municipality, "共通基盤")
                 cluster.node(
                     f"vm_{vm.name}",
                     f"{vm.name}\n{owner}",
