@@ -456,8 +456,19 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
         # gunicorn answers the requests in flight, then stops: none commits after the audit trail
         # is copied below.
-        lab.run(pair.app, "sv -w 45 stop jumin >/dev/null", timeout=60)
-        note(f"{pair.service_address} released, {pair.app} stopped: no service until the data is good")
+        lab.run(pair.app, "sv -w 45 stop jumin atena-link >/dev/null", timeout=60)
+        # The 中間サーバー writes this tenant's 情報提供等記録 from outside: its role is shut out (the
+        # restored cluster has it as it was before the damage, able to log in again).
+        lab.sql(pair.db, f"ALTER ROLE {CHUKAN_ROLE} NOLOGIN", database="postgres")
+        lab.sql(
+            pair.db,
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{CHUKAN_ROLE}'",
+            database="postgres",
+        )
+        note(
+            f"{pair.service_address} released, {pair.app} stopped, the 中間サーバー shut out: "
+            "no service until the data is good"
+        )
     stamp = time.strftime("%Y%m%dT%H%M%S")
     try:
         with timeline.step(pair.id, "archive the WAL up to the damage") as note:
@@ -466,7 +477,7 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
             note(f"{archive_current_wal(lab, pair.db)} archived")
         with timeline.step(pair.id, "keep the audit trail") as note:
             trail = _audit_trail(lab, pair.db)
-            note(", ".join(f"{table}: {rows.count(chr(10))} rows" for table, rows in trail.items()))
+            note(", ".join(f"{audit.table}: {rows.count(chr(10))} rows" for audit, rows in trail.items()))
         with timeline.step(pair.id, "restore the primary to before the damage") as note:
             lab.run(pair.db, "sv -w 60 stop postgresql >/dev/null", timeout=90)
             _move_aside(lab, pair.db, stamp)
@@ -504,40 +515,67 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         _wait_streaming(lab, pair.db, pair.slot)
         note(f"{pair.replica} streams ({pair.replication}); its damaged cluster kept aside")
     with timeline.step(pair.id, "take service address at the center") as note:
-        lab.run(pair.app, "sv -w 45 start jumin >/dev/null", timeout=60)
+        lab.run(pair.app, "sv -w 45 start jumin atena-link >/dev/null", timeout=60)
         _wait_backend_up(lab, "gateway", pair)
         lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
         note(f"{pair.app} started, {pair.service_address} held by the center gateway again")
     verify(lab, pair, timeline, "primary")
 
 
-AUDIT_TABLES = ("audit.access_records", "audit.sign_ins")  # append-only: roles/postgresql/files/ensure_primary.py
+@dataclass(frozen=True)
+class AuditTable:
+    """An append-only table an in-place restore keeps whole (roles/postgresql/files/ensure_primary.py)."""
+
+    database: str
+    table: str
+    key: str  # the column a row is known by
+    sequence: bool  # whether `key` is drawn from a sequence, to be moved past the rows appended
 
 
-def _audit_trail(lab: Lab, vm: str) -> dict[str, str]:
+AUDIT_TABLES = (
+    AuditTable("jumin", "audit.access_records", "id", True),
+    AuditTable("jumin", "audit.sign_ins", "id", True),
+    # A hash chain: the rows appended after the restore point follow on from it unchanged.
+    AuditTable("chukan", "chukan.records", "position", False),
+)
+CHUKAN_ROLE = "chukan"  # the 中間サーバー's role in each tenant database (the inventory's lgcloud_chukan.user)
+
+
+def _audit_trail(lab: Lab, vm: str) -> dict[AuditTable, str]:
     """Every row of the audit tables, in COPY's text form (read as postgres: the app cannot)."""
     trail = {}
-    for table in AUDIT_TABLES:
-        copy = shlex.quote(f"COPY {table} TO STDOUT")
-        trail[table] = lab.run(vm, f"chpst -u postgres psql -XAq -d jumin -c {copy}", timeout=300)
+    for audit in AUDIT_TABLES:
+        copy = shlex.quote(f"COPY {audit.table} TO STDOUT")
+        trail[audit] = lab.run(vm, f"chpst -u postgres psql -XAq -d {audit.database} -c {copy}", timeout=300)
     return trail
 
 
-def _append_audit_trail(lab: Lab, vm: str, trail: dict[str, str]) -> int:
-    """Append the rows of `trail` the restored database lacks (by id: commit order is not id
-    order), move each table's sequence past them; how many rows were appended."""
-    script = "SET synchronous_commit = local;\n"  # the replica is rebuilt after this
-    for table, rows in trail.items():
-        script += (
-            f"CREATE TEMP TABLE kept (LIKE {table});\nCOPY kept FROM STDIN;\n{rows}\\.\n"
-            f"WITH added AS (INSERT INTO {table} SELECT * FROM kept k"
-            f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.id = k.id) RETURNING 1)"
-            " SELECT 'appended ' || count(*) FROM added;\n"
-            f"SELECT 'sequence ' || setval(pg_get_serial_sequence('{table}', 'id'),"
-            f" greatest((SELECT max(id) FROM {table}), 1));\nDROP TABLE kept;\n"
-        )
-    out = lab.run(vm, "chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d jumin -f -", stdin=script, timeout=300)
-    return sum(int(line.split()[1]) for line in out.splitlines() if line.startswith("appended "))
+def _append_audit_trail(lab: Lab, vm: str, trail: dict[AuditTable, str]) -> int:
+    """Append the rows of `trail` the restored database lacks (by key: commit order is not id
+    order), move each sequence past them; how many rows were appended."""
+    appended = 0
+    for database in dict.fromkeys(audit.database for audit in trail):
+        script = "SET synchronous_commit = local;\n"  # the replica is rebuilt after this
+        for audit, rows in trail.items():
+            if audit.database != database:
+                continue
+            table, key = audit.table, audit.key
+            script += (
+                f"CREATE TEMP TABLE kept (LIKE {table});\nCOPY kept FROM STDIN;\n{rows}\\.\n"
+                f"WITH added AS (INSERT INTO {table} SELECT * FROM kept k"
+                f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = k.{key}) ORDER BY {key} RETURNING 1)"
+                " SELECT 'appended ' || count(*) FROM added;\n"
+            )
+            if audit.sequence:
+                script += (
+                    f"SELECT 'sequence ' || setval(pg_get_serial_sequence('{table}', '{key}'),"
+                    f" greatest((SELECT max({key}) FROM {table}), 1));\n"
+                )
+            script += "DROP TABLE kept;\n"
+        command = f"chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {database} -f -"
+        out = lab.run(vm, command, stdin=script, timeout=300)
+        appended += sum(int(line.split()[1]) for line in out.splitlines() if line.startswith("appended "))
+    return appended
 
 
 def archived(segment: str) -> str:
