@@ -18,7 +18,8 @@ from .conftest import lgcloud, stack_containers, stack_networks
 
 pytestmark = pytest.mark.engine
 
-SMALL_VMS = 10  # five for the municipality, five for the shared base
+SMALL_VMS = 13  # five for the municipality, eight for the shared base and the national site
+SMALL_VOLUMES = 5  # the database pair, the monitor, the backup repository, the broker
 SMALL_SEGMENTS = 8
 
 
@@ -214,7 +215,7 @@ def test_a_database_vm_keeps_its_data_when_replaced_and_across_down_and_up(stack
     assert db_file(client, "engl", "/var/lib/postgresql/marker") == "155 residents", "data lost on replacement"
 
     down = lgcloud("down", "--file", str(path))
-    assert "data kept on 4 volume(s)" in down.stderr and "lgcloud-engl-x-town-db-data" in down.stderr, down.stderr
+    assert f"data kept on {SMALL_VOLUMES} volume(s)" in down.stderr and "lgcloud-engl-x-town-db-data" in down.stderr, down.stderr
     assert "lgcloud-engl-x-town-db-data" in {v.name for v in client.volumes.list()}
     lgcloud("up", "--file", str(path))
     assert db_file(client, "engl", "/var/lib/postgresql/marker") == "155 residents", "data lost across down and up"
@@ -271,7 +272,7 @@ def test_a_lab_whose_key_is_lost_is_refused_not_replaced(stack, client):
         for verb in ("up", "preview"):
             result = lgcloud(verb, "--file", str(path), check=False)
             assert result.returncode == 2, result.stderr
-            assert f"already has {SMALL_VMS} VMs and 4 data volumes" in result.stderr, result.stderr
+            assert f"already has {SMALL_VMS} VMs and {SMALL_VOLUMES} data volumes" in result.stderr, result.stderr
             assert "holds no key for them" in result.stderr and "--delete-data" in result.stderr, result.stderr
         assert {n: c.id for n, c in stack_containers(client, "engn").items()} == before, "a refused up changed VMs"
     finally:
