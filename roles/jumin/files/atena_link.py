@@ -23,27 +23,33 @@ import psycopg2.errors
 SETTINGS = json.loads(Path(os.environ.get("JUMIN_CONFIG", "/etc/jumin/jumin.json")).read_text(encoding="utf-8"))
 INTERVAL = float(SETTINGS.get("link_interval_seconds", 2))
 BATCH = 50
+# SQL: whether the person of atena row `a` lives here now, or did once (a former resident).
+RESIDENCE = (
+    "CASE WHEN EXISTS (SELECT 1 FROM residents r WHERE r.resident_code = a.resident_code"
+    " AND r.moved_out_on IS NULL) THEN 'current' ELSE 'former' END"
+)
 
 logging.basicConfig(level=logging.INFO, format="atena-link: %(message)s")
 log = logging.getLogger("atena-link")
 
 
-def unlinked(conn, after: str) -> list[tuple[str, str]]:
-    """(宛名番号, 住民票コード) of persons without a 符号 after `after`, in order; none on a replica."""
+def unlinked(conn, after: str) -> list[tuple[str, str, str]]:
+    """(宛名番号, 住民票コード, current|former) of persons the 中間サーバー has to be told of, after
+    `after`, in order; none on a replica."""
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_is_in_recovery()")
         if cur.fetchone()[0]:
             return []
         cur.execute(
-            "SELECT atena_number, resident_code FROM atena WHERE linked_at IS NULL AND atena_number > %s"
-            " ORDER BY atena_number LIMIT %s",
+            f"SELECT atena_number, resident_code, {RESIDENCE} FROM atena a"
+            " WHERE linked_at IS NULL AND atena_number > %s ORDER BY atena_number LIMIT %s",
             (after, BATCH),
         )
         return cur.fetchall()
 
 
-def link(atena_number: str, resident_code: str) -> int:
-    body = json.dumps({"atena_number": atena_number, "resident_code": resident_code}).encode()
+def link(atena_number: str, resident_code: str, status: str) -> int:
+    body = json.dumps({"atena_number": atena_number, "resident_code": resident_code, "status": status}).encode()
     call = urllib.request.Request(
         f"{SETTINGS['chukan']}/api/link", body, {"Content-Type": "application/json"}, method="POST"
     )
@@ -67,8 +73,8 @@ def main() -> None:
                 # refuses (4xx) is passed over, not asked again before every other.
                 after = pending[-1][0] if len(pending) == BATCH else ""
                 done = refused = 0
-                for atena_number, resident_code in pending:
-                    status = link(atena_number, resident_code)
+                for atena_number, resident_code, residence in pending:
+                    status = link(atena_number, resident_code, residence)
                     if 400 <= status < 500:
                         refused += 1
                         continue
@@ -79,7 +85,11 @@ def main() -> None:
                         after = ""
                         break
                     with conn, conn.cursor() as cur:
-                        cur.execute("UPDATE atena SET linked_at = now() WHERE atena_number = %s", (atena_number,))
+                        # Only if what was told is still true: a move meanwhile is told next round.
+                        cur.execute(
+                            f"UPDATE atena a SET linked_at = now() WHERE atena_number = %s AND {RESIDENCE} = %s",
+                            (atena_number, residence),
+                        )
                     done += 1
                 if done:
                     log.info("linked %d 宛名番号 to their 符号", done)

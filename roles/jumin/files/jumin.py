@@ -120,7 +120,8 @@ BEGIN
             SELECT resident_code FROM residents GROUP BY resident_code ORDER BY min(recorded_at);
     END IF;
 END $$;
--- When the 中間サーバー linked the 宛名番号 to the municipality's 符号 (the atena-link service).
+-- When the 中間サーバー last linked the 宛名番号 to the municipality's 符号 and learnt whether the
+-- person lives here now (the atena-link service); NULL: it has to be told (again).
 ALTER TABLE atena ADD COLUMN IF NOT EXISTS linked_at timestamptz;
 CREATE INDEX IF NOT EXISTS atena_unlinked ON atena (atena_number) WHERE linked_at IS NULL;
 """
@@ -912,7 +913,9 @@ def register():
                 )
                 created = as_json(cur.fetchone())
                 cur.execute(
-                    "INSERT INTO atena (resident_code) VALUES (%s) ON CONFLICT (resident_code) DO NOTHING;"
+                    # A person coming back is a resident again: the 中間サーバー is told (atena-link).
+                    "INSERT INTO atena (resident_code) VALUES (%s)"
+                    " ON CONFLICT (resident_code) DO UPDATE SET linked_at = NULL;"
                     " SELECT atena_number FROM atena WHERE resident_code = %s",
                     (created["resident_code"], created["resident_code"]),
                 )
@@ -983,6 +986,9 @@ def move_out(ref: str):
         )
         resident = shown_fields(as_json(cur.fetchone()), None)
         record(cur, "move-out", resident["resident_code"], resident)
+        # Now a former resident: the 中間サーバー is told (atena-link), so that it provides to the
+        # person's next municipality what a former one may.
+        cur.execute("UPDATE atena SET linked_at = NULL WHERE resident_code = %s", (resident["resident_code"],))
     log.info("moved out a resident")
     return reply({"resident": resident})
 

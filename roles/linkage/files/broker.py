@@ -296,19 +296,14 @@ def query():
     if reason is not None:  # the table's answer, whoever the person is
         position = append_record(db, {**record, "outcome": "refused", "reason": reason})
         return jsonify({"provided": False, "error": NOT_PROVIDED, "record": position}), 403
-    mine = db.execute("SELECT person, issued_at FROM issued WHERE body = ? AND fugo = ?", (requester, token)).fetchone()
+    mine = db.execute("SELECT person FROM issued WHERE body = ? AND fugo = ?", (requester, token)).fetchone()
     theirs = None
     if mine is None:
         reason = "the 符号 is not one the broker issued to the requester"
     else:
-        theirs = db.execute(
-            "SELECT fugo, issued_at FROM issued WHERE body = ? AND person = ?", (provider, mine[0])
-        ).fetchone()
+        theirs = db.execute("SELECT fugo FROM issued WHERE body = ? AND person = ?", (provider, mine[0])).fetchone()
         if theirs is None:
             reason = "the provider holds no 符号 of this person"
-        elif kind == "former-municipality" and not theirs[1] < mine[1]:
-            # A former municipality knew the person before the requester did.
-            reason = "the provider is not a former body of the person"
     # About the person, the provider is asked all the same (of a 符号 it cannot hold when the
     # broker refuses): a refusal and a provision take the same path, and a provider that is down
     # answers the same whoever is asked about.
@@ -316,7 +311,14 @@ def query():
     started = time.monotonic()
     status, answer = ask_provider(
         provider,
-        {"request_id": request_id, "fugo": asked, "office": office, "requester": requester, "items": record["items"]},
+        {
+            "request_id": request_id,
+            "fugo": asked,
+            "office": office,
+            "provider_kind": kind,
+            "requester": requester,
+            "items": record["items"],
+        },
     )
     took = round((time.monotonic() - started) * 1000)
     if status >= 500 or status in (400, 401):

@@ -187,6 +187,9 @@ def link():
     body = json_body()
     atena_number = field(body, "atena_number", ATENA_NUMBER, "a 宛名番号: 10 digits")
     resident_code = field(body, "resident_code", RESIDENT_CODE, "a 住民票コード: 11 digits")
+    residence = body.get("status", "current")
+    if residence not in ("current", "former"):
+        raise Answer(400, "status is current (the person lives here) or former (moved away)", field="status")
     # Asked every time: the 符号 is the broker's to say, and a 宛名番号 linked before must be linked
     # to this person, not another.
     status, answer = call_broker(code, "/fugo", {"resident_code": resident_code})
@@ -207,7 +210,11 @@ def link():
             )
             if [(r["atena_number"], r["fugo"]) for r in cur.fetchall()] != [(atena_number, token)]:
                 raise Answer(409, "the 宛名番号 or the person is linked already, to another person or 宛名番号")
-    return jsonify({"atena_number": atena_number, "linked": True})
+        cur.execute(
+            "UPDATE chukan.linked SET residence = %s, residence_at = now() WHERE atena_number = %s AND residence <> %s",
+            (residence, atena_number, residence),
+        )
+    return jsonify({"atena_number": atena_number, "linked": True, "status": residence})
 
 
 @app.post("/api/fuhon")
@@ -312,6 +319,7 @@ def provide():
     token = field(body, "fugo", FUGO, "the provider's 符号 of the person")
     office = field(body, "office", ITEM, "the requesting 事務")
     requester = field(body, "requester", re.compile(r"[0-9]{6}"), "the requesting body")
+    kind = field(body, "provider_kind", ITEM, "the kind of provider the permission table names")
     items = body.get("items")
     if not isinstance(items, list) or not items or not all(isinstance(i, str) and ITEM.fullmatch(i) for i in items):
         raise Answer(400, "items must be a non-empty list of data items")
@@ -325,17 +333,20 @@ def provide():
         "items": sorted(set(items)),
     }
     with tenant_db(code) as cur:
-        cur.execute("SELECT atena_number FROM chukan.linked WHERE fugo = %s", (token,))
+        cur.execute("SELECT atena_number, residence FROM chukan.linked WHERE fugo = %s", (token,))
         person = cur.fetchone()
         found = {}
-        if person is not None:
+        # A former municipality provides of its former residents only, as its registry says.
+        if person is not None and (kind != "former-municipality" or person["residence"] == "former"):
             cur.execute(
                 "SELECT item, value FROM chukan.fuhon WHERE atena_number = %s AND item = ANY(%s)",
                 (person["atena_number"], record["items"]),
             )
             found = {row["item"]: row["value"] for row in cur.fetchall()}
         if not found:
-            position = append_record(cur, {**record, "outcome": "refused", "reason": "no 副本 of these items for this 符号"})
+            not_former = person is not None and kind == "former-municipality" and person["residence"] != "former"
+            reason = "the person is not a former resident here" if not_former else "no 副本 of these items for this 符号"
+            position = append_record(cur, {**record, "outcome": "refused", "reason": reason})
         else:
             position = append_record(
                 cur, {**record, "atena_number": person["atena_number"], "outcome": "provided", "provided": sorted(found)}

@@ -245,11 +245,17 @@ CREATE TABLE IF NOT EXISTS chukan.records (
     record   text NOT NULL,        -- canonical JSON: what the hash covers
     hash     char(64) NOT NULL
 );
+-- Whether the person lives in the municipality now or did once, as its registry told: what a
+-- former municipality provides is provided only of a former resident.
+ALTER TABLE chukan.linked ADD COLUMN IF NOT EXISTS residence text NOT NULL DEFAULT 'current'
+    CHECK (residence IN ('current', 'former'));
+ALTER TABLE chukan.linked ADD COLUMN IF NOT EXISTS residence_at timestamptz;
 REVOKE ALL ON ALL TABLES IN SCHEMA chukan FROM PUBLIC;
 """
 CHUKAN_GRANTS = (
     "GRANT USAGE ON SCHEMA chukan TO {}",
     "GRANT SELECT, INSERT ON chukan.linked, chukan.records TO {}",
+    "GRANT UPDATE (residence, residence_at) ON chukan.linked TO {}",
     "GRANT SELECT, INSERT, UPDATE ON chukan.fuhon TO {}",
 )
 
