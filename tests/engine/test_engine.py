@@ -215,7 +215,9 @@ def test_a_database_vm_keeps_its_data_when_replaced_and_across_down_and_up(stack
     assert db_file(client, "engl", "/var/lib/postgresql/marker") == "155 residents", "data lost on replacement"
 
     down = lgcloud("down", "--file", str(path))
-    assert f"data kept on {SMALL_VOLUMES} volume(s)" in down.stderr and "lgcloud-engl-x-town-db-data" in down.stderr, down.stderr
+    assert f"data kept on {SMALL_VOLUMES} volume(s)" in down.stderr and "lgcloud-engl-x-town-db-data" in down.stderr, (
+        down.stderr
+    )
     assert "lgcloud-engl-x-town-db-data" in {v.name for v in client.volumes.list()}
     lgcloud("up", "--file", str(path))
     assert db_file(client, "engl", "/var/lib/postgresql/marker") == "155 residents", "data lost across down and up"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import shlex
 import subprocess
 import sys
@@ -69,10 +70,11 @@ def linkage(configured, vm, dev):
     }
 
 
-def linked(db, atena_number: str, timeout: float = 60) -> None:
-    """Wait until the municipality's tenant holds the 宛名番号's 符号 (the atena-link service)."""
+def linked(db, atena_number: str, timeout: float = 60, residence: str = "current") -> None:
+    """Wait until the municipality's tenant holds the 宛名番号's 符号 and knows the person's
+    residence (the atena-link service)."""
     deadline = time.monotonic() + timeout
-    query = f"SELECT count(*) FROM chukan.linked WHERE atena_number = '{atena_number}'"
+    query = f"SELECT count(*) FROM chukan.linked WHERE atena_number = '{atena_number}' AND residence = '{residence}'"
     while db.check_output(f'runuser -u postgres -- psql -XAtq -d chukan -c "{query}"').strip() != "1":
         assert time.monotonic() < deadline, f"{atena_number} got no 符号 in {timeout:.0f}s"
         time.sleep(1)
@@ -112,6 +114,7 @@ def moved(linkage, dev):
     assert out.status == 200, out.body
     at_b = register("b-town", dev, resident_code=at_a["resident_code"], my_number=at_a["my_number"])
     linked(b["db"], at_b["atena_number"])
+    linked(a["db"], at_a["atena_number"], residence="former")
     return at_a, at_b
 
 
@@ -171,6 +174,45 @@ def test_a_forbidden_item_and_an_unknown_person_look_the_same_and_are_recorded(l
     records = chukan(linkage["b-town"]["app"], linkage["b-town"]["chukan"], "GET", "/api/records").body["records"]
     outcomes = {r["record"]["request_id"]: r["record"]["outcome"] for r in records}
     assert outcomes[forbidden.body["request_id"]] == outcomes[unknown.body["request_id"]] == "refused"
+
+
+def test_a_former_municipality_provides_of_its_former_residents_only(linkage, dev):
+    """Root on Ｂ町's app VM links a current resident of Ａ市 it learnt the 住民票コード of: the broker
+    issues Ｂ町 a 符号 (it cannot check residency), but Ａ市 does not provide, as the person still
+    lives there; once the person has moved out of Ａ市, it does."""
+    a, b = linkage["a-city"], linkage["b-town"]
+    resident = register("a-city", dev)
+    linked(a["db"], resident["atena_number"])
+    fuhon = {
+        "atena_number": resident["atena_number"],
+        "item": INCOME,
+        "system": "zei",
+        "value": {"年度": 2025, "所得": 1},
+    }
+    assert chukan(a["app"], a["chukan"], "POST", "/api/fuhon", fuhon).status == 201
+    forged = f"98{secrets.randbelow(10**8):08d}"
+    hostile = chukan(
+        b["app"], b["chukan"], "POST", "/api/link", {"atena_number": forged, "resident_code": resident["resident_code"]}
+    )
+    assert hostile.status == 200, hostile.body
+    refused = ask(linkage, "b-town", forged)
+    assert refused.status == 403, refused.body
+    provided = chukan(a["app"], a["chukan"], "GET", f"/api/records?request_id={refused.body['request_id']}").body[
+        "records"
+    ]
+    assert [r["record"]["reason"] for r in provided] == ["the person is not a former resident here"], provided
+    out = call_terminal(
+        "a-city",
+        "POST",
+        f"/api/residents/{resident['ref']}/move-out",
+        {"event_date": TODAY.isoformat(), "destination": "Ｂ町"},
+    )
+    assert out.status == 200, out.body
+    deadline = time.monotonic() + 60
+    while (answer := ask(linkage, "b-town", forged)).status != 200:  # once atena-link has told the 中間サーバー
+        assert time.monotonic() < deadline, answer.body
+        time.sleep(1)
+    assert answer.body["items"] == {INCOME: {"年度": 2025, "所得": 1}}
 
 
 @pytest.mark.parametrize(
