@@ -225,12 +225,19 @@ def ensure_records(host: str, port: str, database: str, app_user: str, first_cle
 
 # The 中間サーバー's tenant of this municipality: keyed by 宛名番号 and 符号, never a 個人番号 or
 # 住民票コード. The 情報提供等記録 are a hash chain the 中間サーバー appends to and never changes.
+# No ALTER TABLE runs here on every configure: it would wait for the lock of a commit that waits
+# for a synchronous replica the same configure has yet to start (a change of these tables needs a
+# guarded, one-off migration).
 CHUKAN = """
 CREATE SCHEMA IF NOT EXISTS chukan AUTHORIZATION postgres;
 CREATE TABLE IF NOT EXISTS chukan.linked (
     atena_number char(10) PRIMARY KEY CHECK (atena_number ~ '^[0-9]{10}$'),
     fugo         char(32) NOT NULL UNIQUE CHECK (fugo ~ '^[A-Z2-7]{32}$'),
-    linked_at    timestamptz NOT NULL DEFAULT now()
+    linked_at    timestamptz NOT NULL DEFAULT now(),
+    -- Whether the person lives in the municipality now or did once, as its registry told: what a
+    -- former municipality provides is provided only of a former resident.
+    residence    text NOT NULL DEFAULT 'current' CHECK (residence IN ('current', 'former')),
+    residence_at timestamptz
 );
 CREATE TABLE IF NOT EXISTS chukan.fuhon (
     atena_number  char(10) NOT NULL CHECK (atena_number ~ '^[0-9]{10}$'),
@@ -245,11 +252,6 @@ CREATE TABLE IF NOT EXISTS chukan.records (
     record   text NOT NULL,        -- canonical JSON: what the hash covers
     hash     char(64) NOT NULL
 );
--- Whether the person lives in the municipality now or did once, as its registry told: what a
--- former municipality provides is provided only of a former resident.
-ALTER TABLE chukan.linked ADD COLUMN IF NOT EXISTS residence text NOT NULL DEFAULT 'current'
-    CHECK (residence IN ('current', 'former'));
-ALTER TABLE chukan.linked ADD COLUMN IF NOT EXISTS residence_at timestamptz;
 REVOKE ALL ON ALL TABLES IN SCHEMA chukan FROM PUBLIC;
 """
 CHUKAN_GRANTS = (
