@@ -37,6 +37,16 @@ def run(*cmd: str, check: bool = True) -> Run:
     return Run(seconds, usage.ru_maxrss / 1024, proc.returncode)
 
 
+def latency_figures(total: int, data: dict[str, Any]) -> dict[str, float]:
+    """Requests/s, p50 and p95 of a load script's answer: {"seconds", "latencies" (sorted)}."""
+    latencies = data["latencies"]
+    return {
+        "requests_per_s": total / data["seconds"],
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1],
+    }
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in rows)
     print(title)

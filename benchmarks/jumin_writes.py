@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import print_table, save
+from common import latency_figures, print_table, save
 
 from lgcloud.model.config import load_stack
 from lgcloud.model.naming import OFFICE_TLS
@@ -104,15 +104,6 @@ def _on_terminal(ssh_config: Path, municipality: str, script: str, *args: str) -
     return data
 
 
-def _figures(total: int, data: dict) -> dict:
-    latencies = data["latencies"]
-    return {
-        "requests_per_s": total / data["seconds"],
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1],
-    }
-
-
 def measure(stack: str, municipality: str, total: int, clients: int) -> dict:
     """Registrations on the running lab as a signed-in clerk over TLS: requests/s, p50 and p95."""
     with Lab(load_stack(stack)) as lab:
@@ -123,13 +114,13 @@ def measure(stack: str, municipality: str, total: int, clients: int) -> dict:
     tls = (OFFICE_TLS["ca"], OFFICE_TLS["certificate"], OFFICE_TLS["key"], SESSION)
     url = f"{pair.url}/api/residents"
     data = _on_terminal(ssh_config_path(stack), municipality, LOAD, url, str(total), str(clients), *tls)
-    return _figures(total, data)
+    return latency_figures(total, data)
 
 
 def measure_plain(ssh_config: Path, municipality: str, total: int, clients: int) -> dict:
     """Registrations over plain HTTP with no session, on a lab from before TLS and sign-in."""
     url = f"http://jumin.{municipality}.lgwan.test/api/residents"
-    return _figures(total, _on_terminal(ssh_config, municipality, LOAD, url, str(total), str(clients)))
+    return latency_figures(total, _on_terminal(ssh_config, municipality, LOAD, url, str(total), str(clients)))
 
 
 def handshakes(stack: str, municipality: str, seconds: float, clients: int) -> float:

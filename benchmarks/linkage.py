@@ -24,7 +24,7 @@ import secrets
 import shlex
 import time
 
-from common import print_table, save
+from common import latency_figures, print_table, save
 
 from lgcloud.model.config import load_stack
 from lgcloud.ops.lab import Lab
@@ -95,15 +95,6 @@ sys.exit(copy.wait())
 """
 
 
-def figures(total: int, data: dict) -> dict:
-    latencies = data["latencies"]
-    return {
-        "requests_per_s": total / data["seconds"],
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1],
-    }
-
-
 def chukan_call(lab: Lab, vm: str, address: str, path: str, body: dict) -> dict:
     out = lab.run(
         vm,
@@ -161,7 +152,7 @@ def queries(lab: Lab, total: int, clients: int) -> dict:
             timeout=900,
         )
     )
-    return {"end_to_end": figures(total, end_to_end), "provider_only": figures(total, provider)}
+    return {"end_to_end": latency_figures(total, end_to_end), "provider_only": latency_figures(total, provider)}
 
 
 def chain_walk(lab: Lab, records: int) -> dict:

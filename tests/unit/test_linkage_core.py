@@ -5,19 +5,13 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import secrets
-import sys
 
 import pytest
 
-from lgcloud.paths import PROJECT_ROOT
+from lgcloud.ops.linkage import linkage_core
 
-_SPEC = importlib.util.spec_from_file_location("linkage_core", PROJECT_ROOT / "roles/linkage/files/linkage_core.py")
-assert _SPEC and _SPEC.loader
-core = importlib.util.module_from_spec(_SPEC)
-sys.modules["linkage_core"] = core  # as the VMs import it; dataclasses look their module up
-_SPEC.loader.exec_module(core)
+core = linkage_core()  # as the VMs and `lgcloud linkage` import it, from the role's files
 
 KEY = secrets.token_bytes(32)
 NOW = 1_800_000_000.0

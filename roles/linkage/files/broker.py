@@ -21,13 +21,10 @@ file named by ``BROKER_CONFIG``::
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
-import logging
 import os
-import re
 import secrets
 import sqlite3
 import threading
@@ -36,9 +33,21 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from flask import Flask, g, jsonify, request
-from linkage_core import GENESIS, Nonces, Refused, canonical, chain_hash, fugo, sign, verify
-from werkzeug.exceptions import HTTPException
+from flask import g, jsonify, request
+from linkage_core import (
+    FUGO,
+    GENESIS,
+    REQUEST_ID,
+    RESIDENT_CODE,
+    Nonces,
+    Refused,
+    canonical,
+    chain_hash,
+    fugo,
+    sign,
+    verify,
+)
+from linkage_web import Answer, json_app, log, now
 
 SETTINGS = json.loads(Path(os.environ.get("BROKER_CONFIG", "/etc/broker/broker.json")).read_text(encoding="utf-8"))
 DATA = Path(SETTINGS["data_dir"])
@@ -55,15 +64,8 @@ NOT_PROVIDED = (
     "nothing is provided for this query: the permission table does not allow it, "
     "or the provider holds nothing for this 符号"
 )
-REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-FUGO = re.compile(r"[A-Z2-7]{32}")
-RESIDENT_CODE = re.compile(r"[0-9]{11}")
 
-log = logging.getLogger("gunicorn.error")
-app = Flask(__name__)
-app.json.ensure_ascii = False
-app.json.sort_keys = False
-app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+app = json_app(__name__, "the broker failed to answer")
 NONCES = Nonces()
 _chain = threading.Lock()  # one writer of the chain at a time (gunicorn runs one process)
 
@@ -127,39 +129,6 @@ def disconnect(_error) -> None:
     db = g.pop("db", None)
     if db is not None:
         db.close()
-
-
-class Answer(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-@app.errorhandler(Answer)
-def answered(error: Answer):
-    return jsonify({"error": error.message}), error.status
-
-
-@app.errorhandler(HTTPException)
-def http_error(error: HTTPException):
-    return jsonify({"error": error.description}), error.code or 500
-
-
-@app.errorhandler(Exception)
-def internal_error(error: Exception):
-    log.error("%s %s: %s", request.method, request.path, type(error).__name__)
-    return jsonify({"error": "the broker failed to answer"}), 500
-
-
-@app.after_request
-def access_log(response):
-    # The route only: a body or a query string could carry a person's data.
-    log.info('%s "%s %s" %s', request.remote_addr, request.method, request.url_rule, response.status_code)
-    return response
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def signed_body() -> tuple[str, dict]:

@@ -25,9 +25,7 @@ from the providing tenant's 副本 and records the provision.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import logging
 import os
 import re
 import secrets
@@ -39,9 +37,9 @@ from pathlib import Path
 
 import psycopg2
 import psycopg2.extras
-from flask import Flask, jsonify, request
-from linkage_core import GENESIS, Nonces, Refused, canonical, chain_hash, sign, verify
-from werkzeug.exceptions import HTTPException
+from flask import jsonify, request
+from linkage_core import FUGO, GENESIS, REQUEST_ID, RESIDENT_CODE, Nonces, Refused, canonical, chain_hash, sign, verify
+from linkage_web import Answer, json_app, log, now
 
 SETTINGS = json.loads(Path(os.environ.get("CHUKAN_CONFIG", "/etc/chukan/chukan.json")).read_text(encoding="utf-8"))
 TENANTS = SETTINGS["tenants"]
@@ -50,10 +48,7 @@ BY_ADDRESS = {address: code for code, t in TENANTS.items() for address in t["app
 BROKER = SETTINGS["broker"]
 BROKER_TIMEOUT = float(SETTINGS.get("broker_timeout_seconds", 8))
 ATENA_NUMBER = re.compile(r"[0-9]{10}")
-RESIDENT_CODE = re.compile(r"[0-9]{11}")
-FUGO = re.compile(r"[A-Z2-7]{32}")
 ITEM = re.compile(r"[^\x00-\x1f]{1,40}")
-REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SYSTEMS = ("jumin", "zei")
 # What a query may name: the permission table's 事務, kinds of provider and items (the broker
 # decides what is allowed; nothing else is sent on, or written into a record).
@@ -61,53 +56,14 @@ OFFICES = {row["office"] for row in SETTINGS["permissions"]}
 KINDS = {row["provider"] for row in SETTINGS["permissions"]}
 ITEMS = {item for row in SETTINGS["permissions"] for item in row["items"]}
 
-log = logging.getLogger("gunicorn.error")
-app = Flask(__name__)
-app.json.ensure_ascii = False
-app.json.sort_keys = False
-app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+app = json_app(__name__, "the 中間サーバー failed to answer; nothing was written")
 NONCES = Nonces()
-
-
-class Answer(Exception):
-    def __init__(self, status: int, message: str, **extra):
-        super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
-
-
-@app.errorhandler(Answer)
-def answered(error: Answer):
-    return jsonify({"error": error.message, **error.extra}), error.status
-
-
-@app.errorhandler(HTTPException)
-def http_error(error: HTTPException):
-    return jsonify({"error": error.description}), error.code or 500
 
 
 @app.errorhandler(psycopg2.OperationalError)
 def database_unreachable(error):
     log.warning("a tenant's database does not answer: %s", type(error).__name__)
     return jsonify({"error": "the tenant's database does not answer (no primary reachable)"}), 503
-
-
-@app.errorhandler(Exception)
-def internal_error(error: Exception):
-    # Neither the body nor the log carries the error's text: it may quote a row.
-    log.error(
-        "%s %s: %s (SQLSTATE %s)", request.method, request.url_rule, type(error).__name__, getattr(error, "pgcode", "-")
-    )
-    return jsonify({"error": "the 中間サーバー failed to answer; nothing was written"}), 500
-
-
-@app.after_request
-def access_log(response):
-    log.info('%s "%s %s" %s', request.remote_addr, request.method, request.url_rule, response.status_code)
-    return response
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 @contextmanager
@@ -155,6 +111,13 @@ def field(body: dict, name: str, pattern: re.Pattern, what: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise Answer(400, f"{name} must be {what}", field=name)
     return value
+
+
+def items_in(body: dict) -> list[str]:
+    items = body.get("items")
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) and ITEM.fullmatch(i) for i in items):
+        raise Answer(400, "items must be a non-empty list of data items", field="items")
+    return items
 
 
 def call_broker(code: str, path: str, payload: dict) -> tuple[int, dict]:
@@ -247,9 +210,7 @@ def query():
     office = field(body, "office", ITEM, "the requesting 事務")
     provider = field(body, "provider", re.compile(r"[0-9]{6}"), "the providing body's 地方公共団体コード")
     kind = field(body, "provider_kind", ITEM, "the kind of provider the permission table names")
-    items = body.get("items")
-    if not isinstance(items, list) or not items or not all(isinstance(i, str) and ITEM.fullmatch(i) for i in items):
-        raise Answer(400, "items must be a non-empty list of data items", field="items")
+    items = items_in(body)
     for name, known, value in (("office", OFFICES, [office]), ("provider_kind", KINDS, [kind]), ("items", ITEMS, items)):
         if not set(value) <= known:
             raise Answer(400, f"{name} must be among the permission table's: {', '.join(sorted(known))}", field=name)
@@ -320,9 +281,7 @@ def provide():
     office = field(body, "office", ITEM, "the requesting 事務")
     requester = field(body, "requester", re.compile(r"[0-9]{6}"), "the requesting body")
     kind = field(body, "provider_kind", ITEM, "the kind of provider the permission table names")
-    items = body.get("items")
-    if not isinstance(items, list) or not items or not all(isinstance(i, str) and ITEM.fullmatch(i) for i in items):
-        raise Answer(400, "items must be a non-empty list of data items")
+    items = items_in(body)
     record = {
         "at": now(),
         "request_id": request_id,
