@@ -6,6 +6,7 @@ import argparse
 import time
 
 from ..engine import destroy
+from ..state.chains import forget_anchors
 from ..state.failover import forget_failovers
 from ..state.restores import forget_restores
 from .deploy import show_change
@@ -21,6 +22,8 @@ def run(opts: Options) -> int:
         changes = destroy(cfg, show_change(opts), delete_data=opts.args.delete_data)
         forget_failovers(cfg.stack)  # the VMs a drill moved are gone with the stack
         forget_restores(cfg.stack)  # and the restore VMs with theirs
+        if opts.args.delete_data:
+            forget_anchors(cfg.stack)  # the chains they anchored are deleted with the databases
     removed = [c for c in changes if c.action == "delete"]
     kept = [c.name for c in changes if c.action == "kept"]
     opts.output.done(f"stack {cfg.stack}: removed {len(removed)} resources ({time.monotonic() - started:.1f}s)")

@@ -1,13 +1,15 @@
 """``lgcloud linkage verify-records``: are the 情報提供等記録 chains intact where they are kept?
 
 Each municipality's tenant of the 中間サーバー and the broker append their records to a hash chain;
-this walks each chain on the controller and prints, per keeper, how many records it holds and the
-position of the first broken link (a record changed, removed or slipped in). Exit 1 when one is
-broken, so that a script notices."""
+this walks each chain on the controller and prints, per keeper, how many records it holds, the
+position of the first broken link (a record changed, removed or slipped in), and whether the chain
+still holds where it ended at the last intact check (the newest records removed, or the whole chain
+recomputed, show there). Exit 1 when one is not intact, so that a script notices."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
 from ..errors import EXIT_FAILED
 from ..ops.lab import Lab
@@ -23,18 +25,25 @@ def run(opts: Options) -> int:
     with Lab(cfg) as lab:  # reads only: no hold on the stack
         checks = verify_records(lab, chosen)
     if opts.flag("json"):
-        opts.output.json([check.__dict__ for check in checks])
+        opts.output.json([{**asdict(check), "intact": check.intact} for check in checks])
     else:
         opts.output.table(
             f"情報提供等記録 of {cfg.stack}",
-            ("keeper", "read on", "records", "chain"),
+            ("keeper", "read on", "records", "links", "since the last check"),
             [
-                (c.keeper, c.vm, str(c.records), "intact" if c.first_broken is None else f"broken at {c.first_broken}")
+                (
+                    c.keeper,
+                    c.vm,
+                    str(c.records),
+                    "intact" if c.first_broken is None else f"broken at {c.first_broken}",
+                    c.anchored,
+                )
                 for c in checks
             ],
-            caption="a broken chain: the record at that position, or one before it, was changed, removed or added",
+            caption="broken at N: the record at position N, or one before it, was changed, removed or added; "
+            "shorter or rewritten: records the last check saw were removed, or the chain was recomputed",
         )
-    return EXIT_FAILED if any(c.first_broken is not None for c in checks) else 0
+    return 0 if all(c.intact for c in checks) else EXIT_FAILED
 
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache
 from types import ModuleType
+from typing import Literal
 
 from ..paths import PROJECT_ROOT
+from ..state.chains import Anchor, anchors, keep_anchors
 from .access import ssh_config_path
 from .drill.measure import primary_of
 from .lab import Lab, LabError
 
-__all__ = ["BROKER", "ChainCheck", "linkage_core", "tenant_chain", "verify_records"]
+__all__ = ["BROKER", "ChainCheck", "linkage_core", "tenant_chain", "verify_records", "walk_chain"]
 
 BROKER = "broker"  # the keeper name of the broker's own chain
 # (hash, text) per line, tab-separated: canonical JSON escapes every control character, and COPY
@@ -54,12 +56,23 @@ def linkage_core() -> ModuleType:
     return module
 
 
+# Against where the chain ended at the last intact check (lgcloud.state.chains): no check before;
+# still there; the chain now shorter; or the record there has another hash (the chain recomputed).
+Anchored = Literal["first check", "held", "shorter", "rewritten"]
+
+
 @dataclass(frozen=True)
 class ChainCheck:
     keeper: str  # a municipality id, or BROKER
     vm: str  # where the chain was read
     records: int  # how many were walked
     first_broken: int | None  # position of the first record whose link does not hold; None: intact
+    last_hash: str  # of the last record ("" for an empty chain)
+    anchored: Anchored
+
+    @property
+    def intact(self) -> bool:
+        return self.first_broken is None and self.anchored in ("first check", "held")
 
 
 def _lines(lab: Lab, vm: str, command: str, stdin: bytes = b"") -> Iterator[tuple[str, str]]:
@@ -85,34 +98,53 @@ def _lines(lab: Lab, vm: str, command: str, stdin: bytes = b"") -> Iterator[tupl
             raise LabError(f"{vm}: reading the 情報提供等記録 exited {status}: {errors.read().decode().strip()[-300:]}")
 
 
-def _walk(keeper: str, vm: str, lines: Iterator[tuple[str, str]]) -> ChainCheck:
+def walk_chain(keeper: str, vm: str, lines: Iterator[tuple[str, str]], anchor: Anchor | None = None) -> ChainCheck:
+    """Walk (hash, text) `lines` of the chain `keeper` keeps on `vm`: its links, then its anchor."""
     core = linkage_core()
-    counted = 0
+    counted, last, at_anchor = 0, "", None
 
     def counting() -> Iterator[tuple[str, str]]:
-        nonlocal counted
-        for pair in lines:
+        nonlocal counted, last, at_anchor
+        for stored, text in lines:
             counted += 1
-            yield pair
+            last = stored
+            if anchor is not None and counted == anchor.records:
+                at_anchor = stored
+            yield stored, text
 
     broken = core.first_broken(counting())
-    for _ in lines:  # the rest of the stream, to count what the chain holds
-        counted += 1
-    return ChainCheck(keeper, vm, counted, broken)
+    for _ in counting():  # the rest of the stream, to count what the chain holds
+        pass
+    anchored: Anchored = "first check"
+    if anchor is not None:
+        if counted < anchor.records:
+            anchored = "shorter"
+        elif anchor.records and at_anchor != anchor.last_hash:
+            anchored = "rewritten"
+        else:
+            anchored = "held"
+    return ChainCheck(keeper, vm, counted, broken, last, anchored)
 
 
-def tenant_chain(lab: Lab, vm: str, database: str = "chukan") -> ChainCheck:
+def tenant_chain(lab: Lab, vm: str, database: str = "chukan", anchor: Anchor | None = None) -> ChainCheck:
     """Walk the chain of the tenant database `database` on `vm`."""
     psql = f"cd / && chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -c "
-    return _walk(database, vm, _lines(lab, vm, psql + shlex.quote(_TENANT_CHAIN)))
+    return walk_chain(database, vm, _lines(lab, vm, psql + shlex.quote(_TENANT_CHAIN)), anchor)
 
 
 def verify_records(lab: Lab, municipalities: list[str] | None = None) -> list[ChainCheck]:
-    """Walk the chains of these municipalities' tenants (all, and the broker's, when None)."""
+    """Walk the chains of these municipalities' tenants (all, and the broker's, when None), each
+    against its anchor; an intact chain's end becomes its anchor for the next check."""
+    kept = anchors(lab.stack)
     checks = []
     for municipality in municipalities or [m.id for m in lab.cfg.municipalities]:
         vm = primary_of(lab, lab.pair(municipality))
-        checks.append(replace(tenant_chain(lab, vm), keeper=municipality))
+        checks.append(replace(tenant_chain(lab, vm, anchor=kept.get(municipality)), keeper=municipality))
     if municipalities is None:
-        checks.append(_walk(BROKER, "broker", _lines(lab, "broker", "python3 -", stdin=_BROKER_CHAIN.encode())))
+        lines = _lines(lab, "broker", "python3 -", stdin=_BROKER_CHAIN.encode())
+        checks.append(walk_chain(BROKER, "broker", lines, kept.get(BROKER)))
+    for check in checks:
+        if check.intact:
+            kept[check.keeper] = Anchor(check.records, check.last_hash)
+    keep_anchors(lab.stack, kept)
     return checks

@@ -382,3 +382,24 @@ def test_a_tampered_broker_record_is_found(vm):
         assert status == 1 and next(c for c in checks if c["keeper"] == "broker")["first_broken"] == 0, checks
     finally:
         broker.check_output(undo)
+
+
+def test_the_newest_record_removed_is_found_by_the_anchor(vm, moved, linkage):
+    """Every link holds when the newest record is gone; the controller's anchor sees it."""
+    ask(linkage, "b-town", moved[1]["atena_number"])
+    assert verify("--municipality", "a-city")[0] == 0  # anchors Ａ市's chain where it ends now
+    db, psql = vm("a-city-db"), "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d chukan -c"
+    last = db.check_output(f'{psql} "SELECT position, record, hash FROM chukan.records ORDER BY position DESC LIMIT 1"')
+    position, record, stored = last.split("|", 2)
+    db.check_output(f'{psql} "DELETE FROM chukan.records WHERE position = {position}"')
+    try:
+        status, checks = verify("--municipality", "a-city")
+        assert status == 1 and (checks[0]["first_broken"], checks[0]["anchored"]) == (None, "shorter"), checks
+    finally:
+        encoded = base64.b64encode(record.encode()).decode()
+        db.check_output(
+            f'{psql} "INSERT INTO chukan.records VALUES ({position},'
+            f" convert_from(decode('{encoded}', 'base64'), 'UTF8'), '{stored}')\""
+        )
+    status, checks = verify("--municipality", "a-city")
+    assert status == 0 and checks[0]["anchored"] == "held", checks
