@@ -159,8 +159,18 @@ CREATE TABLE IF NOT EXISTS staff.clerks (
     created_at    timestamptz NOT NULL DEFAULT now(),
     created_by    text NOT NULL
 );
--- A password a 管理者 handed over works for one thing only: choosing the clerk's own.
-ALTER TABLE staff.clerks ADD COLUMN IF NOT EXISTS must_change boolean NOT NULL DEFAULT false;
+-- A password a 管理者 handed over works for one thing only: choosing the clerk's own. Added to an
+-- older table once: even ALTER … IF NOT EXISTS takes the table's lock, and waits for the commits that
+-- wait for a synchronous replica this configure has yet to start.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = 'staff' AND table_name = 'clerks' AND column_name = 'must_change'
+    ) THEN
+        ALTER TABLE staff.clerks ADD COLUMN must_change boolean NOT NULL DEFAULT false;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS staff.sessions (
     token_hash    bytea PRIMARY KEY,  -- SHA-256 of the bearer token: the token itself is the clerk's
     clerk_id      text NOT NULL REFERENCES staff.clerks,
