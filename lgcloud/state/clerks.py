@@ -39,8 +39,8 @@ __all__ = [
 # 職員ID of the accounts lgcloud creates, the same in every municipality.
 ADMINISTRATOR = "kanri01"
 DRILL_CLERK = "kunren01"
-# scrypt's cost: 16 MiB and about 50 ms a hash on one of the lab's cores. The app (jumin.py)
-# reads the parameters from the hash, so raising them here needs no change there.
+# scrypt's cost: 16 MiB and about 50 ms a hash on one of the lab's cores. The apps (business_app.py)
+# read the parameters from the hash, so raising them here needs no change there.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 
@@ -53,8 +53,8 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(stored: str, password: str) -> bool:
-    # The registry's password_matches (roles/jumin/files/jumin.py) reads the same form: the VM has
-    # no lgcloud package, and tests/live/test_clerks.py proves the two agree.
+    # The apps' password_matches (roles/jumin/files/business_app.py) reads the same form: the VM
+    # has no lgcloud package, and tests/live/test_clerks.py proves the two agree.
     try:
         method, n, r, p, salt, key = stored.split("$")
         derived = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)

@@ -51,24 +51,25 @@ def call(
     body: dict | bytes | None = None,
     via: str | None = None,
     token: str | None | object = AS_CLERK,
+    system: str = "jumin",
 ) -> Response:
-    """One HTTPS request with curl on `host` to jumin.<municipality>.lgwan.test (through `via` if given),
-    with the session `token` (the drill clerk's by default; None: no session).
+    """One HTTPS request with curl on `host` to <system>.<municipality>.lgwan.test (through `via` if
+    given), with the session `token` (the drill clerk's by default; None: no session).
 
     The body travels base64-encoded over SSH and the response comes back the same way, so every
     byte (4-byte UTF-8 included) is what curl sent and received. The token reaches curl in a file
     (printf is the shell's own: no process shows it).
     """
     as_clerk = token is AS_CLERK
-    response = _curl(host, municipality, method, path, body, via, session(municipality) if as_clerk else token)
+    name = f"{system}.{municipality}.lgwan.test"
+    response = _curl(host, name, method, path, body, via, session(municipality) if as_clerk else token)
     if as_clerk and response.status == 401 and b'"session"' in response.body:
         # The kept session ended (a drill rebuilt the database it was a row of): sign in again, once.
-        response = _curl(host, municipality, method, path, body, via, session(municipality, fresh=True))
+        response = _curl(host, name, method, path, body, via, session(municipality, fresh=True))
     return response
 
 
-def _curl(host, municipality: str, method: str, path: str, body, via: str | None, token) -> Response:
-    name = f"jumin.{municipality}.lgwan.test"
+def _curl(host, name: str, method: str, path: str, body, via: str | None, token) -> Response:
     raw = json.dumps(body, ensure_ascii=False).encode() if isinstance(body, dict) else body
     resolve = f"--resolve {name}:443:{via} " if via else ""
     send = f"printf %s {base64.b64encode(raw).decode()} | base64 -d | " if raw is not None else ""

@@ -52,17 +52,22 @@ def test_haproxy_runs_under_runit_on_the_access_addresses_only(configured, vm, l
     assert not host.socket(f"tcp://{addresses['mgmt']}:443").is_listening, "the front listens on mgmt"
 
 
+SYSTEMS = ("jumin", "zei")  # what the gateway publishes for every municipality of the dev stack
+
+
 @pytest.mark.municipalities
-def test_an_office_reaches_its_own_service(configured, vm, m):
-    response = call(vm(f"{m.id}-terminal"), m.id, "GET", "/healthz")
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_an_office_reaches_its_own_service(configured, vm, m, system):
+    response = call(vm(f"{m.id}-terminal"), m.id, "GET", "/healthz", system=system)
     assert response.status == 200, response.body
     assert response.json()["municipality_code"] == m.code, response.body
 
 
 @pytest.mark.municipalities(pairs=True)
-def test_an_office_is_refused_another_municipality_service(configured, vm, lab, office, other):
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_an_office_is_refused_another_municipality_service(configured, vm, lab, office, other, system):
     gateway = lab.vm("gateway").addresses[office.access]
-    response = call(vm(f"{office.id}-terminal"), other.id, "GET", "/healthz", via=gateway)
+    response = call(vm(f"{office.id}-terminal"), other.id, "GET", "/healthz", via=gateway, system=system)
     assert response.status == 403, f"{office.id} got {other.id}'s service: {response.status} {response.body!r}"
     assert other.code not in response.text
 
@@ -91,8 +96,9 @@ def test_metrics_answer_on_the_mgmt_address_only(configured, vm, lab, dev, name)
 
 @pytest.mark.municipalities
 @pytest.mark.parametrize(("gateway", "app"), [("gateway", "app"), ("gateway-standby", "app-standby")])
-def test_every_app_is_up_behind_its_gateway(configured, lab, gateway, app, m):
-    key = (f"jumin_{identifier(m.id)}", f"{m.id}-{app}")
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_every_app_is_up_behind_its_gateway(configured, lab, gateway, app, m, system):
+    key = (f"{system}_{identifier(m.id)}", f"{m.id}-{app}")
     assert wait_for_status(lab, gateway, key, "UP", timeout=10).startswith("UP"), f"{gateway}: {key}"
 
 

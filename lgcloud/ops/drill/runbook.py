@@ -456,7 +456,7 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
         # gunicorn answers the requests in flight, then stops: none commits after the audit trail
         # is copied below.
-        lab.run(pair.app, "sv -w 45 stop jumin atena-link >/dev/null", timeout=60)
+        lab.run(pair.app, "sv -w 45 stop jumin zei atena-link >/dev/null", timeout=60)
         # The 中間サーバー writes this tenant's 情報提供等記録 from outside: its role is shut out (the
         # restored cluster has it as it was before the damage, able to log in again).
         lab.sql(pair.db, f"ALTER ROLE {CHUKAN_ROLE} NOLOGIN", database="postgres")
@@ -506,7 +506,7 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         raise LabError(
             f"{exc}; {pair.id} is not served ({pair.service_address} released). To serve the damaged data "
             f"again: on {pair.db} `sv stop postgresql`, move {PG_DATA}.replaced-{stamp} back to {PG_DATA} if it "
-            f"was moved, `sv start postgresql`; on {pair.app} `sv start jumin`; then on gateway "
+            f"was moved, `sv start postgresql`; on {pair.app} `sv start jumin zei atena-link`; then on gateway "
             f"`lgcloud-service-address take {pair.service_address}`"
         ) from None
     with timeline.step(pair.id, "rebuild the replica from the restored primary") as note:
@@ -515,7 +515,7 @@ def restore_before(lab: Lab, pair: Pair, timeline: Timeline, target: RestoreTarg
         _wait_streaming(lab, pair.db, pair.slot)
         note(f"{pair.replica} streams ({pair.replication}); its damaged cluster kept aside")
     with timeline.step(pair.id, "take service address at the center") as note:
-        lab.run(pair.app, "sv -w 45 start jumin atena-link >/dev/null", timeout=60)
+        lab.run(pair.app, "sv -w 45 start jumin zei atena-link >/dev/null", timeout=60)
         _wait_backend_up(lab, "gateway", pair)
         lab.run("gateway", f"lgcloud-service-address take {pair.service_address}", timeout=10)
         note(f"{pair.app} started, {pair.service_address} held by the center gateway again")

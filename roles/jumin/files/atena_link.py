@@ -4,7 +4,8 @@ Runs beside the 住民記録 app on the municipality's app VMs (runit service ``
 app's settings (``JUMIN_CONFIG``) and database account. Only where the database is the primary: the
 standby app's loop idles until its replica is promoted. It sends the 宛名番号 and the 住民票コード
 to the 中間サーバー of its site, which asks the broker and keeps the 符号 beside the 宛名番号; here
-the row is marked linked. It logs counts and statuses, never a number of a person.
+the row is marked linked. Then it sends the 副本 the municipality's systems queued
+(``fuhon_outbox``, in order). It logs counts and statuses, never a number of a person.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ def unlinked(conn, after: str) -> list[tuple[str, str, str]]:
         return cur.fetchall()
 
 
-def link(atena_number: str, resident_code: str, status: str) -> int:
-    body = json.dumps({"atena_number": atena_number, "resident_code": resident_code, "status": status}).encode()
+def post(path: str, payload: dict) -> int:
+    """The 中間サーバー's HTTP status for `payload` at `path`; 0 when it does not answer."""
+    body = json.dumps(payload, ensure_ascii=False).encode()
     call = urllib.request.Request(
-        f"{SETTINGS['chukan']}/api/link", body, {"Content-Type": "application/json"}, method="POST"
+        f"{SETTINGS['chukan']}{path}", body, {"Content-Type": "application/json"}, method="POST"
     )
     try:
         with urllib.request.urlopen(call, timeout=10) as response:
@@ -60,6 +62,31 @@ def link(atena_number: str, resident_code: str, status: str) -> int:
         return error.code
     except OSError:
         return 0
+
+
+def send_fuhon(conn) -> None:
+    """The 副本 the systems queued, in order, until the 中間サーバー does not answer; a refused one
+    (4xx) is kept with its answer and not sent again."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        if cur.fetchone()[0]:
+            return  # the primary's atena-link sends them
+        cur.execute(
+            "SELECT id, atena_number, item, value, system FROM fuhon_outbox"
+            " WHERE answered_at IS NULL ORDER BY id LIMIT %s",
+            (BATCH,),
+        )
+        waiting = cur.fetchall()
+    sent = refused = 0
+    for row_id, atena_number, item, value, system in waiting:
+        status = post("/api/fuhon", {"atena_number": atena_number, "item": item, "value": value, "system": system})
+        if status != 201 and not 400 <= status < 500:
+            break  # away: the next round, in the same order
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE fuhon_outbox SET answered_at = now(), answer = %s WHERE id = %s", (status, row_id))
+        sent, refused = sent + (status == 201), refused + (status != 201)
+    if sent or refused:
+        log.info("registered %d 副本 with the 中間サーバー (%d refused)", sent, refused)
 
 
 def main() -> None:
@@ -74,7 +101,9 @@ def main() -> None:
                 after = pending[-1][0] if len(pending) == BATCH else ""
                 done = refused = 0
                 for atena_number, resident_code, residence in pending:
-                    status = link(atena_number, resident_code, residence)
+                    status = post(
+                        "/api/link", {"atena_number": atena_number, "resident_code": resident_code, "status": residence}
+                    )
                     if 400 <= status < 500:
                         refused += 1
                         continue
@@ -96,6 +125,7 @@ def main() -> None:
                 if refused and time.monotonic() - quiet_since > 60:
                     log.warning("the 中間サーバー refused to link %d 宛名番号 (a 4xx); passed over", refused)
                     quiet_since = time.monotonic()
+                send_fuhon(conn)
             finally:
                 conn.close()
         except (psycopg2.OperationalError, psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
