@@ -55,6 +55,9 @@ LOCAL_ENDPOINT = "unix:///var/run/docker.sock"
 SHARED = "shared"
 # Domain of the services' names as the offices resolve them (<system>.<municipality>.lgwan.test).
 SERVICE_DOMAIN = "lgwan.test"
+# The business system whose writes the drills measure (RTO and RPO as a clerk sees them); the
+# others share its VMs and database but no drill has watched them recover.
+DRILL_SYSTEM = "jumin"
 # Where an office terminal keeps its client certificate for the LGWAN-ASP front, its key, and the
 # CA that signs the front's certificate (the terminal and probe roles, the drills' clerk).
 OFFICE_TLS = {

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_EVALUATED, OperatorError
+from ..model.naming import DRILL_SYSTEM
 from ..model.schema import StackConfig, duration_seconds
 from .prometheus import Prometheus, PrometheusUnreachable, Sample
 
@@ -212,6 +213,9 @@ def evaluate(
                 continue
             if failure:
                 rows.append(row(UNREACHABLE, detail=failure))
+                continue
+            if objective == "rto" and system != DRILL_SYSTEM:
+                rows.append(row(NO_DATA, detail=f"the drills measure {DRILL_SYSTEM}'s recovery, not {system}'s"))
                 continue
             key = (m.id, system) if objective in ("availability", "latency_p95") else (m.id,)
             value = measured[w][objective].get(key)

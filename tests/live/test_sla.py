@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lgcloud.model.config import load_stack
-from lgcloud.model.naming import vm_resource
+from lgcloud.model.naming import DRILL_SYSTEM, vm_resource
 from lgcloud.observe.prometheus import Prometheus
 from lgcloud.ops.access import ssh_config_path
 from lgcloud.state.directory import state_dir
@@ -116,9 +116,12 @@ def test_sla_is_met_on_a_healthy_lab(prometheus):
         return None
 
     code, rows = until(healthy, 120, "every availability, latency and RPO target met", every=5)
-    rto = {r["status"] for r in rows if r["objective"] == "rto"}
+    rto = {r["status"] for r in rows if r["objective"] == "rto" and r["system"] == DRILL_SYSTEM}
+    # The drills watch 住民記録 recover; no figure stands for the other systems' recovery.
+    unwatched = {r["status"] for r in rows if r["objective"] == "rto" and r["system"] != DRILL_SYSTEM}
+    assert unwatched <= {"no data"}, rows
     if drills:
-        assert code == 0 and rto == {"met"}, rows
+        assert rto == {"met"} and code == (3 if unwatched else 0), rows
     else:  # no drill has run on this lab: RTO cannot be evaluated, and says so
         assert code == 3 and rto == {"no data"}, rows
 

@@ -17,9 +17,9 @@ from lgcloud.observe.sla import evaluate, judge, probed_systems, queries
 SERVED = ("jumin",)  # what the dev lab's offices probe
 
 
-def rows_of(cfg, prometheus, window=None, municipalities=()):
+def rows_of(cfg, prometheus, window=None, municipalities=(), served=SERVED):
     """The evaluation of every target, and the exit code `lgcloud sla` gives it."""
-    report = evaluate(cfg, prometheus, SERVED, window, municipalities)
+    report = evaluate(cfg, prometheus, served, window, municipalities)
     return report.evaluations, report.exit_code
 
 
@@ -266,3 +266,19 @@ def test_the_cli_refuses_a_bad_window_with_exit_2(capsys):
 def test_a_drill_in_which_the_service_never_came_back_misses_the_rto(dev):
     rows, code = rows_of(dev, healthy(dev, rto={("b-town",): float("inf")}), "1h")
     assert statuses(rows, "b-town", "rto") == {"missed"} and code == EXIT_FAILED
+
+
+def test_a_second_system_is_judged_on_its_own_probes_and_no_drill_speaks_for_its_recovery(dev):
+    served = {(m.id, "zei"): 100.0 for m in dev.municipalities}
+    prometheus = healthy(
+        dev,
+        availability={**served, ("a-city", "zei"): 98.0},
+        probes={key: 720 for key in served},
+        latency_p95={key: 20.0 for key in served},
+    )
+    rows, code = rows_of(dev, prometheus, "1h", served=("jumin", "zei"))
+    zei = {(r.municipality, r.objective): r for r in rows if r.system == "zei"}
+    assert zei[("a-city", "availability")].status == "missed" and zei[("b-town", "availability")].status == "met"
+    assert zei[("b-town", "latency_p95")].measured == 20.0
+    assert {zei[(m.id, "rto")].status for m in dev.municipalities} == {"no data"}
+    assert "jumin" in zei[("a-city", "rto")].detail and code == EXIT_FAILED

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from ...model.codes import resident_code_is_valid
+from ...model.naming import DRILL_SYSTEM
 from ...model.schema import StackConfig
 from ...state.failover import served_from_backup
 from ..lab import Lab, LabError, Pair
@@ -101,7 +102,7 @@ def judge(
     not lost: they are listed for re-entry. RTO then runs from the injection to the first write
     acknowledged after `resumed` that the restored database holds: service with good data."""
     p = outcome.pair
-    target = cfg.sla_for(cfg.municipality(p.id), "jumin")
+    target = cfg.sla_for(cfg.municipality(p.id), DRILL_SYSTEM)
     acked = [a for a in outcome.attempts if a.acknowledged]
     lost = [a for a in acked if a.code not in outcome.present]
     rolled_back: list[Attempt] = []
