@@ -1,25 +1,67 @@
-"""``lgcloud linkage verify-records``: are the 情報提供等記録 chains intact where they are kept?
+"""``lgcloud linkage verify-records|move-in``: the 情報提供等記録 chains, and the seed's scenario.
 
-Each municipality's tenant of the 中間サーバー and the broker append their records to a hash chain;
-this walks each chain on the controller and prints, per keeper, how many records it holds, the
-position of the first broken link (a record changed, removed or slipped in), and whether the chain
-still holds where it ended at the last intact check (the newest records removed, or the whole chain
-recomputed, show there). Exit 1 when one is not intact, so that a script notices."""
+``verify-records``: are the 情報提供等記録 chains intact where they are kept? Each municipality's
+tenant of the 中間サーバー and the broker append their records to a hash chain; this walks each
+chain on the controller and prints, per keeper, how many records it holds, the position of the
+first broken link (a record changed, removed or slipped in), and whether the chain still holds
+where it ended at the last intact check (the newest records removed, or the whole chain
+recomputed, show there). Exit 1 when one is not intact, so that a script notices.
+
+``move-in --from A --to B``: a new person of A declares last year's income at A's 税, moves to B,
+and B's 税 assesses them on the income A provides through the 中間サーバー and the broker; prints
+the steps, the assessment and each side's 情報提供等記録 (lgcloud.ops.move_in)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
 
-from ..errors import EXIT_FAILED
+from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, OperatorError
 from ..ops.lab import Lab
 from ..ops.linkage import verify_records
+from ..ops.move_in import move_in
 from .options import Options
 
 __all__ = ["add"]
 
 
 def run(opts: Options) -> int:
+    return rehearse(opts) if opts.args.action == "move-in" else verify(opts)
+
+
+def rehearse(opts: Options) -> int:
+    cfg = opts.config()
+    if not (opts.args.source and opts.args.destination):
+        raise OperatorError(
+            "move-in needs --from and --to: the municipalities (id or 地方公共団体コード)", exit_code=EXIT_BAD_INPUT
+        )
+    if not 0 <= opts.args.income <= 10**11:
+        raise OperatorError("--income is yen of 所得, from 0 to 100000000000", exit_code=EXIT_BAD_INPUT)
+    with Lab(cfg) as lab:
+        moved = move_in(lab, opts.args.source, opts.args.destination, opts.args.income)
+    if opts.flag("json"):
+        opts.output.json(asdict(moved))
+        return 0
+    opts.output.table(
+        f"転居 {moved.source} → {moved.destination} in {cfg.stack}",
+        ("step", "seconds"),
+        [(what, f"{seconds:.2f}") for what, seconds in moved.steps],
+    )
+    opts.output.table(
+        f"{moved.fiscal_year}年度 個人住民税 at {moved.destination}",
+        ("所得", "均等割", "所得割", "税額"),
+        [(f"{moved.income:,}", f"{moved.per_capita:,}", f"{moved.income_levy:,}", f"{moved.tax:,}")],
+        caption=f"the {moved.income_year}年分 income as {moved.source} provided it (request {moved.request_id})",
+    )
+    opts.output.table(
+        "情報提供等記録 of the query",
+        ("kept by", "side", "position", "事務", "items", "outcome"),
+        [(r.keeper, r.side, str(r.position), r.office, ", ".join(r.items), r.outcome) for r in moved.records],
+    )
+    return 0
+
+
+def verify(opts: Options) -> int:
     cfg = opts.config()
     chosen = [cfg.municipality_named(opts.args.municipality).id] if opts.args.municipality else None
     with Lab(cfg) as lab:  # reads only: no hold on the stack
@@ -47,9 +89,16 @@ def run(opts: Options) -> int:
 
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    text = "番号連携: check the 情報提供等記録 chains of the 中間サーバー's tenants and the broker"
+    text = "番号連携: check the 情報提供等記録 chains; rehearse a move between two municipalities"
     sub = verbs.add_parser("linkage", parents=[common], help=text, description=text)
-    sub.add_argument("action", choices=("verify-records",), help="verify-records: walk every chain, report breaks")
-    sub.add_argument("--municipality", help="id or 地方公共団体コード: that tenant's chain only")
+    sub.add_argument(
+        "action",
+        choices=("verify-records", "move-in"),
+        help="verify-records: walk every chain, report breaks; move-in: the seed's scenario from the offices",
+    )
+    sub.add_argument("--municipality", help="verify-records: id or 地方公共団体コード: that tenant's chain only")
+    sub.add_argument("--from", dest="source", help="move-in: the municipality the person leaves")
+    sub.add_argument("--to", dest="destination", help="move-in: the municipality the person moves to")
+    sub.add_argument("--income", type=int, default=3_600_000, help="move-in: the 所得 declared (yen; 3600000)")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(run=run)

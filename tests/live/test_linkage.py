@@ -403,3 +403,58 @@ def test_the_newest_record_removed_is_found_by_the_anchor(vm, moved, linkage):
         )
     status, checks = verify("--municipality", "a-city")
     assert status == 0 and checks[0]["anchored"] == "held", checks
+
+
+def linkage_verb(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "linkage", *args, "--stack", "dev"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_move_in_rehearses_the_seed_scenario_from_the_offices(configured, linkage):
+    done = linkage_verb("move-in", "--from", "c-village", "--to", "a-city", "--income", "2000000", "--json")
+    assert done.returncode == 0, done.stderr
+    moved = json.loads(done.stdout)
+    # 均等割 5,000 + 所得割 10 % of (2,000,000 − 430,000).
+    assert (moved["income"], moved["per_capita"], moved["income_levy"], moved["tax"]) == (
+        2_000_000,
+        5_000,
+        157_000,
+        162_000,
+    ), moved
+    sides = {(r["keeper"], r["side"], r["outcome"], r["office"]) for r in moved["records"]}
+    assert sides == {("a-city", "requester", "provided", TAX), ("c-village", "provider", "provided", TAX)}, moved
+    # Each side's record is the one its tenant keeps under the query's id.
+    for record in moved["records"]:
+        kept = linkage[record["keeper"]]["db"].check_output(
+            "runuser -u postgres -- psql -XAtq -d chukan -c "
+            f"\"SELECT position FROM chukan.records WHERE record::jsonb ->> 'request_id' = '{moved['request_id']}'\""
+        )
+        assert int(kept) == record["position"], (record, kept)
+    # The person's numbers passed between the registrations; neither is printed.
+    assert not any(len(token) in (11, 12) and token.isdigit() for token in done.stdout.replace('"', " ").split())
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--from", "a-city", "--to", "a-city"), "same municipality"),
+        (("--from", "a-city", "--to", "z-town"), "no municipality 'z-town'"),
+        (("--from", "a-city"), "needs --from and --to"),
+        (("--from", "a-city", "--to", "b-town", "--income", "-1"), "--income"),
+    ],
+)
+def test_move_in_refuses_bad_arguments_and_registers_nobody(configured, linkage, args, says):
+    count = "SELECT count(*) FROM residents"
+    before = {
+        m: linkage[m]["db"].check_output(f'runuser -u postgres -- psql -XAtq -d jumin -c "{count}"') for m in linkage
+    }
+    done = linkage_verb("move-in", *args)
+    assert done.returncode == 2 and says in done.stderr, (done.returncode, done.stderr)
+    after = {
+        m: linkage[m]["db"].check_output(f'runuser -u postgres -- psql -XAtq -d jumin -c "{count}"') for m in linkage
+    }
+    assert after == before
