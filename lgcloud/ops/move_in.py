@@ -4,8 +4,10 @@ the former one provides through the 中間サーバー and the broker.
 
 Every step is what a clerk does at an office terminal, signed in as the municipality's drills'
 clerk (窓口), through the gateway; the 情報提供等記録 each side kept are then read from the
-tenants' databases. The person is a rehearsal's own (a new name each time); their 住民票コード
-and 個人番号 pass from one registration to the next in memory and are never printed."""
+tenants' databases. The person is a rehearsal's own (a new name each time); their 個人番号 passes
+from one registration to the next in memory only. The 住民票コード each registry gave is in the
+result (``--json``), so that a script can check that it followed the person; the tables print
+neither."""
 
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class MoveIn:
     income_levy: int  # 所得割
     tax: int
     request_id: str  # of the brokered query
+    resident_codes: dict[str, str]  # the 住民票コード each registry holds the person under, by municipality
     steps: list[tuple[str, float]] = field(default_factory=list)  # (what, seconds)
     records: list[Exchange] = field(default_factory=list)
 
@@ -218,6 +221,7 @@ def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
         tax["income_levy"],
         tax["tax"],
         request_id,
+        {a.id: resident["resident_code"], b.id: newcomer["resident_code"]},
         steps,
         records,
     )

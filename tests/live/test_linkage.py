@@ -434,8 +434,16 @@ def test_move_in_rehearses_the_seed_scenario_from_the_offices(configured, linkag
             f"\"SELECT position FROM chukan.records WHERE record::jsonb ->> 'request_id' = '{moved['request_id']}'\""
         )
         assert int(kept) == record["position"], (record, kept)
-    # The person's numbers passed between the registrations; neither is printed.
-    assert not any(len(token) in (11, 12) and token.isdigit() for token in done.stdout.replace('"', " ").split())
+    # The 住民票コード followed the person (in --json only, for a script to check); the 個人番号 is
+    # nowhere in the output, nor is either in the tables.
+    codes = moved["resident_codes"]
+    assert set(codes) == {"c-village", "a-city"} and len(set(codes.values())) == 1, codes
+    numbers = [t for t in done.stdout.replace('"', " ").split() if t.isdigit() and len(t) in (11, 12)]
+    assert numbers == list(codes.values()), numbers
+    table = linkage_verb("move-in", "--from", "c-village", "--to", "b-town")
+    assert table.returncode == 0 and not any(t.isdigit() and len(t) in (11, 12) for t in table.stdout.split()), (
+        table.stdout
+    )
 
 
 @pytest.mark.parametrize(
