@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     rto = sorted(r["rto_max"] for r in runs if r["rto_max"] is not None)
+    # 番号連携 watched through each site-loss: a 税 clerk's brokered query every second.
+    linkage = [r["site_loss"].get("linkage") for r in runs if r["site_loss"].get("linkage")]
+    linkage_rto = sorted(k["rto_seconds"] for k in linkage if k["rto_seconds"] is not None)
+    linkage_lost = sum(len(k["lost_request_ids"]) for k in linkage)
+    linkage_answered = sum(k["answered"] for k in linkage)
     by_mode: dict[str, dict] = {}
     for r in runs:
         for m in r["site_loss"]["municipalities"]:
@@ -100,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         ("site-loss RTO min / median / max", f"{rto[0]:.2f} / {median:.2f} / {rto[-1]:.2f} s" if rto else "—"),
         ("median vs Patroni ≈13 s", f"{median / PATRONI_SECONDS:.2f}x"),
         ("failback switch-back outage, max", f"{max(r['failback_rto_max'] for r in runs):.2f} s"),
+        (
+            "linkage RTO min / median / max",
+            f"{linkage_rto[0]:.2f} / {statistics.median(linkage_rto):.2f} / {linkage_rto[-1]:.2f} s"
+            if linkage_rto
+            else "—",
+        ),
+        ("linkage: answered queries missing from the records", f"{linkage_lost} of {linkage_answered}"),
     ]
     for mode, f in sorted(by_mode.items()):
         rows.append(
@@ -115,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         "rto_seconds": rto,
         "rpo": by_mode,
         "failback_outage_max": max(r["failback_rto_max"] for r in runs),
+        "linkage_rto_seconds": linkage_rto,
+        "linkage_lost": linkage_lost,
+        "linkage_answered": linkage_answered,
     }
     print(f"results: {save(f'drills-{args.stack}', summary)}")
     return 0

@@ -64,6 +64,14 @@ def _drill(opts: Options) -> int:
                 for m in report.municipalities
             ],
         )
+        if report.linkage is not None:
+            k = report.linkage
+            output.note(
+                f"番号連携: {k.requester} asked {k.provider} every second, {k.answered} of {k.attempts} answered; "
+                f"RTO {'—' if k.rto_seconds is None else f'{k.rto_seconds:.2f}s'} ≤ {k.rto_target_seconds:g}s, "
+                f"{len(k.lost_request_ids)} answered queries missing from the 情報提供等記録: "
+                + ("[green]met[/]" if k.passed else "[red]missed[/]")
+            )
         output.note(f"state: {report.state_after}")
     # On stderr in either mode, after the timeline where a reader looks: what the office must enter
     # again (counted here; the 住民票コード are in the report, kept out of terminals and CI logs),

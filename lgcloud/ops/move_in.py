@@ -26,7 +26,7 @@ from .clerks import ClerkSession, sign_in
 from .drill.measure import primary_of
 from .lab import Lab, LabError, Pair
 
-__all__ = ["Exchange", "MoveIn", "move_in", "office_call"]
+__all__ = ["Exchange", "MoveIn", "Moved", "move_in", "move_person", "office_call", "pair_for_move"]
 
 JST = ZoneInfo("Asia/Tokyo")
 TAX_SYSTEM = "zei"
@@ -102,8 +102,20 @@ def _tenant_holds(lab: Lab, pair: Pair, query: str) -> bool:
     return lab.sql(primary_of(lab, pair), query, database="chukan").strip() == "1"
 
 
-def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
-    """Rehearse the move of a new person from `source` to `destination` (ids or codes)."""
+@dataclass(frozen=True)
+class Moved:
+    """A person moved by the rehearsal: as each registry answered, and the clerks who did it."""
+
+    source: Pair
+    destination: Pair
+    income_year: int
+    before: dict  # the registration at the source (ref, 住民票コード, 個人番号, 宛名番号)
+    after: dict  # the registration at the destination
+    clerks: tuple[ClerkSession, ClerkSession]
+
+
+def pair_for_move(lab: Lab, source: str, destination: str) -> tuple[Pair, Pair]:
+    """The two municipalities of a move, both running 税; OperatorError (exit 2) otherwise."""
     a, b = lab.pair(source), lab.pair(destination)
     if a.id == b.id:
         raise OperatorError(
@@ -115,16 +127,14 @@ def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
                 f"{pair.id} does not run 税 (systems of lgcloud:municipalities); the rehearsal assesses there",
                 exit_code=EXIT_BAD_INPUT,
             )
+    return a, b
+
+
+def move_person(lab: Lab, a: Pair, b: Pair, income: int, step: Callable[[str], None] = lambda what: None) -> Moved:
+    """A new person of `a` declares last year's `income` there, moves out, and moves in at `b`
+    with the same codes; returns once both tenants of the 中間サーバー know of the move."""
     today = dt.datetime.now(JST).date()
-    fiscal_year, income_year = today.year, today.year - 1
-    steps: list[tuple[str, float]] = []
-    started = time.monotonic()
-
-    def step(what: str) -> None:
-        nonlocal started
-        steps.append((what, round(time.monotonic() - started, 2)))
-        started = time.monotonic()
-
+    income_year = today.year - 1
     at_a, at_b = sign_in(lab, a.id), sign_in(lab, b.id)
     step("clerks signed in at both offices")
     person = {
@@ -187,6 +197,24 @@ def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
         ),
     )
     step(f"moved out of {a.name}, moved in at {b.name}, both linked")
+    step(f"moved out of {a.name}, moved in at {b.name}, both linked")
+    return Moved(a, b, income_year, resident, newcomer, (at_a, at_b))
+
+
+def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
+    """Rehearse the move of a new person from `source` to `destination` (ids or codes)."""
+    a, b = pair_for_move(lab, source, destination)
+    fiscal_year = dt.datetime.now(JST).date().year
+    steps: list[tuple[str, float]] = []
+    started = time.monotonic()
+
+    def step(what: str) -> None:
+        nonlocal started
+        steps.append((what, round(time.monotonic() - started, 2)))
+        started = time.monotonic()
+
+    moved = move_person(lab, a, b, income, step)
+    resident, newcomer, at_b, income_year = moved.before, moved.after, moved.clerks[1], moved.income_year
     assessed = _expect(
         "the assessment",
         b,

@@ -92,6 +92,16 @@ def test_site_loss_loses_no_acknowledged_write_and_recovers(site_loss):
     assert {m["id"] for m in site_loss["municipalities"]} == {"a-city", "b-town", "c-village"}
 
 
+def test_the_linkage_comes_back_on_the_backup_site_with_no_provided_record_lost(site_loss):
+    """Ｂ町's 税 asked Ａ市 for a moved person's income every second through the loss of the center:
+    answered again from the backup site, every answered query on record at both ends."""
+    linkage = site_loss["linkage"]
+    assert (linkage["requester"], linkage["provider"]) == ("b-town", "a-city"), linkage
+    assert linkage["passed"] and linkage["lost_request_ids"] == [], linkage
+    assert linkage["rto_seconds"] is not None and linkage["rto_seconds"] <= linkage["rto_target_seconds"], linkage
+    assert linkage["answered"] >= 5, linkage  # before the injection and after the recovery
+
+
 def test_site_loss_timeline_runs_detect_fence_promote_move_verify(site_loss):
     steps = [s["name"] for s in site_loss["timeline"] if s["municipality"] == "a-city"]
     order = [

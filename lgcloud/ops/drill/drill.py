@@ -16,6 +16,7 @@ from ...model.schema import StackConfig
 from ...state.failover import Failover, served_from_backup
 from ..lab import Lab, LabError, Pair
 from .clerk import Attempt, Clerk
+from .linkage import LinkageWatch
 from .measure import Outcome, checksum, in_sync, integrity, judge, present, primary_of
 from .report import DrillReport
 from .runbook import Step, Timeline
@@ -68,6 +69,16 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
     pairs = scenario.affected(lab, municipality)
     _preflight(lab, scenario, pairs)
     started = time.time()
+    # 番号連携 watched through the drill: a moved person, asked about every second. Set up first,
+    # so that the checksums below count the person's registrations.
+    linkage = LinkageWatch.among(lab, pairs) if scenario.watches_linkage else None
+    if linkage is not None:
+        linkage.start()
+        timeline.log(
+            "lab",
+            "linkage watched",
+            f"{linkage.requester.id} asks {linkage.provider.id} for a moved person's income every second",
+        )
 
     # Data before: both sides agree (or, on failback, the serving side's rows as they are).
     before: dict[str, dict[str, str]] = {}
@@ -85,11 +96,16 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
     try:
         for clerk in clerks.values():
             clerk.start()
-        injection, errors = _exercise(lab, scenario, pairs, clerks, timeline)
+        injection, errors = _exercise(lab, scenario, pairs, clerks, timeline, linkage)
         time.sleep(1.0)  # a last second of writes on the recovered service
     finally:
         attempts = {p.id: _stop(clerks[p.id]) for p in pairs}
+        queries = linkage.stop() if linkage is not None else []
     timeline.log("lab", "clerks stopped", ", ".join(f"{k}: {len(v)} attempts" for k, v in attempts.items()))
+    linked = None
+    if linkage is not None:
+        target = cfg.sla_for(cfg.municipality(linkage.requester.id), "zei").rto_seconds
+        linked = linkage.judge(queries, injection, target)
 
     results = []
     for p in pairs:
@@ -108,9 +124,10 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
         started=started,
         injection=injection,
         finished=time.time(),
-        passed=not errors and all(r.passed for r in results),
+        passed=not errors and all(r.passed for r in results) and (linked is None or linked.passed),
         errors=errors,
         municipalities=results,
+        linkage=linked,
         timeline=list(timeline.steps),
         state_after=_state_after(lab.stack, served_from_backup(lab.stack)),
     )
@@ -132,13 +149,20 @@ def _stop(clerk: Clerk) -> list[Attempt]:
 
 
 def _exercise(
-    lab: Lab, scenario: Scenario, pairs: list[Pair], clerks: dict[str, Clerk], timeline: Timeline
+    lab: Lab,
+    scenario: Scenario,
+    pairs: list[Pair],
+    clerks: dict[str, Clerk],
+    timeline: Timeline,
+    linkage: LinkageWatch | None,
 ) -> tuple[float, list[str]]:
     """Warm up, inject, let the runbook recover, wait until the offices are served again."""
     warm = time.time()
     for p in pairs:
         if not clerks[p.id].wait_served(warm, 30):
             raise LabError(f"{p.terminal} gets no acknowledged write before the drill; check `lgcloud status`")
+    if linkage is not None and not linkage.wait_served(warm, 30):
+        raise LabError(f"{linkage.requester.id}'s 税 gets no answered query before the drill; check `lgcloud status`")
     timeline.log("lab", "clerks writing", f"{len(clerks)} office(s), one registration every 0.2 s each")
     time.sleep(1.0)
 
@@ -154,6 +178,8 @@ def _exercise(
                 for p in pairs:
                     if not clerks[p.id].wait_served(injection, SERVED_TIMEOUT):
                         exercise.errors.append(f"{p.terminal} was not served again within {SERVED_TIMEOUT:.0f} s")
+                if linkage is not None and not linkage.wait_served(injection, SERVED_TIMEOUT):
+                    exercise.errors.append(f"the linkage did not answer again within {SERVED_TIMEOUT:.0f} s")
         finally:
             exercise.stop.set()  # watchers that never saw a miss end here, whatever happened
         for task in exercise.tasks:

@@ -15,7 +15,7 @@ from typing import Any
 from ...state.directory import state_dir, write_atomic
 from .runbook import Step
 
-__all__ = ["DrillReport", "Integrity", "MunicipalityResult", "Targets", "markdown", "write"]
+__all__ = ["DrillReport", "Integrity", "LinkageResult", "MunicipalityResult", "Targets", "markdown", "write"]
 
 JST = dt.timezone(dt.timedelta(hours=9))
 
@@ -71,6 +71,21 @@ class MunicipalityResult:
 
 
 @dataclass
+class LinkageResult:
+    """番号連携 watched through a drill (lgcloud.ops.drill.linkage)."""
+
+    requester: str  # municipality ids
+    provider: str
+    attempts: int
+    answered: int
+    rto_seconds: float | None  # None: no query was answered again by the end of the drill
+    rto_target_seconds: float
+    lost_request_ids: list[str]  # answered, and missing from a side's 情報提供等記録
+    passed: bool
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
 class DrillReport:
     scenario: str
     description: str
@@ -83,6 +98,7 @@ class DrillReport:
     municipalities: list[MunicipalityResult]
     timeline: list[Step] = field(default_factory=list)
     state_after: str = ""
+    linkage: LinkageResult | None = None  # 番号連携 watched through the drill (site-loss)
 
     def to_json(self) -> dict[str, Any]:
         """The report's one JSON form (what ``--json`` prints and report.json holds)."""
@@ -145,7 +161,20 @@ def markdown(report: DrillReport) -> str:
                 f"- {m.name} ({m.code}): {len(m.unreplicated_codes or [])} row(s) the backup never received, "
                 f"住民票コード {codes}; the rows are in `{m.unreplicated_file}` (0600)"
             )
+    if report.linkage is not None:
+        k = report.linkage
+        lines += [
+            "",
+            "## 番号連携",
+            "",
+            f"{k.requester}'s 税 asked {k.provider} for a moved person's income every second: "
+            f"{k.answered} of {k.attempts} queries answered; RTO {_seconds(k.rto_seconds)} "
+            f"(target {k.rto_target_seconds:g} s); {len(k.lost_request_ids)} answered queries missing "
+            f"from either side's 情報提供等記録: {'met' if k.passed else 'MISSED'}.",
+        ]
+        lines += [f"- missing: request {r}" for r in k.lost_request_ids]
     problems = [f"- {m.id}: {p}" for m in report.municipalities for p in m.problems]
+    problems += [f"- linkage: {p}" for p in (report.linkage.problems if report.linkage else [])]
     problems += [f"- {e}" for e in report.errors]
     if problems:
         lines += ["", "## Problems", "", *problems]
@@ -166,6 +195,16 @@ def markdown(report: DrillReport) -> str:
         "Writes acknowledged after a damage and gone with the restore are listed as rolled back, not lost.",
         "- Integrity: count and MD5 of every row of `residents`, ordered by the row key, on both sides before "
         "the drill; afterwards the rows from before must be unchanged, and both sides equal where both run.",
+        *(
+            [
+                "- 番号連携: a 税 clerk at the requester's office asks, every second through the gateway, for the "
+                "income of a person who moved from the provider (所得照会, through the 中間サーバー and the broker); "
+                "RTO as above over its answered queries; a query answered to the office and missing from either "
+                "side's 情報提供等記録 afterwards is lost."
+            ]
+            if report.linkage is not None
+            else []
+        ),
         "",
         "## State after the drill",
         "",

@@ -86,6 +86,8 @@ class Scenario:
     # expected to be gone (listed for re-entry), and service counts as back once writes stop
     # being rolled back (lgcloud.ops.drill.measure.judge).
     rolls_back: ClassVar[bool] = False
+    # A 税 clerk asks another municipality through 番号連携 every second (lgcloud.ops.drill.linkage).
+    watches_linkage: ClassVar[bool] = False
 
     def affected(self, lab: Lab, municipality: str | None) -> list[Pair]:
         """The municipalities the drill acts on; DrillInvalid when it cannot start from here."""
@@ -138,6 +140,7 @@ class SiteLoss(Scenario):
     name = "site-loss"
     description = "the whole center is lost while the offices write; every municipality fails over"
     every_municipality = True
+    watches_linkage = True
 
     def watch(self, exercise: Exercise) -> None:
         for p in exercise.pairs:

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 import psycopg2.extras
 from flask import jsonify, request
 from linkage_core import FUGO, GENESIS, REQUEST_ID, RESIDENT_CODE, Nonces, Refused, canonical, chain_hash, sign, verify
@@ -66,10 +67,21 @@ def database_unreachable(error):
     return jsonify({"error": "the tenant's database does not answer (no primary reachable)"}), 503
 
 
+# Per tenant, the host that was its primary at the last connection: tried first, so that a lost
+# site costs one connect timeout, not one per connection of every request.
+_primary_first: dict[str, str] = {}
+
+
 @contextmanager
 def tenant_db(code: str):
     """A cursor in one transaction on the tenant's database, at whichever side is the primary."""
-    conn = psycopg2.connect(TENANTS[code]["dsn"])
+    params = psycopg2.extensions.parse_dsn(TENANTS[code]["dsn"])
+    hosts = params["host"].split(",")
+    first = _primary_first.get(code)
+    if first in hosts:
+        hosts = [first, *(h for h in hosts if h != first)]
+    conn = psycopg2.connect(**{**params, "host": ",".join(hosts)})
+    _primary_first[code] = conn.info.host
     try:
         with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             yield cur

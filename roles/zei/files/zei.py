@@ -17,6 +17,8 @@ in once (the sessions are the database's), as 窓口:
   during the 年度 declared that income where they lived before: it is asked of the former
   municipality (named by the clerk, or found from the 前住所) through the 中間サーバー and the
   broker, for 個人住民税の賦課, and kept with the request's id.
+- ``POST /api/residents/<ref>/former-income {"year"[, "former_municipality"]}``: 所得照会, the
+  former municipality's income of a year asked the same way and shown, not kept.
 - ``GET /api/residents/<ref>/tax``: the resident's incomes and assessments.
 
 Every income and assessment is queued, in its own transaction, as a 副本 for the 中間サーバー
@@ -323,6 +325,23 @@ def assess(ref: str):
         },
         201,
     )
+
+
+@app.post("/api/residents/<ref>/former-income")
+@needs("窓口")
+def former_income(ref: str):
+    """所得照会: the former municipality's income of a year for the resident, asked and shown, not
+    kept (an assessment keeps what it is based on)."""
+    body = json_body()
+    refuse_unknown(body, ("year", "former_municipality"))
+    year = whole_number(body, "year", FIRST_YEAR, today().year - 1)
+    named = named_body(body)
+    with transaction() as cur:  # recorded first: nothing is asked from a replica
+        person = resident(cur, ref)
+        record(cur, "former-income", person["resident_code"], ["所得"], PURPOSE)
+    provider = former_municipality(named, person)
+    income, request_id = ask_former(person, provider, year)
+    return reply({"income": {"year": year, "income": income, "provided_by": provider, "request_id": request_id}})
 
 
 @app.get("/api/residents/<ref>/tax")
