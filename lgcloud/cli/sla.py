@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..model.schema import BUSINESS_SYSTEMS
+from ..model.schema import SLA_SERVICES
 from ..observe.prometheus import Prometheus
 from ..observe.sla import (
     DATABASE,
@@ -45,7 +45,7 @@ def _show(opts: Options, report: SlaReport) -> None:
         rows.append(
             (
                 f"{r.name} {r.municipality}" if r.name else r.municipality,
-                "データベース db" if r.system == DATABASE else f"{BUSINESS_SYSTEMS.get(r.system, r.system)} {r.system}",
+                "データベース db" if r.system == DATABASE else f"{SLA_SERVICES.get(r.system, r.system)} {r.system}",
                 r.objective,
                 r.window
                 if r.objective in ("availability", "latency_p95", "rpo")

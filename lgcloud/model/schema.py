@@ -20,6 +20,8 @@ from .naming import LOCAL_ENDPOINT
 
 __all__ = [
     "BUSINESS_SYSTEMS",
+    "SHARED_SERVICES",
+    "SLA_SERVICES",
     "SITES",
     "WIDE_SEGMENTS",
     "Allocation",
@@ -38,6 +40,10 @@ BUSINESS_SYSTEMS: dict[str, str] = {
     "fukushi": "福祉",
     "kokuho": "国民健康保険",
 }
+# Services of the 共通基盤 every municipality uses, held to targets like its business systems.
+SHARED_SERVICES: dict[str, str] = {"linkage": "番号連携"}
+# What an SLA may name: a business system or a shared service.
+SLA_SERVICES: dict[str, str] = {**BUSINESS_SYSTEMS, **SHARED_SERVICES}
 SITES = ("center", "backup")
 # Segments shared by the whole stack; each municipality also gets one closed segment per site.
 WIDE_SEGMENTS = ("mgmt", "lgwan", "ipvpn", "shared", "interconnect", "internet")
@@ -241,12 +247,17 @@ class Municipality(_Strict):
     @classmethod
     def _sla(cls, sla: dict[str, SlaOverride], info: ValidationInfo) -> dict:
         for system in sla:
-            if system not in info.data.get("systems", ()):
+            if system not in info.data.get("systems", ()) and system not in SHARED_SERVICES:
                 raise ValueError(
                     f"SLA for {system!r}, a system this municipality does not run; "
                     "add it to systems or remove the target"
                 )
         return sla
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """What the municipality's SLA covers: its business systems and the shared services."""
+        return (*self.systems, *SHARED_SERVICES)
 
     def allocation_for(self, kind: str, defaults: Allocations) -> Allocation:
         return getattr(self.allocation, kind, None) or getattr(defaults, kind)

@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..errors import OperatorError
 from ..model.naming import EXPORTER_PORT, NAME_LABEL, STACK_LABEL, municipality_ids
-from ..model.schema import BUSINESS_SYSTEMS, StackConfig, duration_seconds
+from ..model.schema import SLA_SERVICES, StackConfig, duration_seconds
 from ..model.topology import plan
 from ..state.directory import state_dir
 
@@ -205,9 +205,9 @@ class LabCollector(Collector):
             "rpo": GaugeMetricFamily("lgcloud_sla_rpo_seconds", "Recovery point objective.", labels=labels),
         }
         for m in self.cfg.municipalities:
-            for system in m.systems:
+            for system in m.services:
                 target = self.cfg.sla_for(m, system)
-                values = [m.id, m.code, system, BUSINESS_SYSTEMS[system]]
+                values = [m.id, m.code, system, SLA_SERVICES[system]]
                 families["availability"].add_metric(values, target.availability_percent / 100)
                 families["window"].add_metric(values, duration_seconds(target.window))
                 families["latency"].add_metric(values, target.latency_p95_ms / 1000)
@@ -242,8 +242,19 @@ class LabCollector(Collector):
                 labels=labels,
             ),
         }
+        linkage = GaugeMetricFamily(
+            "lgcloud_drill_linkage_rto_seconds",
+            "Recovery time of 番号連携 in the scenario's last drill, as the requesting municipality's 税 saw it.",
+            labels=labels,
+        )
         for result in read_drills(self.drills):
             scenario = str(result["scenario"])
+            watched = result.get("linkage")
+            if isinstance(watched, dict) and watched.get("requester") in known:
+                requester = self.cfg.municipality(str(watched["requester"]))
+                rto = math.inf if watched.get("rto_seconds") is None else _number(watched.get("rto_seconds"))
+                if rto is not None:
+                    linkage.add_metric([scenario, requester.id, requester.code], rto)
             if isinstance(result.get("passed"), bool):
                 passed.add_metric([scenario], float(result["passed"]))
             when = _timestamp(result.get("finished"))
@@ -263,7 +274,7 @@ class LabCollector(Collector):
                         value = math.inf  # the service did not come back within the drill: no finite RTO
                     if value is not None:
                         family.add_metric(values, value)
-        return [passed, finished, *per_municipality.values()]
+        return [passed, finished, *per_municipality.values(), linkage]
 
 
 def _docker_usage(stack: str) -> Callable[[], dict[str, VmUsage]]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_EVALUATED, OperatorError
 from ..model.naming import DRILL_SYSTEM
-from ..model.schema import StackConfig, duration_seconds
+from ..model.schema import SHARED_SERVICES, StackConfig, duration_seconds
 from .prometheus import Prometheus, PrometheusUnreachable, Sample
 
 __all__ = [
@@ -103,6 +103,9 @@ def judge(objective: str, target: float, measured: float | None) -> tuple[str, f
     return (MET if margin >= 0 else MISSED), margin
 
 
+LINKAGE = next(iter(SHARED_SERVICES))  # 番号連携: its RTO is the one its drill watch measured
+
+
 def queries(window: str) -> dict[str, str]:
     """The PromQL of each measurement over `window`, one series per municipality (and system)."""
     probes = f'probe_success{{job="probe"}}[{window}]'
@@ -115,6 +118,7 @@ def queries(window: str) -> dict[str, str]:
         ),
         "rpo": f"max by (municipality) (max_over_time(municipality:postgresql_rpo_seconds:max[{window}]))",
         "rto": "max by (municipality) (lgcloud_drill_rto_seconds)",
+        "linkage_rto": "max by (municipality) (lgcloud_drill_linkage_rto_seconds)",
         "backup_age": "min by (municipality) (municipality:backup_age_seconds:min)",
     }
 
@@ -168,7 +172,7 @@ def evaluate(
     served = set(served)
     at = time.time()  # one instant for every query, so the rows agree with each other
 
-    targets = [(m, system, cfg.sla_for(m, system)) for m in chosen for system in m.systems]
+    targets = [(m, system, cfg.sla_for(m, system)) for m in chosen for system in m.services]
     windows = {window or t.window for _, _, t in targets}
     measured: dict[str, dict[str, dict[tuple[str, ...], float]]] = {}
     failure = ""
@@ -181,6 +185,7 @@ def evaluate(
                 "latency_p95": _by(prometheus.query(q["latency_p95"], at), "municipality", "system"),
                 "rpo": _by(prometheus.query(q["rpo"], at), "municipality"),
                 "rto": _by(prometheus.query(q["rto"], at), "municipality"),
+                "linkage_rto": _by(prometheus.query(q["linkage_rto"], at), "municipality"),
                 "backup_age": _by(prometheus.query(q["backup_age"], at), "municipality"),
             }
     except PrometheusUnreachable as exc:
@@ -214,11 +219,12 @@ def evaluate(
             if failure:
                 rows.append(row(UNREACHABLE, detail=failure))
                 continue
-            if objective == "rto" and system != DRILL_SYSTEM:
+            if objective == "rto" and system not in (DRILL_SYSTEM, LINKAGE):
                 rows.append(row(NO_DATA, detail=f"the drills measure {DRILL_SYSTEM}'s recovery, not {system}'s"))
                 continue
             key = (m.id, system) if objective in ("availability", "latency_p95") else (m.id,)
-            value = measured[w][objective].get(key)
+            measure = "linkage_rto" if (objective, system) == ("rto", LINKAGE) else objective
+            value = measured[w][measure].get(key)
             if value is not None and math.isinf(value):  # a drill in which the service never came back
                 rows.append(row(MISSED, detail="did not recover within the last drill"))
                 continue
@@ -226,6 +232,10 @@ def evaluate(
             detail = ""
             if objective == "availability" and value is not None:
                 detail = f"{measured[w]['probes'].get(key, 0):.0f} probes"
+            elif objective == "rto" and system == LINKAGE:
+                detail = (
+                    "last site-loss drill, as 税 saw it" if value is not None else "no site-loss drill asked it yet"
+                )
             elif objective == "rto":
                 detail = "last drills" if value is not None else "no drill result yet (lgcloud drill)"
             elif value is None:

@@ -466,3 +466,23 @@ def test_move_in_refuses_bad_arguments_and_registers_nobody(configured, linkage,
         m: linkage[m]["db"].check_output(f'runuser -u postgres -- psql -XAtq -d jumin -c "{count}"') for m in linkage
     }
     assert after == before
+
+
+@pytest.mark.municipalities
+def test_the_offices_see_the_linkage_healthy(configured, m):
+    answer = call_terminal(m.id, "GET", "/linkage/healthz")
+    assert (answer.status, answer.json()["status"]) == (200, "ok"), answer.text
+
+
+def test_a_broker_that_is_down_shows_in_the_linkage_health_and_comes_back(configured, vm):
+    broker = vm("broker")
+    broker.check_output("sv stop broker")
+    try:
+        answer = call_terminal("a-city", "GET", "/linkage/healthz")
+        assert answer.status == 503 and "broker" in answer.json()["linkage"], answer.text
+    finally:
+        broker.check_output("sv start broker")
+    deadline = time.monotonic() + 30
+    while call_terminal("a-city", "GET", "/linkage/healthz").status != 200:
+        assert time.monotonic() < deadline, "the linkage did not come back with the broker"
+        time.sleep(1)

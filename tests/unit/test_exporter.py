@@ -47,6 +47,8 @@ def test_sla_targets_are_published_per_municipality_and_system(dev, tmp_path):
     assert reg.get_sample_value("lgcloud_sla_availability_ratio", c_village) == pytest.approx(0.999)
     assert reg.get_sample_value("lgcloud_sla_window_seconds", c_village) == 30 * 86400
     assert reg.get_sample_value("lgcloud_sla_latency_p95_seconds", c_village) == 0.5
+    linkage = {**c_village, "system": "linkage", "system_name": "番号連携"}  # every municipality's tenant
+    assert reg.get_sample_value("lgcloud_sla_availability_ratio", linkage) == pytest.approx(0.999)
 
 
 def test_no_drill_directory_means_no_drill_metrics(dev, tmp_path):
@@ -99,6 +101,7 @@ def test_the_last_drill_of_each_scenario_is_published(dev, tmp_path):
                         "passed": True,
                     },
                 ],
+                "linkage": {"requester": "b-town", "provider": "a-city", "rto_seconds": 7.8, "passed": True},
             }
         )
     )
@@ -110,6 +113,9 @@ def test_the_last_drill_of_each_scenario_is_published(dev, tmp_path):
     assert reg.get_sample_value(
         "lgcloud_drill_rto_seconds", {**c_village, "municipality": "b-town", "code": "013315"}
     ) == float("inf")
+    assert reg.get_sample_value(
+        "lgcloud_drill_linkage_rto_seconds", {"scenario": "site-loss", "municipality": "b-town", "code": "013315"}
+    ) == pytest.approx(7.8)
     assert reg.get_sample_value("lgcloud_drill_municipality_passed", c_village) == 0
     assert reg.get_sample_value("lgcloud_drill_passed", {"scenario": "site-loss"}) == 0
     assert (

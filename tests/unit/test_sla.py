@@ -122,7 +122,8 @@ def test_no_measurement_is_no_data_never_met():
 
 def test_every_query_covers_the_window_asked_for():
     for name, expr in queries("17m").items():
-        assert "[17m]" in expr or name in ("rto", "backup_age"), (name, expr)  # the last drills; the age now
+        # the last drills; the age now
+        assert "[17m]" in expr or name in ("rto", "linkage_rto", "backup_age"), (name, expr)
 
 
 def test_the_systems_served_are_those_prometheus_holds_probes_of(dev):
@@ -153,6 +154,7 @@ class FakePrometheus:
                     ("count_over_time", "probes"),
                     ("quantile_over_time", "latency_p95"),
                     ("postgresql_rpo", "rpo"),
+                    ("drill_linkage", "linkage_rto"),
                     ("drill", "rto"),
                     ("backup_age", "backup_age"),
                 )
@@ -282,3 +284,20 @@ def test_a_second_system_is_judged_on_its_own_probes_and_no_drill_speaks_for_its
     assert zei[("b-town", "latency_p95")].measured == 20.0
     assert {zei[(m.id, "rto")].status for m in dev.municipalities} == {"no data"}
     assert "jumin" in zei[("a-city", "rto")].detail and code == EXIT_FAILED
+
+
+def test_the_linkage_is_judged_on_its_probes_and_on_the_recovery_its_drill_watch_measured(dev):
+    served = {(m.id, "linkage"): 100.0 for m in dev.municipalities}
+    prometheus = healthy(
+        dev,
+        availability=served,
+        probes={key: 720 for key in served},
+        latency_p95={key: 40.0 for key in served},
+    )
+    prometheus.answers["linkage_rto"] = {("b-town",): 7.8}
+    rows, _ = rows_of(dev, prometheus, "1h", served=("jumin", "linkage"))
+    linkage = {(r.municipality, r.objective): r for r in rows if r.system == "linkage"}
+    assert {m for m, _ in linkage} == {m.id for m in dev.municipalities}  # every municipality's tenant
+    assert linkage[("a-city", "availability")].status == "met"
+    assert (linkage[("b-town", "rto")].status, linkage[("b-town", "rto")].measured) == ("met", 7.8)
+    assert linkage[("a-city", "rto")].status == "no data" and "site-loss" in linkage[("a-city", "rto")].detail

@@ -21,6 +21,8 @@ import re
 import secrets
 import time
 import unicodedata
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ log = logging.getLogger("gunicorn.error")  # one log stream with gunicorn's own 
 # ASCII digits only: \d would take ０-９ and ٠-٩, which int() reads but the database's CHECKs refuse.
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 RESIDENT_REF = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LINKAGE_HEALTH_TIMEOUT = 5.0  # seconds the health of 番号連携 may take (the probe's own timeout is longer)
 # Characters no text field holds: controls (NUL included) and lone surrogates, which no UTF-8
 # string can carry and the database cannot store.
 FORBIDDEN = ("Cc", "Cs")
@@ -523,3 +526,24 @@ def healthz():
         cur.execute("SELECT pg_is_in_recovery() AS replica")
         replica = cur.fetchone()["replica"]
     return reply({"status": "ok", "database": "read-only replica" if replica else "primary"})
+
+
+# --- 番号連携's health, as the municipality's systems see it (the offices' probes ask it) ---
+
+
+@app.get("/linkage/healthz")
+def linkage_healthz():
+    """Whether the 中間サーバー of this site answers for the municipality, reaching its tenant's
+    database and the broker; about nobody, and writing no record."""
+    try:
+        with urllib.request.urlopen(f"{SETTINGS['chukan']}/api/health", timeout=LINKAGE_HEALTH_TIMEOUT) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        try:
+            reason = json.loads(error.read() or b"{}").get("error", str(error.code))
+        except ValueError:
+            reason = str(error.code)
+        return reply({"status": "down", "linkage": reason}, 503)
+    except OSError:
+        return reply({"status": "down", "linkage": "the 中間サーバー does not answer"}, 503)
+    return reply({"status": "ok", "linkage": "the 中間サーバー, the tenant's database and the broker answer"})

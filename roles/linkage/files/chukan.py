@@ -18,6 +18,7 @@ For the municipality's systems (their own tenant only):
 - ``POST /api/query {"atena_number", "office", "provider", "provider_kind", "items"}``: asks another
   body through the broker; both the request and the answer go into the tenant's 情報提供等記録.
 - ``GET /api/records``: the tenant's 情報提供等記録.
+- ``GET /api/health``: whether the tenant's database (at a primary) and the broker answer.
 
 For the broker: ``POST /provide {"request_id", "fugo", "office", "requester", "items"}``: answers
 from the providing tenant's 副本 and records the provision.
@@ -156,6 +157,22 @@ def healthz():
     return jsonify({"status": "ok", "tenants": len(TENANTS)})
 
 
+@app.get("/api/health")
+def health():
+    """The calling tenant's linkage, asked about nobody: its database at a primary, and the broker."""
+    code = calling_tenant()
+    with tenant_db(code) as cur:  # unreachable: 503 from the handler above
+        cur.execute("SELECT pg_is_in_recovery() AS replica")
+        cur.fetchone()
+    try:
+        with urllib.request.urlopen(f"{BROKER}/healthz", timeout=BROKER_TIMEOUT) as response:
+            response.read()
+    except OSError as error:
+        log.warning("the broker does not answer its health check: %s", type(error).__name__)
+        raise Answer(503, "the broker does not answer") from None
+    return jsonify({"status": "ok", "tenant": "primary reachable", "broker": "ok"})
+
+
 @app.post("/api/link")
 def link():
     code = calling_tenant()
@@ -223,7 +240,11 @@ def query():
     provider = field(body, "provider", re.compile(r"[0-9]{6}"), "the providing body's 地方公共団体コード")
     kind = field(body, "provider_kind", ITEM, "the kind of provider the permission table names")
     items = items_in(body)
-    for name, known, value in (("office", OFFICES, [office]), ("provider_kind", KINDS, [kind]), ("items", ITEMS, items)):
+    for name, known, value in (
+        ("office", OFFICES, [office]),
+        ("provider_kind", KINDS, [kind]),
+        ("items", ITEMS, items),
+    ):
         if not set(value) <= known:
             raise Answer(400, f"{name} must be among the permission table's: {', '.join(sorted(known))}", field=name)
     request_id = str(uuid.uuid4())
@@ -273,7 +294,10 @@ def query():
         )
     if not provided:
         raise Answer(
-            503 if status >= 500 else 502 if outcome == "error" else 403, answer.get("error", "not provided"), record=position, request_id=request_id
+            503 if status >= 500 else 502 if outcome == "error" else 403,
+            answer.get("error", "not provided"),
+            record=position,
+            request_id=request_id,
         )
     return jsonify({"provided": True, "items": answer.get("items", {}), "request_id": request_id, "record": position})
 
@@ -316,11 +340,14 @@ def provide():
             found = {row["item"]: row["value"] for row in cur.fetchall()}
         if not found:
             not_former = person is not None and kind == "former-municipality" and person["residence"] != "former"
-            reason = "the person is not a former resident here" if not_former else "no 副本 of these items for this 符号"
+            reason = (
+                "the person is not a former resident here" if not_former else "no 副本 of these items for this 符号"
+            )
             position = append_record(cur, {**record, "outcome": "refused", "reason": reason})
         else:
             position = append_record(
-                cur, {**record, "atena_number": person["atena_number"], "outcome": "provided", "provided": sorted(found)}
+                cur,
+                {**record, "atena_number": person["atena_number"], "outcome": "provided", "provided": sorted(found)},
             )
     if not found:  # after the block: the refusal's record is committed, not rolled back with it
         raise Answer(404, "no 副本 of these items for this 符号", record=position)
