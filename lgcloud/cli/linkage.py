@@ -7,6 +7,9 @@ first broken link (a record changed, removed or slipped in), and whether the cha
 where it ended at the last intact check (the newest records removed, or the whole chain
 recomputed, show there). Exit 1 when one is not intact, so that a script notices.
 
+``purge-records [--yes]``: the tenants' records past the stack's retention (seven years at least),
+shown; with --yes removed, the chain's base moved past them (lgcloud.ops.linkage.purge_records).
+
 ``move-in --from A --to B``: a new person of A declares last year's income at A's 税, moves to B,
 and B's 税 assesses them on the income A provides through the 中間サーバー and the broker; prints
 the steps, the assessment and each side's 情報提供等記録 (lgcloud.ops.move_in)."""
@@ -18,7 +21,7 @@ from dataclasses import asdict
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, OperatorError
 from ..ops.lab import Lab
-from ..ops.linkage import verify_records
+from ..ops.linkage import purge_records, verify_records
 from ..ops.move_in import move_in
 from .options import Options
 
@@ -26,7 +29,40 @@ __all__ = ["add"]
 
 
 def run(opts: Options) -> int:
-    return rehearse(opts) if opts.args.action == "move-in" else verify(opts)
+    return {"move-in": rehearse, "purge-records": purge, "verify-records": verify}[opts.args.action](opts)
+
+
+def purge(opts: Options) -> int:
+    cfg = opts.config()
+    chosen = [cfg.municipality_named(opts.args.municipality).id] if opts.args.municipality else None
+    apply = opts.flag("yes")
+    with Lab(cfg) as lab:
+        purges = purge_records(lab, chosen, apply=apply)
+    if opts.flag("json"):
+        opts.output.json([asdict(p) for p in purges])
+        return 0
+    years = cfg.linkage.record_retention_years
+    opts.output.table(
+        f"情報提供等記録 of {cfg.stack} older than {years} years (lgcloud:linkage.record_retention_years)",
+        ("keeper", "read on", "records", "positions", "from", "to", ""),
+        [
+            (
+                p.keeper,
+                p.vm,
+                str(p.records),
+                f"{p.first}–{p.last}" if p.records else "—",
+                p.oldest or "—",
+                p.newest or "—",
+                "purged" if p.purged else ("would be purged" if p.records else "nothing to purge"),
+            )
+            for p in purges
+        ],
+        caption="never the records of the last "
+        f"{years} years, nor a record before a younger one, nor a chain's newest; the chain's base keeps its link",
+    )
+    if not apply and any(p.records for p in purges):
+        opts.output.note("nothing was removed; run again with --yes to purge these records")
+    return 0
 
 
 def rehearse(opts: Options) -> int:
@@ -93,10 +129,12 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
     sub = verbs.add_parser("linkage", parents=[common], help=text, description=text)
     sub.add_argument(
         "action",
-        choices=("verify-records", "move-in"),
-        help="verify-records: walk every chain, report breaks; move-in: the seed's scenario from the offices",
+        choices=("verify-records", "move-in", "purge-records"),
+        help="verify-records: walk every chain, report breaks; move-in: the seed's scenario from the offices; "
+        "purge-records: show (with --yes: remove) the tenants' records past their retention",
     )
-    sub.add_argument("--municipality", help="verify-records: id or 地方公共団体コード: that tenant's chain only")
+    sub.add_argument("--municipality", help="verify-records, purge-records: id or 地方公共団体コード: that tenant only")
+    sub.add_argument("--yes", action="store_true", help="purge-records: remove what is shown")
     sub.add_argument("--from", dest="source", help="move-in: the municipality the person leaves")
     sub.add_argument("--to", dest="destination", help="move-in: the municipality the person moves to")
     sub.add_argument("--income", type=int, default=3_600_000, help="move-in: the 所得 declared (yen; 3600000)")

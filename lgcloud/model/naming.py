@@ -79,6 +79,10 @@ BACKUP_COMMON_NAME = "lgcloud-backup"
 # 番号連携: the 中間サーバー's API (on each municipality's closed segments and on lgwan, for the
 # broker) and the broker's (情報提供ネットワークシステム, on lgwan, for the 中間サーバー only).
 CHUKAN_PORT = 8600
+# Each municipality's tenant of the 中間サーバー: a database of its own cluster, and the role the
+# 中間サーバー connects as.
+CHUKAN_DATABASE = "chukan"
+CHUKAN_ROLE = "chukan"
 # The databases' PostgreSQL (the postgresql role's postgresql_port; the 中間サーバー connects to it).
 POSTGRESQL_PORT = 5432
 BROKER_PORT = 8700

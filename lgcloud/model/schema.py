@@ -20,6 +20,7 @@ from .naming import LOCAL_ENDPOINT
 
 __all__ = [
     "BUSINESS_SYSTEMS",
+    "LinkagePolicy",
     "SHARED_SERVICES",
     "SLA_SERVICES",
     "SITES",
@@ -182,6 +183,13 @@ class BackupPolicy(_Strict):
         return value
 
 
+class LinkagePolicy(_Strict):
+    """How the 情報提供等記録 of 番号連携 are kept: 番号法 keeps them seven years, so a stack may
+    keep them longer, never shorter (`lgcloud linkage purge-records` removes only older ones)."""
+
+    record_retention_years: int = Field(7, ge=7, le=100)
+
+
 class SlaOverride(_Strict):
     """A municipality's own targets for one system; keys left out keep the stack's."""
 
@@ -274,6 +282,7 @@ class StackConfig(_Strict):
     municipalities: tuple[Municipality, ...] = Field(min_length=1)
     sla: SlaTarget = SlaTarget.model_validate({})  # every system of every municipality, unless it states its own
     backup: BackupPolicy = BackupPolicy.model_validate({})
+    linkage: LinkagePolicy = LinkagePolicy.model_validate({})
 
     @field_validator("sites")
     @classmethod

@@ -20,7 +20,9 @@ from ..model.naming import (
     BACKUP_COMMON_NAME,
     BACKUP_TLS_PORT,
     BROKER_PORT,
+    CHUKAN_DATABASE,
     CHUKAN_PORT,
+    CHUKAN_ROLE,
     EXPORTER_PORT,
     OFFICE_TLS,
     POSTGRESQL_PORT,
@@ -136,8 +138,8 @@ def build_inventory(
                 "lgcloud_chukan": {
                     "port": CHUKAN_PORT,
                     # Each municipality's tenant: this database of its cluster, this role.
-                    "database": "chukan",
-                    "user": "chukan",
+                    "database": CHUKAN_DATABASE,
+                    "user": CHUKAN_ROLE,
                     "postgresql_port": POSTGRESQL_PORT,
                     "lgwan": [topology.vm(v).addresses["lgwan"] for v in ("chukan", "chukan-standby")],
                     "interconnect": [topology.vm(v).addresses["interconnect"] for v in ("chukan", "chukan-standby")],

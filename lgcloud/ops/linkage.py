@@ -23,13 +23,25 @@ from functools import cache
 from types import ModuleType
 from typing import Literal
 
+from ..model.naming import CHUKAN_DATABASE
 from ..paths import PROJECT_ROOT
 from ..state.chains import Anchor, anchors, keep_anchors
 from .access import ssh_config_path
 from .drill.measure import primary_of
 from .lab import Lab, LabError
 
-__all__ = ["BROKER", "ChainCheck", "linkage_core", "tenant_chain", "verify_records", "walk_chain"]
+__all__ = [
+    "BROKER",
+    "Base",
+    "ChainCheck",
+    "Purge",
+    "linkage_core",
+    "purge_records",
+    "tenant_base",
+    "tenant_chain",
+    "verify_records",
+    "walk_chain",
+]
 
 BROKER = "broker"  # the keeper name of the broker's own chain
 # (hash, text) per line, tab-separated: canonical JSON escapes every control character, and COPY
@@ -57,8 +69,9 @@ def linkage_core() -> ModuleType:
 
 
 # Against where the chain ended at the last intact check (lgcloud.state.chains): no check before;
-# still there; the chain now shorter; or the record there has another hash (the chain recomputed).
-Anchored = Literal["first check", "held", "shorter", "rewritten"]
+# still there; the chain now shorter; the record there has another hash (the chain recomputed); or
+# that record was purged since, past its retention (the chain's base says so, and is walked from).
+Anchored = Literal["first check", "held", "shorter", "rewritten", "purged since"]
 
 
 @dataclass(frozen=True)
@@ -69,10 +82,24 @@ class ChainCheck:
     first_broken: int | None  # position of the first record whose link does not hold; None: intact
     last_hash: str  # of the last record ("" for an empty chain)
     anchored: Anchored
+    first_position: int = 0  # where the walk began: 0, or past the records a purge removed
 
     @property
     def intact(self) -> bool:
-        return self.first_broken is None and self.anchored in ("first check", "held")
+        return self.first_broken is None and self.anchored in ("first check", "held", "purged since")
+
+    @property
+    def length(self) -> int:
+        """The chain's length through its last record, purged records counted."""
+        return self.first_position + self.records
+
+
+@dataclass(frozen=True)
+class Base:
+    """Where a chain's walk begins: the genesis, or the last record a purge removed."""
+
+    start: int = 0  # the first kept record's position
+    previous: str = ""  # the hash it follows on from ("": the genesis)
 
 
 def _lines(lab: Lab, vm: str, command: str, stdin: bytes = b"") -> Iterator[tuple[str, str]]:
@@ -98,8 +125,11 @@ def _lines(lab: Lab, vm: str, command: str, stdin: bytes = b"") -> Iterator[tupl
             raise LabError(f"{vm}: reading the 情報提供等記録 exited {status}: {errors.read().decode().strip()[-300:]}")
 
 
-def walk_chain(keeper: str, vm: str, lines: Iterator[tuple[str, str]], anchor: Anchor | None = None) -> ChainCheck:
-    """Walk (hash, text) `lines` of the chain `keeper` keeps on `vm`: its links, then its anchor."""
+def walk_chain(
+    keeper: str, vm: str, lines: Iterator[tuple[str, str]], anchor: Anchor | None = None, base: Base = Base()
+) -> ChainCheck:
+    """Walk (hash, text) `lines` of the chain `keeper` keeps on `vm` from `base`: its links, then
+    its anchor (Anchor.records: the chain's length through its last record at the last check)."""
     core = linkage_core()
     counted, last, at_anchor = 0, "", None
 
@@ -108,28 +138,46 @@ def walk_chain(keeper: str, vm: str, lines: Iterator[tuple[str, str]], anchor: A
         for stored, text in lines:
             counted += 1
             last = stored
-            if anchor is not None and counted == anchor.records:
+            if anchor is not None and base.start + counted == anchor.records:
                 at_anchor = stored
             yield stored, text
 
-    broken = core.first_broken(counting())
+    broken = core.first_broken(counting(), base.previous or core.GENESIS, base.start)
     for _ in counting():  # the rest of the stream, to count what the chain holds
         pass
     anchored: Anchored = "first check"
     if anchor is not None:
-        if counted < anchor.records:
+        if base.start + counted < anchor.records:
             anchored = "shorter"
+        elif anchor.records and anchor.records <= base.start:
+            # The anchored record is gone with a purge: the last purged one must be it, or later.
+            held = anchor.records < base.start or base.previous == anchor.last_hash
+            anchored = "purged since" if held else "rewritten"
         elif anchor.records and at_anchor != anchor.last_hash:
             anchored = "rewritten"
         else:
             anchored = "held"
-    return ChainCheck(keeper, vm, counted, broken, last, anchored)
+    return ChainCheck(keeper, vm, counted, broken, last, anchored, base.start)
 
 
-def tenant_chain(lab: Lab, vm: str, database: str = "chukan", anchor: Anchor | None = None) -> ChainCheck:
-    """Walk the chain of the tenant database `database` on `vm`."""
+def tenant_base(lab: Lab, vm: str, database: str = CHUKAN_DATABASE) -> Base:
+    """Where the tenant's chain begins: past its latest purge, if any."""
+    query = (
+        "SELECT CASE WHEN to_regclass('chukan.chain_base') IS NULL THEN '' ELSE coalesce("
+        "(SELECT position || ' ' || hash FROM chukan.chain_base ORDER BY position DESC LIMIT 1), '') END"
+    )
+    found = lab.sql(vm, query, database=database).strip()
+    if not found:
+        return Base()
+    position, _, previous = found.partition(" ")
+    return Base(int(position) + 1, previous)
+
+
+def tenant_chain(lab: Lab, vm: str, database: str = CHUKAN_DATABASE, anchor: Anchor | None = None) -> ChainCheck:
+    """Walk the chain of the tenant database `database` on `vm`, from its base."""
+    base = tenant_base(lab, vm, database)
     psql = f"cd / && chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -c "
-    return walk_chain(database, vm, _lines(lab, vm, psql + shlex.quote(_TENANT_CHAIN)), anchor)
+    return walk_chain(database, vm, _lines(lab, vm, psql + shlex.quote(_TENANT_CHAIN)), anchor, base)
 
 
 def verify_records(lab: Lab, municipalities: list[str] | None = None) -> list[ChainCheck]:
@@ -145,6 +193,78 @@ def verify_records(lab: Lab, municipalities: list[str] | None = None) -> list[Ch
         checks.append(walk_chain(BROKER, "broker", lines, kept.get(BROKER)))
     for check in checks:
         if check.intact:
-            kept[check.keeper] = Anchor(check.records, check.last_hash)
+            kept[check.keeper] = Anchor(check.length, check.last_hash)
     keep_anchors(lab.stack, kept)
     return checks
+
+
+# --- Retention: records past it purged, the chain's base kept -------------------------------------
+
+# One transaction as postgres on the tenant's primary, appends held off meanwhile: the records older
+# than the retention, up to the first younger one (a record out of time order stops the purge
+# there) and never the chain's newest; the base moved to the last of them; COMMIT, or ROLLBACK to
+# show only. Prints: count|first|last|oldest at|newest at.
+_PURGE = """
+BEGIN;
+LOCK TABLE chukan.records IN SHARE ROW EXCLUSIVE MODE;
+CREATE TEMP TABLE purge_plan ON COMMIT DROP AS SELECT least(
+    coalesce((SELECT min(position) FROM chukan.records
+              WHERE (record::jsonb ->> 'at')::timestamptz >= now() - make_interval(years => :years)),
+             (SELECT max(position) FROM chukan.records)),
+    (SELECT max(position) FROM chukan.records)) AS keep_from;
+SELECT count(*) || '|' || coalesce(min(position)::text, '') || '|' || coalesce(max(position)::text, '') || '|'
+       || coalesce(min(record::jsonb ->> 'at'), '') || '|' || coalesce(max(record::jsonb ->> 'at'), '')
+  FROM chukan.records WHERE position < (SELECT keep_from FROM purge_plan);
+INSERT INTO chukan.chain_base (position, hash, purged)
+  SELECT position, hash, (SELECT count(*) FROM chukan.records WHERE position < (SELECT keep_from FROM purge_plan))
+  FROM chukan.records WHERE position = (SELECT keep_from FROM purge_plan) - 1;
+DELETE FROM chukan.records WHERE position < (SELECT keep_from FROM purge_plan);
+"""
+
+
+@dataclass(frozen=True)
+class Purge:
+    """A tenant's 情報提供等記録 past their retention: shown, or purged."""
+
+    keeper: str  # the municipality
+    vm: str  # its primary, where they were read
+    retention_years: int
+    records: int  # older than the retention (and before every younger record)
+    first: int | None  # their positions
+    last: int | None
+    oldest: str | None  # their times (ISO)
+    newest: str | None
+    purged: bool  # False: only shown
+
+
+def purge_records(
+    lab: Lab, municipalities: list[str] | None = None, apply: bool = False, database: str = CHUKAN_DATABASE
+) -> list[Purge]:
+    """The tenants' records past the stack's retention (lgcloud:linkage), purged if `apply`."""
+    years = lab.cfg.linkage.record_retention_years
+    found = []
+    for municipality in municipalities or [m.id for m in lab.cfg.municipalities]:
+        vm = primary_of(lab, lab.pair(municipality))
+        script = _PURGE.replace(":years", str(int(years))) + ("COMMIT;" if apply else "ROLLBACK;")
+        out = lab.run(
+            vm,
+            f"cd / && chpst -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d {shlex.quote(database)}",
+            stdin=script,
+            timeout=600,
+        )
+        line = next(x for x in out.splitlines() if x.count("|") == 4)
+        count, first, last, oldest, newest = line.split("|")
+        found.append(
+            Purge(
+                municipality,
+                vm,
+                years,
+                int(count),
+                int(first) if first else None,
+                int(last) if last else None,
+                oldest or None,
+                newest or None,
+                apply and int(count) > 0,
+            )
+        )
+    return found

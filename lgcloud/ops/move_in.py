@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from ..errors import EXIT_BAD_INPUT, OperatorError
-from ..model.naming import service_url
+from ..model.naming import CHUKAN_DATABASE, service_url
 from .clerks import ClerkSession, sign_in
 from .drill.measure import primary_of
 from .lab import Lab, LabError, Pair
@@ -99,7 +99,7 @@ def _wait_for(what: str, ready: Callable[[], bool], timeout: float = LINK_TIMEOU
 
 
 def _tenant_holds(lab: Lab, pair: Pair, query: str) -> bool:
-    return lab.sql(primary_of(lab, pair), query, database="chukan").strip() == "1"
+    return lab.sql(primary_of(lab, pair), query, database=CHUKAN_DATABASE).strip() == "1"
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
         rows = lab.sql(
             primary_of(lab, pair),
             f"SELECT position, record FROM chukan.records WHERE record::jsonb ->> 'request_id' = '{request_id}'",
-            database="chukan",
+            database=CHUKAN_DATABASE,
         )
         for line in rows.splitlines():
             position, _, text = line.partition("|")

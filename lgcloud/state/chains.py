@@ -18,7 +18,7 @@ __all__ = ["Anchor", "anchors", "forget_anchors", "keep_anchors"]
 
 @dataclass(frozen=True)
 class Anchor:
-    records: int  # how many records the chain held
+    records: int  # the chain's length through its last record (records a purge removed counted)
     last_hash: str  # the hash of its last record
 
 

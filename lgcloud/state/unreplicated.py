@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,19 @@ def unreplicated_dir(stack: str) -> Path:
     return path
 
 
-def keep_unreplicated(stack: str, municipality: str, source: str, rows: list[dict[str, Any]]) -> Path:
-    """Write the rows read from `source` (the fenced primary) for `municipality`; the file's path."""
+def keep_unreplicated(
+    stack: str, municipality: str, source: str, rows: list[dict[str, Any]], records: Sequence[dict[str, Any]] = ()
+) -> Path:
+    """Write the rows read from `source` (the fenced primary) for `municipality`, and its tenant's
+    情報提供等記録 the backup lacks (position, record, hash, as the chain held them); the file's path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = unreplicated_dir(stack) / f"{stamp}-{municipality}.json"
-    document = {"municipality": municipality, "read_from": source, "kept_at": stamp, "rows": rows}
+    document = {
+        "municipality": municipality,
+        "read_from": source,
+        "kept_at": stamp,
+        "rows": rows,
+        "records": list(records),
+    }
     write_atomic(path, json.dumps(document, ensure_ascii=False, indent=2), 0o600)
     return path

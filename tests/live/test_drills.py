@@ -281,6 +281,22 @@ def test_failback_keeps_the_rows_an_async_backup_never_received(configured, vm, 
             assert time.monotonic() < deadline, "the replica kept streaming"
             time.sleep(0.3)
         codes = sorted(register(vm, municipality, f"非同期 {n}", "ヒドウキ") for n in range(2))
+        # And a 情報提供等記録 of Ｃ村's tenant, on the center only: a query about nobody linked.
+        address = ops.topology.vm("chukan").addresses[f"{municipality}-center"]
+        query = {
+            "atena_number": "9999999999",
+            "office": "個人住民税の賦課",
+            "provider": "012025",
+            "provider_kind": "former-municipality",
+            "items": ["前年の所得"],
+        }
+        asked = ops.run(
+            p.app,
+            f"curl -sS -o /dev/null -w '%{{http_code}}' -H 'Content-Type: application/json' --data-binary @- "
+            f"http://{address}:8600/api/query",
+            stdin=json.dumps(query, ensure_ascii=False),
+        )
+        assert asked == "409", asked  # refused: no 符号 yet; recorded all the same
         failover(ops, p, Timeline(), "db-loss")
     finally:
         ops.close()
@@ -291,7 +307,10 @@ def test_failback_keeps_the_rows_an_async_backup_never_received(configured, vm, 
     assert m["unreplicated_codes"] == codes, m
     kept = Path(m["unreplicated_file"])
     assert kept.stat().st_mode & 0o777 == 0o600
-    assert sorted(row["resident_code"] for row in json.loads(kept.read_text())["rows"]) == codes
+    document = json.loads(kept.read_text())
+    assert sorted(row["resident_code"] for row in document["rows"]) == codes
+    assert m["unreplicated_records"] >= 1 and len(document["records"]) == m["unreplicated_records"], m
+    assert any(json.loads(r["record"])["atena_number"] == "9999999999" for r in document["records"]), document
     assert kept.name in err and codes[0] not in err  # the file is named; personal data stays in it
     assert_normal(vm, dev.municipalities)
 

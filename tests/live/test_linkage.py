@@ -486,3 +486,80 @@ def test_a_broker_that_is_down_shows_in_the_linkage_health_and_comes_back(config
     while call_terminal("a-city", "GET", "/linkage/healthz").status != 200:
         assert time.monotonic() < deadline, "the linkage did not come back with the broker"
         time.sleep(1)
+
+
+def _tenant_schema() -> str:
+    """The tenant's tables as ensure_primary makes them (read from the role's source)."""
+    import ast
+    from pathlib import Path
+
+    source = (Path(__file__).parents[2] / "roles/postgresql/files/ensure_primary.py").read_text(encoding="utf-8")
+    assignment = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "CHUKAN"
+    )
+    return ast.literal_eval(assignment.value)
+
+
+@pytest.fixture
+def scratch_tenant(configured, dev):
+    """A tenant database of ten chained records beside Ａ市's, dropped afterwards: 0-5 and 7 are eight
+    years old, 6 one year old (a record out of time order), 8-9 new."""
+    from lgcloud.ops.linkage import linkage_core
+
+    core, name = linkage_core(), "chukan_purge_test"
+    stamps = ["2018-04-01T09:00:00.000+00:00"] * 6 + ["2025-06-01T09:00:00.000+00:00", "2018-05-01T09:00:00.000+00:00"]
+    stamps += ["2026-11-30T09:00:00.000+00:00"] * 2
+    rows, previous = [], core.GENESIS
+    for position, at in enumerate(stamps):
+        text = core.canonical({"position": position, "at": at, "office": TAX, "outcome": "provided"})
+        previous = core.chain_hash(previous, text)
+        rows.append((position, text, previous))
+    with Lab(dev) as lab:
+        lab.run("a-city-db", f"chpst -u postgres createdb {name}")
+        try:
+            lab.sql("a-city-db", _tenant_schema(), database=name)
+            values = ",".join(f"({p}, '{t}', '{h}')" for p, t, h in rows)
+            lab.sql("a-city-db", f"INSERT INTO chukan.records VALUES {values}", database=name)
+            yield lab, name, rows
+        finally:
+            lab.run("a-city-db", f"chpst -u postgres dropdb --if-exists {name}", check=False)
+
+
+def test_a_purge_removes_only_records_past_their_retention_and_the_chain_still_holds(scratch_tenant):
+    from lgcloud.ops.linkage import purge_records, tenant_chain
+
+    lab, name, rows = scratch_tenant
+    [shown] = purge_records(lab, ["a-city"], apply=False, database=name)
+    assert (shown.records, shown.first, shown.last, shown.purged) == (6, 0, 5, False), shown
+    assert lab.sql("a-city-db", "SELECT count(*) FROM chukan.records", database=name) == "10"  # shown only
+
+    [done] = purge_records(lab, ["a-city"], apply=True, database=name)
+    assert (done.records, done.purged) == (6, True), done
+    # Record 7 is as old, but comes after a younger one: it stays, and so does everything after.
+    kept = lab.sql(
+        "a-city-db", "SELECT string_agg(position::text, ',' ORDER BY position) FROM chukan.records", database=name
+    )
+    assert kept == "6,7,8,9", kept
+    assert (
+        lab.sql("a-city-db", "SELECT position || ' ' || hash FROM chukan.chain_base", database=name)
+        == f"5 {rows[5][2]}"
+    )
+    check = tenant_chain(lab, "a-city-db", name)
+    assert (check.first_position, check.records, check.first_broken, check.intact) == (6, 4, None, True), check
+    # Nothing more is old enough, and the newest record is never purged.
+    [again] = purge_records(lab, ["a-city"], apply=True, database=name)
+    assert (again.records, again.purged) == (0, False), again
+
+
+def test_purge_records_on_the_lab_shows_nothing_to_purge_and_refuses_bad_arguments(configured):
+    done = linkage_verb("purge-records", "--json")
+    assert done.returncode == 0, done.stderr
+    assert {(p["keeper"], p["records"], p["retention_years"]) for p in json.loads(done.stdout)} == {
+        ("a-city", 0, 7),
+        ("b-town", 0, 7),
+        ("c-village", 0, 7),
+    }
+    refused = linkage_verb("purge-records", "--municipality", "z-town", "--yes")
+    assert refused.returncode == 2 and "no municipality 'z-town'" in refused.stderr, refused.stderr

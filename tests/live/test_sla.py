@@ -54,7 +54,7 @@ def prometheus(configured):
 
 def expected_targets(lab) -> dict[str, int]:
     cfg = load_stack(STACK)
-    probed = sum(1 for m in cfg.municipalities for s in lab_facts(STACK).probed_systems if s in m.systems)
+    probed = sum(1 for m in cfg.municipalities for s in lab_facts(STACK).probed_systems if s in m.services)
     return {
         "prometheus": 1,
         "node": len(lab.vms),

@@ -146,7 +146,10 @@ def test_failback_reports_the_rows_only_the_fenced_primary_held(dev):
     report = DrillReport("failback", "back", "dev", 990.0, INJECTION, 1010.0, False, [], results, [], "normal")
     page = markdown(report)
     assert "## Only on the fenced center primary: enter these again" in page
-    assert "住民票コード 12345678901; the rows are in `/state/unreplicated/x-c-village.json` (0600)" in page
+    assert (
+        "住民票コード 12345678901; 0 情報提供等記録 of its tenant, kept beside the chain; "
+        "all in `/state/unreplicated/x-c-village.json` (0600)"
+    ) in page
 
 
 def test_a_clerk_log_written_in_a_tenant_vm_is_not_trusted():

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from lgcloud.ops.linkage import linkage_core, walk_chain
+from lgcloud.ops.linkage import Base, linkage_core, walk_chain
 from lgcloud.state.chains import Anchor, anchors, forget_anchors, keep_anchors
 from lgcloud.state.directory import state_dir
 
@@ -25,8 +25,8 @@ def chain(texts: list[str]) -> list[tuple[str, str]]:
 RECORDS = chain([core.canonical({"position": n, "office": "個人住民税の賦課"}) for n in range(20)])
 
 
-def walk(records, anchor=None):
-    return walk_chain("a-city", "a-city-db", iter(records), anchor)
+def walk(records, anchor=None, base=None):
+    return walk_chain("a-city", "a-city-db", iter(records), anchor, base or Base())
 
 
 def test_a_first_check_of_an_intact_chain_is_intact_and_gives_its_end():
@@ -57,6 +57,26 @@ def test_a_broken_link_is_not_intact_whatever_the_anchor():
     changed = [*RECORDS[:5], (RECORDS[5][0], RECORDS[5][1].replace("賦課", "徴収")), *RECORDS[6:]]
     check = walk(changed, Anchor(20, RECORDS[19][0]))
     assert (check.first_broken, check.records, check.intact) == (5, 20, False)
+
+
+# After a purge of positions 0-11: the kept records follow on from the last purged one's hash.
+PURGED = Base(12, RECORDS[11][0])
+
+
+def test_a_purged_chain_is_walked_from_its_base_and_breaks_are_named_by_position():
+    check = walk(RECORDS[12:], base=PURGED)
+    assert (check.first_position, check.records, check.length, check.intact) == (12, 8, 20, True)
+    changed = [*RECORDS[12:15], (RECORDS[15][0], RECORDS[15][1].replace("賦課", "徴収")), *RECORDS[16:]]
+    assert walk(changed, base=PURGED).first_broken == 15
+    assert walk(RECORDS[12:], base=Base(12, RECORDS[10][0])).first_broken == 12  # a base that is not the chain's
+
+
+def test_an_anchor_a_purge_went_past_is_purged_since_and_one_it_reached_must_match_the_base():
+    assert walk(RECORDS[12:], Anchor(10, RECORDS[9][0]), PURGED).anchored == "purged since"
+    assert walk(RECORDS[12:], Anchor(12, RECORDS[11][0]), PURGED).anchored == "purged since"
+    assert walk(RECORDS[12:], Anchor(12, "f" * 64), PURGED).anchored == "rewritten"
+    assert walk(RECORDS[12:], Anchor(16, RECORDS[15][0]), PURGED).anchored == "held"
+    assert walk(RECORDS[12:17], Anchor(20, RECORDS[19][0]), PURGED).anchored == "shorter"
 
 
 @pytest.fixture

@@ -103,6 +103,11 @@ BAD = {
     "missing backup site": ("lgcloud:sites.backup", KeyError, ["lgcloud:sites", "backup site"]),
     "typo in a top key": ("lgcloud:municipalites", [], ["lgcloud:municipalites", "unknown key"]),
     "typo in a nested key": ("lgcloud:municipalities.0.acess", "lgwan", ["municipalities[0].acess", "unknown key"]),
+    "records kept less than the law's seven years": (
+        "lgcloud:linkage",
+        {"record_retention_years": 6},
+        ["lgcloud:linkage.record_retention_years", "greater than or equal to 7"],
+    ),
     "backups more often than hourly": (
         "lgcloud:backup",
         {"interval": "30m"},

@@ -10,6 +10,7 @@ provided record is lost when a query the office was answered is missing from eit
 
 from __future__ import annotations
 
+from ...model.naming import CHUKAN_DATABASE
 from ..lab import Lab, LabError, Pair
 from ..move_in import TAX_SYSTEM, move_person
 from .clerk import REQUEST_ID, Attempt, Clerk, income_inquiry
@@ -89,7 +90,7 @@ class LinkageWatch:
             primary_of(self.lab, pair),
             f"SELECT DISTINCT record::jsonb ->> 'request_id' FROM chukan.records"
             f" WHERE record::jsonb ->> 'request_id' IN ({listed}) AND record::jsonb ->> 'outcome' = 'provided'",
-            database="chukan",
+            database=CHUKAN_DATABASE,
             timeout=60,
         )
         return set(found.split())

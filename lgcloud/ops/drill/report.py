@@ -64,6 +64,8 @@ class MunicipalityResult:
     # replication), by 住民票コード, and the 0600 file in the state directory holding them
     unreplicated_codes: list[str] | None = None
     unreplicated_file: str | None = None
+    # failback: the tenant's 情報提供等記録 only the fenced primary held, kept in the same file
+    unreplicated_records: int | None = None
 
     def fail(self, problem: str) -> None:
         self.passed = False
@@ -152,14 +154,15 @@ def markdown(report: DrillReport) -> str:
             lines.append(
                 f"- {m.name} ({m.code}): {len(m.rolled_back_codes or [])} registration(s), 住民票コード {codes}"
             )
-    kept = [m for m in report.municipalities if m.unreplicated_codes]
+    kept = [m for m in report.municipalities if m.unreplicated_codes or m.unreplicated_records]
     if kept:
         lines += ["", "## Only on the fenced center primary: enter these again", ""]
         for m in kept:
-            codes = ", ".join(m.unreplicated_codes or [])
+            codes = ", ".join(m.unreplicated_codes or []) or "none"
             lines.append(
                 f"- {m.name} ({m.code}): {len(m.unreplicated_codes or [])} row(s) the backup never received, "
-                f"住民票コード {codes}; the rows are in `{m.unreplicated_file}` (0600)"
+                f"住民票コード {codes}; {m.unreplicated_records or 0} 情報提供等記録 of its tenant, kept beside "
+                f"the chain; all in `{m.unreplicated_file}` (0600)"
             )
     if report.linkage is not None:
         k = report.linkage

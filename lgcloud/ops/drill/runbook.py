@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ...model.codes import resident_code_is_valid
-from ...model.naming import REPLACED_GENERATIONS, identifier
+from ...model.naming import CHUKAN_DATABASE, CHUKAN_ROLE, REPLACED_GENERATIONS, identifier
 from ...state.failover import Failover, record_failback, record_failover
 from ...state.unreplicated import keep_unreplicated
 from ..backup import RestoreTarget
@@ -294,6 +294,7 @@ class Unreplicated:
     codes: list[str]  # 住民票コード of rows missing at the backup or different there
     kept_in: str | None = None  # the file holding those rows (None: nothing to keep)
     unread: str = ""  # why the old cluster could not be read ("" when it was)
+    records: int = 0  # the tenant's 情報提供等記録 missing at the backup or different there, kept too
 
 
 _ROW_SUMS = "SELECT ref || ' ' || md5(r::text) FROM residents r"
@@ -309,6 +310,36 @@ def _row_sums(lab: Lab, vm: str) -> dict[str, str]:
             raise LabError(f"{vm} holds a malformed row key; its rows are not read")
         sums[key] = digest
     return sums
+
+
+# The 中間サーバー tenant's 情報提供等記録, by chain position: a record only the fenced primary
+# held (or held otherwise) cannot join the chain the backup went on with, and is kept beside it.
+_RECORD_SUMS = "SELECT position || ' ' || hash FROM chukan.records"
+
+
+def _record_sums(lab: Lab, vm: str) -> dict[str, str]:
+    sums = {}
+    for line in lab.sql(vm, _RECORD_SUMS, database=CHUKAN_DATABASE, timeout=120).splitlines():
+        key, _, digest = line.partition(" ")
+        if not key.isascii() or not key.isdigit():  # keys go into SQL below
+            raise LabError(f"{vm} holds a malformed record position; its records are not read")
+        sums[key] = digest
+    return sums
+
+
+def _records_only_on(lab: Lab, center: str, backup: str) -> list[dict]:
+    ours, theirs = _record_sums(lab, center), _record_sums(lab, backup)
+    positions = sorted((int(k) for k, digest in ours.items() if theirs.get(k) != digest))
+    if not positions:
+        return []
+    listed = ",".join(str(p) for p in positions)
+    rows = lab.sql(
+        center,
+        f"SELECT json_agg(r ORDER BY position) FROM chukan.records r WHERE position IN ({listed})",
+        database=CHUKAN_DATABASE,
+        timeout=120,
+    )
+    return list(json.loads(rows))
 
 
 def _wait_readable(lab: Lab, vm: str, timeout: float = 60) -> None:
@@ -340,23 +371,29 @@ def keep_rows_only_the_center_held(lab: Lab, pair: Pair, timeline: Timeline) -> 
             return Unreplicated([], None, str(exc))
         theirs = _row_sums(lab, backup)
         keys = sorted(key for key, digest in ours.items() if theirs.get(key) != digest)
-        if not keys:
-            note(f"none: {backup} holds every row {center} had")
+        records = _records_only_on(lab, center, backup)
+        if not keys and not records:
+            note(f"none: {backup} holds every row and 情報提供等記録 {center} had")
             return Unreplicated([])
-        listed = ",".join(f"'{key}'" for key in keys)
-        rows = json.loads(
-            lab.sql(
-                center,
-                f"SELECT json_agg(r ORDER BY resident_code, ref) FROM residents r WHERE ref IN ({listed})",
-                timeout=120,
+        rows = []
+        if keys:
+            listed = ",".join(f"'{key}'" for key in keys)
+            rows = json.loads(
+                lab.sql(
+                    center,
+                    f"SELECT json_agg(r ORDER BY resident_code, ref) FROM residents r WHERE ref IN ({listed})",
+                    timeout=120,
+                )
             )
-        )
         codes = [row["resident_code"] for row in rows]
         if not all(resident_code_is_valid(code) for code in codes):
             raise LabError(f"{center} holds a malformed 住民票コード; its rows are not read")
-        path = keep_unreplicated(lab.stack, pair.id, center, rows)
-        note(f"{len(codes)} row(s) only on {center}, kept in {path} (0600) to be entered again")
-        return Unreplicated(codes, str(path))
+        path = keep_unreplicated(lab.stack, pair.id, center, rows, records)
+        note(
+            f"{len(codes)} row(s) and {len(records)} 情報提供等記録 only on {center}, kept in {path} (0600): "
+            "the rows to be entered again, the records to be kept beside the chain"
+        )
+        return Unreplicated(codes, str(path), records=len(records))
 
 
 def failback(lab: Lab, pair: Pair, timeline: Timeline) -> Unreplicated:
@@ -536,9 +573,8 @@ AUDIT_TABLES = (
     AuditTable("jumin", "audit.access_records", "id", True),
     AuditTable("jumin", "audit.sign_ins", "id", True),
     # A hash chain: the rows appended after the restore point follow on from it unchanged.
-    AuditTable("chukan", "chukan.records", "position", False),
+    AuditTable(CHUKAN_DATABASE, "chukan.records", "position", False),
 )
-CHUKAN_ROLE = "chukan"  # the 中間サーバー's role in each tenant database (the inventory's lgcloud_chukan.user)
 
 
 def _audit_trail(lab: Lab, vm: str) -> dict[AuditTable, str]:

@@ -317,6 +317,7 @@ class Failback(Scenario):
         # the backup, so no office was told they were written (the site-loss drill's RPO shows that
         # no acknowledged write was lost). Neither is a loss of the failback's.
         result.unreplicated_codes, result.unreplicated_file = found.codes, found.kept_in
+        result.unreplicated_records = found.records
 
 
 SCENARIOS: dict[str, type[Scenario]] = {

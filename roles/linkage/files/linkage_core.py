@@ -152,16 +152,18 @@ def chain_hash(previous: str, text: str) -> str:
     return hashlib.sha256(previous.encode() + b"\n" + text.encode()).hexdigest()
 
 
-def first_broken(records: Iterable[tuple[str, str]]) -> int | None:
-    """The position (0-based) of the first record whose stored hash does not follow from the ones
-    before it, or None when the chain holds. `records`: (stored hash, canonical text) in order.
+def first_broken(records: Iterable[tuple[str, str]], previous: str = GENESIS, start: int = 0) -> int | None:
+    """The position of the first record whose stored hash does not follow from the ones before it,
+    or None when the chain holds. `records`: (stored hash, canonical text) in order, from position
+    `start`, whose record follows on from `previous` (the genesis; after a purge, the last purged
+    record's hash).
 
     The same hash as chain_hash, spelt out: a million records is the goal, and every attribute
     looked up once per record counts. Stored hashes are no secret: a plain comparison will do."""
     sha256 = hashlib.sha256
-    previous = GENESIS.encode()
-    for position, (stored, text) in enumerate(records):
-        if sha256(previous + b"\n" + text.encode()).hexdigest() != stored:
+    last = previous.encode()
+    for position, (stored, text) in enumerate(records, start):
+        if sha256(last + b"\n" + text.encode()).hexdigest() != stored:
             return position
-        previous = stored.encode()
+        last = stored.encode()
     return None

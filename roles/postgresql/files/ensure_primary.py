@@ -262,6 +262,15 @@ CREATE TABLE IF NOT EXISTS chukan.records (
     record   text NOT NULL,        -- canonical JSON: what the hash covers
     hash     char(64) NOT NULL
 );
+-- Where the chain begins once records past their retention were purged (as postgres, by the
+-- operator's `lgcloud linkage purge-records`): the last purged record's position and hash, which
+-- the first kept record follows on from. The 中間サーバー neither reads nor writes it.
+CREATE TABLE IF NOT EXISTS chukan.chain_base (
+    position  bigint PRIMARY KEY CHECK (position >= 0),
+    hash      char(64) NOT NULL,
+    purged    bigint NOT NULL,     -- how many records that purge removed
+    purged_at timestamptz NOT NULL DEFAULT now()
+);
 REVOKE ALL ON ALL TABLES IN SCHEMA chukan FROM PUBLIC;
 """
 CHUKAN_GRANTS = (
