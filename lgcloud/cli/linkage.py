@@ -101,7 +101,7 @@ def verify(opts: Options) -> int:
     cfg = opts.config()
     chosen = [cfg.municipality_named(opts.args.municipality).id] if opts.args.municipality else None
     with Lab(cfg) as lab:  # reads only: no hold on the stack
-        checks = verify_records(lab, chosen)
+        checks = verify_records(lab, chosen, reanchor=opts.flag("reanchor"))
     if opts.flag("json"):
         opts.output.json([{**asdict(check), "intact": check.intact} for check in checks])
     else:
@@ -135,6 +135,12 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
     )
     sub.add_argument("--municipality", help="verify-records, purge-records: id or 地方公共団体コード: that tenant only")
     sub.add_argument("--yes", action="store_true", help="purge-records: remove what is shown")
+    sub.add_argument(
+        "--reanchor",
+        action="store_true",
+        help="verify-records: take the chains as they are now as the anchors (once a shorter or rewritten "
+        "chain has been looked into); their links are checked all the same",
+    )
     sub.add_argument("--from", dest="source", help="move-in: the municipality the person leaves")
     sub.add_argument("--to", dest="destination", help="move-in: the municipality the person moves to")
     sub.add_argument("--income", type=int, default=3_600_000, help="move-in: the 所得 declared (yen; 3600000)")

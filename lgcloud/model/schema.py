@@ -20,6 +20,7 @@ from .naming import LOCAL_ENDPOINT
 
 __all__ = [
     "BUSINESS_SYSTEMS",
+    "LINKAGE",
     "LinkagePolicy",
     "SHARED_SERVICES",
     "SLA_SERVICES",
@@ -42,7 +43,8 @@ BUSINESS_SYSTEMS: dict[str, str] = {
     "kokuho": "国民健康保険",
 }
 # Services of the 共通基盤 every municipality uses, held to targets like its business systems.
-SHARED_SERVICES: dict[str, str] = {"linkage": "番号連携"}
+LINKAGE = "linkage"  # 番号連携: every municipality's tenant of the 中間サーバー
+SHARED_SERVICES: dict[str, str] = {LINKAGE: "番号連携"}
 # What an SLA may name: a business system or a shared service.
 SLA_SERVICES: dict[str, str] = {**BUSINESS_SYSTEMS, **SHARED_SERVICES}
 SITES = ("center", "backup")

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_EVALUATED, OperatorError
 from ..model.naming import DRILL_SYSTEM
-from ..model.schema import SHARED_SERVICES, StackConfig, duration_seconds
+from ..model.schema import LINKAGE, StackConfig, duration_seconds
 from .prometheus import Prometheus, PrometheusUnreachable, Sample
 
 __all__ = [
@@ -101,9 +101,6 @@ def judge(objective: str, target: float, measured: float | None) -> tuple[str, f
     higher_is_better = OBJECTIVES[objective][1]
     margin = measured - target if higher_is_better else target - measured
     return (MET if margin >= 0 else MISSED), margin
-
-
-LINKAGE = next(iter(SHARED_SERVICES))  # 番号連携: its RTO is the one its drill watch measured
 
 
 def queries(window: str) -> dict[str, str]:

@@ -180,10 +180,14 @@ def tenant_chain(lab: Lab, vm: str, database: str = CHUKAN_DATABASE, anchor: Anc
     return walk_chain(database, vm, _lines(lab, vm, psql + shlex.quote(_TENANT_CHAIN)), anchor, base)
 
 
-def verify_records(lab: Lab, municipalities: list[str] | None = None) -> list[ChainCheck]:
+def verify_records(lab: Lab, municipalities: list[str] | None = None, reanchor: bool = False) -> list[ChainCheck]:
     """Walk the chains of these municipalities' tenants (all, and the broker's, when None), each
-    against its anchor; an intact chain's end becomes its anchor for the next check."""
-    kept = anchors(lab.stack)
+    against its anchor; an intact chain's end becomes its anchor for the next check. `reanchor`:
+    the anchors are set aside, and the chains as they are now become them (after an operator has
+    looked into a chain found shorter or rewritten, e.g. after a failback kept records beside it)."""
+    kept = {} if reanchor else anchors(lab.stack)
+    if reanchor and municipalities is not None:  # only the chains walked are anchored anew
+        kept = {k: v for k, v in anchors(lab.stack).items() if k not in municipalities}
     checks = []
     for municipality in municipalities or [m.id for m in lab.cfg.municipalities]:
         vm = primary_of(lab, lab.pair(municipality))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 import shlex
 import time
@@ -29,6 +30,8 @@ from .lab import Lab, LabError, Pair
 __all__ = ["Exchange", "MoveIn", "Moved", "move_in", "move_person", "office_call", "pair_for_move"]
 
 JST = ZoneInfo("Asia/Tokyo")
+ATENA_NUMBER = re.compile(r"[0-9]{10}")
+REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TAX_SYSTEM = "zei"
 LINK_TIMEOUT = 60.0  # seconds for atena-link to tell the 中間サーバー (it looks every 2 s)
 
@@ -88,6 +91,14 @@ def _expect(what: str, pair: Pair, answer: tuple[int, dict], status: int) -> dic
     if got != status:
         raise LabError(f"{what} at {pair.name} answered {got}: {body.get('error', body)}")
     return body
+
+
+def _checked(pattern: re.Pattern, value: object, what: str, pair: Pair) -> str:
+    """A value an app VM answered with, before it goes into SQL run as postgres: a tenant's VM is
+    not trusted."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise LabError(f"{pair.name}'s systems answered a malformed {what}; nothing is looked up with it")
+    return value
 
 
 def _wait_for(what: str, ready: Callable[[], bool], timeout: float = LINK_TIMEOUT) -> None:
@@ -158,7 +169,7 @@ def move_person(lab: Lab, a: Pair, b: Pair, income: int, step: Callable[[str], N
         office_call(lab, at_a, TAX_SYSTEM, "POST", f"/api/residents/{resident['ref']}/income", declared),
         201,
     )
-    atena_a = resident["atena_number"]
+    atena_a = _checked(ATENA_NUMBER, resident["atena_number"], "宛名番号", a)
     _wait_for(
         f"{a.name}'s 副本 of the income",
         lambda: _tenant_holds(
@@ -184,7 +195,7 @@ def move_person(lab: Lab, a: Pair, b: Pair, income: int, step: Callable[[str], N
     newcomer = _expect("the 転入", b, office_call(lab, at_b, "jumin", "POST", "/api/residents", arrival), 201)[
         "resident"
     ]
-    atena_b = newcomer["atena_number"]
+    atena_b = _checked(ATENA_NUMBER, newcomer["atena_number"], "宛名番号", b)
     _wait_for(
         "the 中間サーバー learning of the move",
         lambda: (
@@ -196,7 +207,6 @@ def move_person(lab: Lab, a: Pair, b: Pair, income: int, step: Callable[[str], N
             )
         ),
     )
-    step(f"moved out of {a.name}, moved in at {b.name}, both linked")
     step(f"moved out of {a.name}, moved in at {b.name}, both linked")
     return Moved(a, b, income_year, resident, newcomer, (at_a, at_b))
 
@@ -224,7 +234,7 @@ def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
         201,
     )
     step(f"{fiscal_year}年度 assessed at {b.name} on the income {a.name} provided")
-    request_id = assessed["income"]["request_id"]
+    request_id = _checked(REQUEST_ID, assessed["income"]["request_id"], "request id", b)
     records = []
     for pair in (b, a):
         rows = lab.sql(

@@ -395,6 +395,10 @@ def test_the_newest_record_removed_is_found_by_the_anchor(vm, moved, linkage):
     try:
         status, checks = verify("--municipality", "a-city")
         assert status == 1 and (checks[0]["first_broken"], checks[0]["anchored"]) == (None, "shorter"), checks
+        assert verify("--municipality", "a-city")[0] == 1  # found again: a failed check moves no anchor
+        # Looked into, the chain as it is becomes the anchor; its links are still walked.
+        status, checks = verify("--municipality", "a-city", "--reanchor")
+        assert status == 0 and checks[0]["anchored"] == "first check", checks
     finally:
         encoded = base64.b64encode(record.encode()).decode()
         db.check_output(

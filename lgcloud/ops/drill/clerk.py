@@ -143,7 +143,13 @@ class Clerk:
             f"cat > {SCRIPT} && chmod 0755 {SCRIPT} && rm -f {stop} {log} && mkdir -p {posixpath.dirname(log)}",
             stdin=GENERATOR.read_text(encoding="utf-8"),
         )
-        spec = {"path": errand.path, "body": errand.body, "status": errand.status, "receipt": list(errand.receipt)}
+        spec = {
+            "path": errand.path,
+            "body": errand.body,
+            "status": errand.status,
+            "receipt": list(errand.receipt),
+            "timeout": errand.timeout,
+        }
         self.lab.run(vm, f"umask 077 && cat > {request}", stdin=json.dumps(spec, ensure_ascii=False))
         # The clerk signs in like any clerk, before the drill begins (the session outlives a failover:
         # it is a row of the municipality's database, replicated like the residents).

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ...model.schema import StackConfig
+from ...model.schema import LINKAGE, StackConfig
 from ...state.failover import Failover, served_from_backup
 from ..lab import Lab, LabError, Pair
 from .clerk import Attempt, Clerk
@@ -72,6 +72,22 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
     # 番号連携 watched through the drill: a moved person, asked about every second. Set up first,
     # so that the checksums below count the person's registrations.
     linkage = LinkageWatch.among(lab, pairs) if scenario.watches_linkage else None
+    try:
+        return _watched(lab, cfg, scenario, pairs, timeline, started, linkage)
+    finally:
+        if linkage is not None:
+            linkage.stop()  # whatever stopped the drill: no query goes on asking afterwards
+
+
+def _watched(
+    lab: Lab,
+    cfg: StackConfig,
+    scenario: Scenario,
+    pairs: list[Pair],
+    timeline: Timeline,
+    started: float,
+    linkage: LinkageWatch | None,
+) -> DrillReport:
     if linkage is not None:
         linkage.start()
         timeline.log(
@@ -104,7 +120,7 @@ def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | N
     timeline.log("lab", "clerks stopped", ", ".join(f"{k}: {len(v)} attempts" for k, v in attempts.items()))
     linked = None
     if linkage is not None:
-        target = cfg.sla_for(cfg.municipality(linkage.requester.id), "zei").rto_seconds
+        target = cfg.sla_for(cfg.municipality(linkage.requester.id), LINKAGE).rto_seconds
         linked = linkage.judge(queries, injection, target)
 
     results = []

@@ -328,8 +328,11 @@ def _record_sums(lab: Lab, vm: str) -> dict[str, str]:
 
 
 def _records_only_on(lab: Lab, center: str, backup: str) -> list[dict]:
+    from ..linkage import tenant_base  # (lgcloud.ops.linkage reads the drills' measures)
+
     ours, theirs = _record_sums(lab, center), _record_sums(lab, backup)
-    positions = sorted((int(k) for k, digest in ours.items() if theirs.get(k) != digest))
+    purged = tenant_base(lab, backup).start  # records the backup purged since are not missing there
+    positions = sorted(int(k) for k, digest in ours.items() if int(k) >= purged and theirs.get(k) != digest)
     if not positions:
         return []
     listed = ",".join(str(p) for p in positions)
@@ -371,7 +374,11 @@ def keep_rows_only_the_center_held(lab: Lab, pair: Pair, timeline: Timeline) -> 
             return Unreplicated([], None, str(exc))
         theirs = _row_sums(lab, backup)
         keys = sorted(key for key, digest in ours.items() if theirs.get(key) != digest)
-        records = _records_only_on(lab, center, backup)
+        try:
+            records = _records_only_on(lab, center, backup)
+        except LabError as exc:  # the residents are kept all the same; the cluster is moved aside whole
+            note(f"{center}'s 情報提供等記録 could not be read ({exc}); they stay in the cluster moved aside")
+            records = []
         if not keys and not records:
             note(f"none: {backup} holds every row and 情報提供等記録 {center} had")
             return Unreplicated([])

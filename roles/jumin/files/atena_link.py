@@ -65,8 +65,8 @@ def post(path: str, payload: dict) -> int:
 
 
 def send_fuhon(conn) -> None:
-    """The 副本 the systems queued, in order, until the 中間サーバー does not answer; a refused one
-    (4xx) is kept with its answer and not sent again."""
+    """The 副本 the systems queued, in order, until the 中間サーバー does not take one; one it
+    refuses as malformed (400) is kept with its answer and not sent again."""
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_is_in_recovery()")
         if cur.fetchone()[0]:
@@ -80,8 +80,8 @@ def send_fuhon(conn) -> None:
     sent = refused = 0
     for row_id, atena_number, item, value, system in waiting:
         status = post("/api/fuhon", {"atena_number": atena_number, "item": item, "value": value, "system": system})
-        if status != 201 and not 400 <= status < 500:
-            break  # away: the next round, in the same order
+        if status not in (201, 400):
+            break  # away, or not taking it now (a 403 of a tenant not yet known): the next round, in order
         with conn, conn.cursor() as cur:
             cur.execute("UPDATE fuhon_outbox SET answered_at = now(), answer = %s WHERE id = %s", (status, row_id))
         sent, refused = sent + (status == 201), refused + (status != 201)

@@ -159,6 +159,14 @@ def income_fuhon(year: int, income: int) -> dict:
     return {"年分": year, "所得": income}
 
 
+def queue_income_fuhon(cur, atena_number: str, year: int, income: int) -> None:
+    """前年の所得 as a 副本 when `year` is the newest income held: the 中間サーバー keeps one value
+    per item, and a late 申告 of an earlier year must not take the place of the latest."""
+    cur.execute("SELECT max(income_year) AS newest FROM zei.incomes WHERE atena_number = %s", (atena_number,))
+    if cur.fetchone()["newest"] == year:
+        queue_fuhon(cur, atena_number, INCOME, income_fuhon(year, income))
+
+
 @app.post("/api/residents/<ref>/income")
 @needs("窓口")
 def declare_income(ref: str):
@@ -174,7 +182,7 @@ def declare_income(ref: str):
                 " VALUES (%s, %s, %s, '申告', %s)",
                 (person["atena_number"], year, income, g.clerk.clerk_id),
             )
-            queue_fuhon(cur, person["atena_number"], INCOME, income_fuhon(year, income))
+            queue_income_fuhon(cur, person["atena_number"], year, income)
             record(cur, "income", person["resident_code"], ["所得"], PURPOSE)
     except psycopg2.errors.UniqueViolation:
         raise Refused(409, "year", f"an income of {year} is held for this resident already") from None
@@ -298,7 +306,9 @@ def assess(ref: str):
                         g.clerk.clerk_id,
                     ),
                 )
-                queue_fuhon(cur, person["atena_number"], INCOME, income_fuhon(year, held["income"]))
+                if not cur.rowcount:  # a 申告 of that year came in meanwhile: assess on what is held
+                    raise Refused(409, "fiscal_year", f"an income of {year} was declared meanwhile; assess again")
+                queue_income_fuhon(cur, person["atena_number"], year, held["income"])
             cur.execute(
                 "INSERT INTO zei.assessments (atena_number, fiscal_year, income, per_capita, income_levy, tax,"
                 " assessed_by) VALUES (%s, %s, %s, %s, %s, %s, %s)",
