@@ -89,7 +89,7 @@ body = settings["bodies"][provider]
 key, url = bytes.fromhex(body["key"]), body["chukan"][0] + "/provide"
 def ask(_):
     raw = json.dumps({"request_id": str(uuid.uuid4()), "fugo": fugo, "office": sys.argv[5], "requester": sys.argv[6],
-                      "items": [sys.argv[7]]}, ensure_ascii=False).encode()
+                      "provider_kind": "former-municipality", "items": [sys.argv[7]]}, ensure_ascii=False).encode()
     headers = {**sign(key, provider, "/provide", raw, secrets.token_urlsafe(18)).headers(),
                "Content-Type": "application/json"}
     started = time.perf_counter()
@@ -138,11 +138,11 @@ def benchmark_person(lab: Lab) -> tuple[str, str]:
     atena_number = f"99{secrets.randbelow(10**8):08d}"
     resident_code = f"{secrets.randbelow(10**11):011d}"
     topology = lab.topology
-    for m in ("a-city", "b-town"):
+    # A former resident of Ａ市 (who provides only of those), living at Ｂ町 now.
+    for m, status in (("a-city", "former"), ("b-town", "current")):
         address = topology.vm("chukan").addresses[f"{m}-center"]
-        linked = chukan_call(
-            lab, f"{m}-app", address, "/api/link", {"atena_number": atena_number, "resident_code": resident_code}
-        )
+        link = {"atena_number": atena_number, "resident_code": resident_code, "status": status}
+        linked = chukan_call(lab, f"{m}-app", address, "/api/link", link)
         assert linked.get("linked"), linked
     a_city = topology.vm("chukan").addresses["a-city-center"]
     fuhon = {"atena_number": atena_number, "item": INCOME, "system": "zei", "value": {"年分": 2025, "所得": 3_600_000}}
