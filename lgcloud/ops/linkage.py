@@ -27,6 +27,7 @@ from ..model.naming import CHUKAN_DATABASE
 from ..paths import PROJECT_ROOT
 from ..state.chains import Anchor, anchors, keep_anchors
 from .access import ssh_config_path
+from .chain import Base, tenant_base
 from .drill.measure import primary_of
 from .lab import Lab, LabError
 
@@ -94,14 +95,6 @@ class ChainCheck:
         return self.first_position + self.records
 
 
-@dataclass(frozen=True)
-class Base:
-    """Where a chain's walk begins: the genesis, or the last record a purge removed."""
-
-    start: int = 0  # the first kept record's position
-    previous: str = ""  # the hash it follows on from ("": the genesis)
-
-
 def _lines(lab: Lab, vm: str, command: str, stdin: bytes = b"") -> Iterator[tuple[str, str]]:
     """(hash, text) pairs as `command` prints them on `vm`, streamed (a chain may be millions long).
 
@@ -126,11 +119,12 @@ def _lines(lab: Lab, vm: str, command: str, stdin: bytes = b"") -> Iterator[tupl
 
 
 def walk_chain(
-    keeper: str, vm: str, lines: Iterator[tuple[str, str]], anchor: Anchor | None = None, base: Base = Base()
+    keeper: str, vm: str, lines: Iterator[tuple[str, str]], anchor: Anchor | None = None, base: Base | None = None
 ) -> ChainCheck:
     """Walk (hash, text) `lines` of the chain `keeper` keeps on `vm` from `base`: its links, then
     its anchor (Anchor.records: the chain's length through its last record at the last check)."""
     core = linkage_core()
+    base = base or Base()
     counted, last, at_anchor = 0, "", None
 
     def counting() -> Iterator[tuple[str, str]]:
@@ -158,19 +152,6 @@ def walk_chain(
         else:
             anchored = "held"
     return ChainCheck(keeper, vm, counted, broken, last, anchored, base.start)
-
-
-def tenant_base(lab: Lab, vm: str, database: str = CHUKAN_DATABASE) -> Base:
-    """Where the tenant's chain begins: past its latest purge, if any."""
-    query = (
-        "SELECT CASE WHEN to_regclass('chukan.chain_base') IS NULL THEN '' ELSE coalesce("
-        "(SELECT position || ' ' || hash FROM chukan.chain_base ORDER BY position DESC LIMIT 1), '') END"
-    )
-    found = lab.sql(vm, query, database=database).strip()
-    if not found:
-        return Base()
-    position, _, previous = found.partition(" ")
-    return Base(int(position) + 1, previous)
 
 
 def tenant_chain(lab: Lab, vm: str, database: str = CHUKAN_DATABASE, anchor: Anchor | None = None) -> ChainCheck:

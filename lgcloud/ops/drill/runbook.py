@@ -22,6 +22,7 @@ from ...model.naming import CHUKAN_DATABASE, CHUKAN_ROLE, REPLACED_GENERATIONS, 
 from ...state.failover import Failover, record_failback, record_failover
 from ...state.unreplicated import keep_unreplicated
 from ..backup import RestoreTarget
+from ..chain import tenant_base
 from ..lab import PG_BIN, PG_DATA, REPLICATION_USER, Lab, LabError, Pair
 
 __all__ = [
@@ -328,8 +329,6 @@ def _record_sums(lab: Lab, vm: str) -> dict[str, str]:
 
 
 def _records_only_on(lab: Lab, center: str, backup: str) -> list[dict]:
-    from ..linkage import tenant_base  # (lgcloud.ops.linkage reads the drills' measures)
-
     ours, theirs = _record_sums(lab, center), _record_sums(lab, backup)
     purged = tenant_base(lab, backup).start  # records the backup purged since are not missing there
     positions = sorted(int(k) for k, digest in ours.items() if int(k) >= purged and theirs.get(k) != digest)
