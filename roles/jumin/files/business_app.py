@@ -198,6 +198,24 @@ def is_replica(conn) -> bool:
         return cur.fetchone()[0]
 
 
+def schema_step(lock_name: str, sql: str) -> None:
+    """Prepare each request's connection with a system's own tables: `sql` runs once per process,
+    only where the database is writable (not on a replica), under an advisory lock named
+    `lock_name` because gunicorn's workers race for it at start."""
+    ready = False
+
+    def ensure(conn) -> None:
+        nonlocal ready
+        if ready or is_replica(conn):
+            return
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_name,))
+            cur.execute(sql)
+        ready = True
+
+    PREPARE.append(ensure)
+
+
 # --- Validation ---
 
 
@@ -528,6 +546,31 @@ def healthz():
     return reply({"status": "ok", "database": "read-only replica" if replica else "primary"})
 
 
+# --- 番号連携: the 中間サーバー of this site, as the municipality's systems call it ---
+
+
+def ask_chukan(path: str, payload: dict | None, timeout: float) -> tuple[int, dict]:
+    """The 中間サーバー's (HTTP status, JSON answer) for a GET of `path`, or a POST of `payload`;
+    (0, {}) when it does not answer. An answer that is not JSON reads as {}."""
+    body = None if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+    method = "GET" if body is None else "POST"
+    headers = {"Content-Type": "application/json"}
+    call = urllib.request.Request(f"{SETTINGS['chukan']}{path}", body, headers, method=method)
+    try:
+        with urllib.request.urlopen(call, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    except OSError as error:
+        log.warning("the 中間サーバー does not answer: %s", type(error).__name__)
+        return 0, {}
+    try:
+        answer = json.loads(raw or b"{}")
+    except ValueError:
+        answer = {}
+    return status, answer if isinstance(answer, dict) else {}
+
+
 # --- 番号連携's health, as the municipality's systems see it (the offices' probes ask it) ---
 
 
@@ -535,15 +578,9 @@ def healthz():
 def linkage_healthz():
     """Whether the 中間サーバー of this site answers for the municipality, reaching its tenant's
     database and the broker; about nobody, and writing no record."""
-    try:
-        with urllib.request.urlopen(f"{SETTINGS['chukan']}/api/health", timeout=LINKAGE_HEALTH_TIMEOUT) as response:
-            response.read()
-    except urllib.error.HTTPError as error:
-        try:
-            reason = json.loads(error.read() or b"{}").get("error", str(error.code))
-        except ValueError:
-            reason = str(error.code)
-        return reply({"status": "down", "linkage": reason}, 503)
-    except OSError:
+    status, answer = ask_chukan("/api/health", None, LINKAGE_HEALTH_TIMEOUT)
+    if status == 0:
         return reply({"status": "down", "linkage": "the 中間サーバー does not answer"}, 503)
+    if status != 200:
+        return reply({"status": "down", "linkage": answer.get("error", str(status))}, 503)
     return reply({"status": "ok", "linkage": "the 中間サーバー, the tenant's database and the broker answer"})

@@ -39,7 +39,6 @@ from business_app import (
     CLERK_ID,
     FORBIDDEN,
     MUNICIPALITY,
-    PREPARE,
     RESIDENT_REF,
     ROLES,
     Refused,
@@ -48,7 +47,6 @@ from business_app import (
     clerk_id_in,
     date,
     hash_password,
-    is_replica,
     isoformat,
     json_body,
     limit,
@@ -57,6 +55,7 @@ from business_app import (
     record,
     refuse_unknown,
     reply,
+    schema_step,
     sign_in_record,
     text,
     today,
@@ -231,21 +230,7 @@ def shown_fields(resident: dict, why: str | None) -> dict:
 
 # --- Database ---
 
-_schema_ready = False
-
-
-def ensure_schema(conn) -> None:
-    """Create the tables once per process, only where the database is writable (not on a replica)."""
-    global _schema_ready
-    if _schema_ready or is_replica(conn):
-        return
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('jumin schema'))")  # gunicorn workers race here
-        cur.execute(SCHEMA)
-    _schema_ready = True
-
-
-PREPARE.append(ensure_schema)
+schema_step("jumin schema", SCHEMA)
 
 
 def find(cur, ref: str, lock: bool = False) -> dict:

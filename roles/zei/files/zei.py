@@ -32,18 +32,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psycopg2.errors
 from business_app import (
-    PREPARE,
     RESIDENT_REF,
     SETTINGS,
     Refused,
     app,
-    is_replica,
+    ask_chukan,
     isoformat,
     json_body,
     log,
@@ -51,6 +48,7 @@ from business_app import (
     record,
     refuse_unknown,
     reply,
+    schema_step,
     today,
     transaction,
 )
@@ -63,6 +61,7 @@ ZEI = json.loads(Path(os.environ.get("ZEI_CONFIG", "/etc/zei/zei.json")).read_te
 PURPOSE = "zei"  # 地方税の賦課徴収に関する事務, in the アクセス記録
 OFFICE = "個人住民税の賦課"  # the 事務 the permission table names for the former municipality's income
 INCOME, TAXATION = "前年の所得", "前年の課税情報"  # the 副本 items
+QUERY_TIMEOUT = 20.0  # seconds an income query may take: the broker's wait for a provider, through a failover
 BODY_CODE = re.compile(r"[0-9]{6}")
 FIRST_YEAR = 2000
 MAX_INCOME = 10**11  # yen: more is a typing error
@@ -96,21 +95,7 @@ CREATE TABLE IF NOT EXISTS zei.assessments (
     PRIMARY KEY (atena_number, fiscal_year)
 );
 """
-_schema_ready = False
-
-
-def ensure_schema(conn) -> None:
-    """Create the tables once per process, only where the database is writable (not on a replica)."""
-    global _schema_ready
-    if _schema_ready or is_replica(conn):
-        return
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('zei schema'))")  # gunicorn workers race here
-        cur.execute(SCHEMA)
-    _schema_ready = True
-
-
-PREPARE.append(ensure_schema)
+schema_step("zei schema", SCHEMA)
 
 
 def assessed(income: int, rates: dict) -> dict:
@@ -226,23 +211,9 @@ def ask_former(person: dict, provider: str, year: int) -> tuple[int, str]:
         "provider_kind": "former-municipality",
         "items": [INCOME],
     }
-    call = urllib.request.Request(
-        f"{SETTINGS['chukan']}/api/query",
-        json.dumps(payload, ensure_ascii=False).encode(),
-        {"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(call, timeout=20) as response:
-            status, answer = response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        try:
-            status, answer = error.code, json.loads(error.read() or b"{}")
-        except ValueError:
-            status, answer = error.code, {}
-    except (OSError, ValueError) as error:
-        log.warning("the 中間サーバー does not answer: %s", type(error).__name__)
-        raise Refused(503, None, "the 中間サーバー does not answer; try again later") from None
+    status, answer = ask_chukan("/api/query", payload, QUERY_TIMEOUT)
+    if status == 0:
+        raise Refused(503, None, "the 中間サーバー does not answer; try again later")
     reason = answer.get("error", str(status))
     if status == 409:
         raise Refused(409, "ref", f"not yet asked: {reason} (the registry links new residents within seconds)")
@@ -255,7 +226,7 @@ def ask_former(person: dict, provider: str, year: int) -> tuple[int, str]:
         raise Refused(
             409,
             "fiscal_year",
-            f"the former municipality holds no income of {year} for the person (request {answer['request_id']})",
+            f"the former municipality holds no income of {year} for the person (request {answer.get('request_id')})",
         )
     return provided["所得"], answer["request_id"]
 
