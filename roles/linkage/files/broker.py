@@ -39,6 +39,7 @@ from linkage_core import (
     GENESIS,
     REQUEST_ID,
     RESIDENT_CODE,
+    AnsweredLast,
     Nonces,
     Refused,
     canonical,
@@ -189,14 +190,14 @@ def issue():
     return jsonify({"fugo": token})
 
 
-_answered_last: dict[str, str] = {}  # provider -> the 中間サーバー that answered it last
+_answered_last = AnsweredLast()  # per provider, its 中間サーバー that answered last
 
 
 def ask_provider(provider: str, payload: dict) -> tuple[int, dict]:
     """The provider's 中間サーバー's answer, from the one that answered last, else the other (a
     failover moved it); (503, {}) when neither answers."""
     raw = json.dumps(payload, ensure_ascii=False).encode()
-    bases = sorted(BODIES[provider]["chukan"], key=lambda base: base != _answered_last.get(provider))
+    bases = _answered_last.order(provider, BODIES[provider]["chukan"])
     last: tuple[int, dict] = (503, {})
     for base in bases:
         headers = sign(KEYS[provider], provider, "/provide", raw, secrets.token_urlsafe(18)).headers()
@@ -216,7 +217,7 @@ def ask_provider(provider: str, payload: dict) -> tuple[int, dict]:
             answer = {}
         last = (status, answer if isinstance(answer, dict) else {})
         if status != 503:  # 503: that 中間サーバー reaches no primary of the tenant; try the other
-            _answered_last[provider] = base
+            _answered_last.answered(provider, base)
             return last
     return last
 

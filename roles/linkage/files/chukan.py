@@ -40,7 +40,19 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 from flask import jsonify, request
-from linkage_core import FUGO, GENESIS, REQUEST_ID, RESIDENT_CODE, Nonces, Refused, canonical, chain_hash, sign, verify
+from linkage_core import (
+    FUGO,
+    GENESIS,
+    REQUEST_ID,
+    RESIDENT_CODE,
+    AnsweredLast,
+    Nonces,
+    Refused,
+    canonical,
+    chain_hash,
+    sign,
+    verify,
+)
 from linkage_web import Answer, json_app, log, now
 
 SETTINGS = json.loads(Path(os.environ.get("CHUKAN_CONFIG", "/etc/chukan/chukan.json")).read_text(encoding="utf-8"))
@@ -70,19 +82,16 @@ def database_unreachable(error):
 
 # Per tenant, the host that was its primary at the last connection: tried first, so that a lost
 # site costs one connect timeout, not one per connection of every request.
-_primary_first: dict[str, str] = {}
+_primary_first = AnsweredLast()
 
 
 @contextmanager
 def tenant_db(code: str):
     """A cursor in one transaction on the tenant's database, at whichever side is the primary."""
     params = psycopg2.extensions.parse_dsn(TENANTS[code]["dsn"])
-    hosts = params["host"].split(",")
-    first = _primary_first.get(code)
-    if first in hosts:
-        hosts = [first, *(h for h in hosts if h != first)]
+    hosts = _primary_first.order(code, params["host"].split(","))
     conn = psycopg2.connect(**{**params, "host": ",".join(hosts)})
-    _primary_first[code] = conn.info.host
+    _primary_first.answered(code, conn.info.host)
     try:
         with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             yield cur
