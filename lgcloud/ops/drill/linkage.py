@@ -47,10 +47,12 @@ class LinkageWatch:
         return self.clerk is not None and self.clerk.wait_served(since, timeout)
 
     def stop(self) -> list[Attempt]:
-        if self.clerk is None:
+        """The clerk's attempts; once stopped, the watch has nothing more to give (a second stop is a no-op)."""
+        clerk, self.clerk = self.clerk, None
+        if clerk is None:
             return []
         try:
-            return self.clerk.stop()
+            return clerk.stop()
         except LabError:  # a terminal that cannot be reached: nothing of its clerk can be counted
             return []
 
