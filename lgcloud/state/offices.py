@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .directory import file_lock, state_dir, write_atomic
-from .pki import Certificate, _authority, _signed_by, issue
+from .pki import Certificate, Revoked, _authority, _signed_by, issue, signed_revocations
 
 __all__ = [
     "OFFICE_DAYS",
@@ -142,34 +141,11 @@ def revoke_office(stack: str, municipality: str) -> OfficeCertificate | None:
 
 
 def revocation_list(stack: str) -> Path:
-    """The CRL of every revoked office certificate (what the gateways load): kept while it lists
-    exactly those and the CA signed it, signed anew otherwise, so a configure changes nothing."""
+    """The CRL of every revoked office certificate (what the gateways load)."""
     directory = _directory(stack)
-    path = directory / "offices.crl"
     with file_lock(directory / ".lock"):
-        ca_key, ca = _ca(directory, stack)
-        revoked = _revoked(directory)
-        if path.exists():
-            current = x509.load_pem_x509_crl(path.read_bytes())
-            listed = {f"{r.serial_number:x}" for r in current}
-            if current.is_signature_valid(ca_key.public_key()) and listed == set(revoked):
-                return path
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(ca.subject)
-            .last_update(now - datetime.timedelta(minutes=5))
-            .next_update(now + datetime.timedelta(days=3650))  # re-signed at every configure and revoke
-        )
-        for serial, when in sorted(revoked.items()):
-            builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder()
-                .serial_number(int(serial, 16))
-                .revocation_date(datetime.datetime.fromisoformat(when))
-                .build()
-            )
-        write_atomic(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
-        return path
+        revoked = [Revoked(serial, datetime.datetime.fromisoformat(at)) for serial, at in _revoked(directory).items()]
+        return signed_revocations(directory / "offices.crl", _ca(directory, stack), revoked)
 
 
 def offices(stack: str, municipalities: list[str]) -> list[OfficeCertificate]:

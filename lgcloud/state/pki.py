@@ -25,9 +25,18 @@ from cryptography.x509.oid import NameOID
 
 from .directory import file_lock, state_dir, write_atomic
 
-__all__ = ["Certificate", "ensure_certificate", "issue"]
+__all__ = ["Certificate", "Revoked", "ensure_certificate", "issue", "signed_revocations"]
 
 _VALID = datetime.timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """One certificate on a CRL: since when, and why (None: unspecified, no reason stated)."""
+
+    serial: str  # hex
+    at: datetime.datetime
+    reason: x509.ReasonFlags | None = None
 
 
 @dataclass(frozen=True)
@@ -132,3 +141,31 @@ def issue(
     write_atomic(found.key, _pem_key(key), 0o600)
     write_atomic(found.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return found
+
+
+def signed_revocations(
+    path: Path, authority: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], revoked: list[Revoked]
+) -> Path:
+    """The CRL at `path` listing exactly `revoked`: kept while it does and `authority` signed it,
+    signed anew otherwise (so that a configure with nothing revoked since changes nothing). The
+    caller holds the CA's lock."""
+    ca_key, ca = authority
+    if path.exists():
+        current = x509.load_pem_x509_crl(path.read_bytes())
+        listed = {f"{r.serial_number:x}" for r in current}
+        if current.is_signature_valid(ca_key.public_key()) and listed == {r.serial for r in revoked}:
+            return path
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=3650))  # signed anew at every revocation and configure
+    )
+    for entry in sorted(revoked, key=lambda r: r.serial):
+        one = x509.RevokedCertificateBuilder().serial_number(int(entry.serial, 16)).revocation_date(entry.at)
+        if entry.reason is not None:
+            one = one.add_extension(x509.CRLReason(entry.reason), critical=False)
+        builder = builder.add_revoked_certificate(one.build())
+    write_atomic(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
+    return path
