@@ -18,6 +18,7 @@ from ..errors import EXIT_INTERRUPTED, OperatorError
 from . import (
     backup,
     ca,
+    card,
     clerk,
     configure,
     deploy,
@@ -49,6 +50,7 @@ _VERBS = (
     ca,
     clerk,
     linkage,
+    card,
     sla,
     report,
     graph,

@@ -8,6 +8,7 @@ Checks that span several keys (uniqueness, the address plan, capacity) are in ``
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import unicodedata
 from typing import Annotated, Any, Literal
@@ -192,6 +193,13 @@ class LinkagePolicy(_Strict):
     record_retention_years: int = Field(7, ge=7, le=100)
 
 
+class PortalPolicy(_Strict):
+    """マイ・ポータル and 公的個人認証: until when a card issued now is valid (`lgcloud card issue`).
+    None: five years from issue, as a 利用者証明用電子証明書 lasts."""
+
+    card_valid_until: dt.date | None = None
+
+
 class SlaOverride(_Strict):
     """A municipality's own targets for one system; keys left out keep the stack's."""
 
@@ -285,6 +293,7 @@ class StackConfig(_Strict):
     sla: SlaTarget = SlaTarget.model_validate({})  # every system of every municipality, unless it states its own
     backup: BackupPolicy = BackupPolicy.model_validate({})
     linkage: LinkagePolicy = LinkagePolicy.model_validate({})
+    portal: PortalPolicy = PortalPolicy()
 
     @field_validator("sites")
     @classmethod

@@ -69,3 +69,26 @@ def test_an_engine_that_does_not_answer_is_exit_1(tmp_path):
 def test_a_bad_argument_is_exit_2():
     assert_operator_error(lgcloud("sla", "--window", "forever"), 2, "--window")
     assert_operator_error(lgcloud("sla", "--municipality", "z-town"), 2, "unknown municipality z-town")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("issue", "--municipality", "a-city"), ("needs --resident and --pin and --out",)),
+        (("revoke",), ("needs --municipality and --resident",)),
+        (("issue", "--municipality", "x-town", "--resident", "r"), ("no municipality 'x-town'", "a-city (012025)")),
+        (("issue", "--municipality", "a-city", "--resident", "r", "--pin", "12", "--out", "c"), ("four digits",)),
+    ],
+    ids=["issue-without-flags", "revoke-without-flags", "unknown-municipality", "short-pin"],
+)
+def test_a_card_verb_with_bad_arguments_is_exit_2_before_the_lab_is_asked(args, fragments, tmp_path):
+    result = lgcloud("card", *args)
+    assert_operator_error(result, 2, *fragments)
+
+
+def test_a_card_is_never_written_over_an_existing_file(tmp_path):
+    kept = tmp_path / "card.p12"
+    kept.write_bytes(b"a resident's card")
+    args = ("--municipality", "a-city", "--resident", "77fbd04b-ccb1-4095-b325-b685da4d64cc", "--pin", "1234")
+    assert_operator_error(lgcloud("card", "issue", *args, "--out", str(kept)), 2, "exists", "never overwritten")
+    assert kept.read_bytes() == b"a resident's card"

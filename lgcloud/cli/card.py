@@ -1,0 +1,94 @@
+"""``lgcloud card issue|revoke|list``: 公的個人認証's 個人番号カード, issued by the lab's J-LIS stand-in.
+
+``issue --municipality ID --resident REF --pin PIN --out FILE`` writes a card (PKCS#12, opened
+with the PIN) for a current resident, named by the registry's ref; a card the resident had is
+revoked as superseded. ``revoke`` revokes the resident's card. ``list`` shows the cards, after
+revoking those whose resident has moved away (the card's facts changed)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import EXIT_BAD_INPUT, OperatorError
+from ..ops.cards import check_request, issue, revoke_moved
+from ..ops.lab import Lab
+from ..state.cards import Card, cards, revoke_card
+from .options import Options, wait_flag
+
+__all__ = ["add"]
+
+
+def _needs(opts: Options, action: str, *flags: str) -> None:
+    missing = [f"--{f}" for f in flags if not getattr(opts.args, f)]
+    if missing:
+        raise OperatorError(f"`lgcloud card {action}` needs {' and '.join(missing)}", exit_code=EXIT_BAD_INPUT)
+
+
+def _state(card: Card) -> str:
+    if card.revoked_at is not None:
+        return f"revoked ({card.reason})"
+    return "valid" if card.valid else "expired"
+
+
+def run(opts: Options) -> int:
+    cfg = opts.config()
+    action = opts.args.action
+    municipality = cfg.municipality_named(opts.args.municipality).id if opts.args.municipality else None
+    _needs(
+        opts,
+        action,
+        *{"issue": ("municipality", "resident", "pin", "out"), "revoke": ("municipality", "resident")}.get(action, ()),
+    )
+    if action == "issue":
+        check_request(opts.args.pin, Path(opts.args.out))
+    with opts.hold(f"card {action}"), Lab(cfg) as lab:
+        if action == "issue":
+            assert municipality is not None
+            card = issue(lab, municipality, opts.args.resident, opts.args.pin, Path(opts.args.out))
+            opts.output.done(
+                f"card {card.serial} for {municipality}'s resident {card.resident} in {opts.args.out} (0600), "
+                f"valid until {card.not_after[:10]}; it opens with its PIN"
+            )
+            return 0
+        if action == "revoke":
+            assert municipality is not None
+            revoked = revoke_card(cfg.stack, municipality, opts.args.resident)
+            if not revoked:
+                raise OperatorError(
+                    f"{municipality}'s resident {opts.args.resident} has no card to revoke",
+                    "`lgcloud card list` shows the cards",
+                    exit_code=EXIT_BAD_INPUT,
+                )
+            opts.output.done(f"card {', '.join(c.serial for c in revoked)} revoked: on the CRL from now on")
+            return 0
+        moved = revoke_moved(lab)
+    found = cards(cfg.stack, municipality)
+    if opts.flag("json"):
+        opts.output.json([{**asdict(c), "state": _state(c)} for c in found])
+        return 0
+    opts.output.table(
+        f"個人番号カード of {cfg.stack}",
+        ("serial", "municipality", "resident (registry ref)", "valid until", "state"),
+        [(c.serial, c.municipality, c.resident, c.not_after[:10], _state(c)) for c in found],
+        caption=f"{len(moved)} revoked just now: their residents moved away" if moved else None,
+    )
+    return 0
+
+
+def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    text = "issue, revoke or list the residents' 個人番号カード (公的個人認証 for マイ・ポータル)"
+    sub = verbs.add_parser("card", parents=[common], help=text, description=text)
+    sub.add_argument(
+        "action",
+        choices=("issue", "revoke", "list"),
+        help="issue: a new card file; revoke: the resident's card onto the CRL; list: every card and its state",
+    )
+    sub.add_argument("--municipality", help="id or 地方公共団体コード")
+    sub.add_argument("--resident", help="the resident's ref in the registry (as in /api/residents/<ref>)")
+    sub.add_argument("--pin", help="issue: the card's PIN, four digits")
+    sub.add_argument("--out", help="issue: the card file to write (PKCS#12; never over an existing file)")
+    sub.add_argument("--json", action="store_true", help="list: print the cards as JSON")
+    wait_flag(sub)
+    sub.set_defaults(run=run)

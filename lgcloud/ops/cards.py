@@ -1,0 +1,87 @@
+"""公的個人認証's cards, against the lab: a card is issued to a resident the registry holds, and a
+card whose resident has moved away (転出: the card's facts changed) is revoked, as J-LIS does.
+
+The registry is asked as postgres on the municipality's serving database, by the row's `ref`
+(what the registry's own URLs carry): no 住民票コード or 個人番号 passes through here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from ..errors import EXIT_BAD_INPUT, OperatorError
+from ..state.cards import PIN, Card, issue_card, revoke_card
+from ..state.cards import cards as issued_cards
+from .drill.measure import primary_of
+from .lab import Lab
+
+__all__ = ["CARD_YEARS", "RESIDENT_REF", "card_expiry", "check_request", "issue", "revoke_moved"]
+
+RESIDENT_REF = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CARD_YEARS = 5  # a 利用者証明用電子証明書 lasts five years unless the stack says until when
+JST = ZoneInfo("Asia/Tokyo")
+
+
+def card_expiry(valid_until: dt.date | None, now: dt.datetime) -> dt.datetime:
+    """The last moment of a card issued at `now`: the end of `valid_until` in Japan, or five years on."""
+    last_day = valid_until or now.astimezone(JST).date().replace(year=now.astimezone(JST).year + CARD_YEARS)
+    end = dt.datetime.combine(last_day, dt.time(23, 59, 59), JST)
+    if end <= now:
+        raise OperatorError(
+            f"lgcloud:portal.card_valid_until is {last_day}, which is past: no card issued now would be valid",
+            "set a later date in the stack config",
+            exit_code=EXIT_BAD_INPUT,
+        )
+    return end.astimezone(dt.UTC)
+
+
+def _residence(lab: Lab, municipality: str, ref: str) -> str | None:
+    """'current' or 'former' for the registry's row `ref`, None when the registry has no such row."""
+    if not RESIDENT_REF.fullmatch(ref):  # it is pasted into SQL that runs as postgres
+        raise OperatorError(
+            f"--resident {ref!r} is not a registry ref (the UUID in /api/residents/<ref>)", exit_code=EXIT_BAD_INPUT
+        )
+    found = lab.sql(
+        primary_of(lab, lab.pair(municipality)),
+        f"SELECT CASE WHEN moved_out_on IS NULL THEN 'current' ELSE 'former' END FROM residents WHERE ref = '{ref}'",
+    )
+    return found or None
+
+
+def check_request(pin: str, out: Path) -> None:
+    """Refuse a PIN or a card file that cannot be, before anything is asked of the lab."""
+    if not PIN.fullmatch(pin):
+        raise OperatorError("--pin is the card's PIN: four digits (0-9)", exit_code=EXIT_BAD_INPUT)
+    if out.exists():
+        raise OperatorError(
+            f"{out} exists; give another --out (a card file is never overwritten)", exit_code=EXIT_BAD_INPUT
+        )
+    if not out.parent.is_dir():
+        raise OperatorError(f"{out.parent} is not a directory; give --out in one", exit_code=EXIT_BAD_INPUT)
+
+
+def issue(lab: Lab, municipality: str, ref: str, pin: str, out: Path) -> Card:
+    """A card for a current resident of `municipality`, written to `out`."""
+    check_request(pin, out)
+    not_after = card_expiry(lab.cfg.portal.card_valid_until, dt.datetime.now(dt.UTC))
+    residence = _residence(lab, municipality, ref)
+    if residence != "current":
+        held = "no resident" if residence is None else "a resident who has moved away"
+        raise OperatorError(
+            f"{municipality}'s registry holds {held} at {ref}: a card is issued to a current resident",
+            "the municipality the person lives in now issues the card",
+            exit_code=EXIT_BAD_INPUT,
+        )
+    return issue_card(lab.stack, municipality, ref, pin, not_after, out)
+
+
+def revoke_moved(lab: Lab) -> list[Card]:
+    """Revoke every unrevoked card whose resident has moved away from the issuing municipality,
+    or whose row the registry no longer holds; the cards it revoked."""
+    revoked: list[Card] = []
+    for card in issued_cards(lab.stack):
+        if card.revoked_at is None and _residence(lab, card.municipality, card.resident) != "current":
+            revoked += revoke_card(lab.stack, card.municipality, card.resident, "moved")
+    return revoked

@@ -1,0 +1,194 @@
+"""公的個人認証 in the lab: a CA standing in for J-LIS, and the 個人番号カード it issues.
+
+A card is a PKCS#12 file holding a new key and its 利用者証明用電子証明書, opened with the card's
+4-digit PIN. The certificate names no person (as the real one): its serial is what the portal
+knows of the card, and the issuing municipality and the registry's row of the resident are kept
+here, beside it, never the 住民票コード or the 個人番号. The resident's key is written into the
+card only; J-LIS keeps no copy. A card is revoked by the operator, by a new card for the same
+resident (再交付), or by a change of its facts (転出); the CRL lists every revoked one, and the
+portal loads it. Everything is in ``.lgcloud/<stack>/pki/jpki/``, the CA's key 0600::
+
+    card = issue_card("dev", "a-city", ref, "1234", valid_until, Path("card.p12"))
+    card.serial, card.not_after   # the certificate's serial (hex) and its last moment
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .directory import file_lock, state_dir, write_atomic
+from .pki import Revoked, _authority, signed_revocations
+
+__all__ = [
+    "CARD_SUBJECT",
+    "PIN",
+    "Card",
+    "card_authority",
+    "card_revocation_list",
+    "cards",
+    "issue_card",
+    "open_card",
+    "revoke_card",
+]
+
+PIN = re.compile(r"[0-9]{4}")  # the 利用者証明用 PIN: four digits
+CARD_SUBJECT = "利用者証明用電子証明書"  # every card's subject: the certificate names no person
+# Why a card was revoked, as the CRL states it (RFC 5280's reasons).
+REASONS = {
+    "revoked": x509.ReasonFlags.unspecified,  # by the operator: `lgcloud card revoke`
+    "superseded": x509.ReasonFlags.superseded,  # a new card for the same resident
+    "moved": x509.ReasonFlags.affiliation_changed,  # 転出: the card's facts changed
+}
+
+
+@dataclass(frozen=True)
+class Card:
+    serial: str  # the certificate's serial, hex
+    municipality: str  # the issuing municipality's id
+    resident: str  # the registry's row of the resident (its `ref`), no number of the person
+    issued_at: str  # ISO 8601
+    not_after: str  # ISO 8601: the certificate's last moment
+    revoked_at: str | None = None
+    reason: str | None = None  # a key of REASONS
+
+    @property
+    def valid(self) -> bool:
+        return self.revoked_at is None and datetime.datetime.fromisoformat(self.not_after) > _now()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _directory(stack: str) -> Path:
+    directory = state_dir(stack) / "pki" / "jpki"
+    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+    return directory
+
+
+def _ca(directory: Path, stack: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    return _authority(directory, f"lgcloud {stack} JPKI CA (J-LIS stand-in)")
+
+
+def _register(directory: Path) -> dict[str, Card]:
+    path = directory / "cards.json"
+    if not path.exists():
+        return {}
+    return {serial: Card(**card) for serial, card in json.loads(path.read_text(encoding="utf-8")).items()}
+
+
+def _keep(directory: Path, register: dict[str, Card]) -> None:
+    kept = {serial: asdict(card) for serial, card in register.items()}
+    write_atomic(directory / "cards.json", json.dumps(kept, indent=2, ensure_ascii=False), 0o600)
+
+
+def card_authority(stack: str) -> Path:
+    """The CA's certificate, which the portal trusts (made the first time it is asked for)."""
+    directory = _directory(stack)
+    with file_lock(directory / ".lock"):
+        _ca(directory, stack)
+    return directory / "ca.crt"
+
+
+def issue_card(stack: str, municipality: str, resident: str, pin: str, not_after: datetime.datetime, out: Path) -> Card:
+    """A new card for the resident written to `out` (0600, never over a file that exists), and
+    any card the resident had revoked as superseded. The caller checked that the registry holds
+    the resident and that `not_after` lies ahead (a test may make an expired card)."""
+    if not PIN.fullmatch(pin):
+        raise ValueError("a card's PIN is four digits")
+    directory = _directory(stack)
+    with file_lock(directory / ".lock"):
+        ca_key, ca = _ca(directory, stack)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CARD_SUBJECT)]))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(min(now - datetime.timedelta(minutes=5), not_after - datetime.timedelta(days=1)))
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        protection = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(50_000)
+            .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+            .hmac_hash(hashes.SHA256())
+            .build(pin.encode())
+        )
+        packed = pkcs12.serialize_key_and_certificates(b"JPKI", key, cert, [ca], protection)
+        # O_EXCL: an existing file, perhaps someone's card, is kept; 0600 from the first byte.
+        with os.fdopen(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as card_file:
+            card_file.write(packed)
+        register = _register(directory)
+        for serial, held in register.items():
+            if held.municipality == municipality and held.resident == resident and held.revoked_at is None:
+                register[serial] = _revoked(held, "superseded")
+        card = Card(f"{cert.serial_number:x}", municipality, resident, now.isoformat(), not_after.isoformat())
+        register[card.serial] = card
+        _keep(directory, register)
+        (directory / "cards").mkdir(mode=0o700, exist_ok=True)
+        write_atomic(directory / "cards" / f"{card.serial}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        return card
+
+
+def open_card(path: Path, pin: str) -> x509.Certificate:
+    """The card's certificate, as a card reader shows it once the PIN opens the card; ValueError
+    when the PIN does not."""
+    _, cert, _ = pkcs12.load_key_and_certificates(path.read_bytes(), pin.encode())
+    if cert is None:
+        raise ValueError(f"{path} holds no certificate")
+    return cert
+
+
+def _revoked(card: Card, reason: str) -> Card:
+    return Card(**{**asdict(card), "revoked_at": _now().isoformat(), "reason": reason})
+
+
+def revoke_card(stack: str, municipality: str, resident: str, reason: str = "revoked") -> list[Card]:
+    """Revoke the resident's cards that are not yet revoked; the ones it revoked."""
+    directory = _directory(stack)
+    with file_lock(directory / ".lock"):
+        register = _register(directory)
+        done = []
+        for serial, held in register.items():
+            if held.municipality == municipality and held.resident == resident and held.revoked_at is None:
+                register[serial] = _revoked(held, reason)
+                done.append(register[serial])
+        _keep(directory, register)
+        return done
+
+
+def cards(stack: str, municipality: str | None = None) -> list[Card]:
+    """Every card issued (of one municipality), oldest first."""
+    held = _register(_directory(stack)).values()
+    return sorted((c for c in held if municipality in (None, c.municipality)), key=lambda c: c.issued_at)
+
+
+def card_revocation_list(stack: str) -> Path:
+    """The CRL of every revoked card (what the portal loads)."""
+    directory = _directory(stack)
+    with file_lock(directory / ".lock"):
+        revoked = [
+            Revoked(c.serial, datetime.datetime.fromisoformat(c.revoked_at), REASONS[c.reason or "revoked"])
+            for c in _register(directory).values()
+            if c.revoked_at is not None
+        ]
+        return signed_revocations(directory / "cards.crl", _ca(directory, stack), revoked)
