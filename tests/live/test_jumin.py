@@ -7,14 +7,12 @@ municipality's primary database.
 
 from __future__ import annotations
 
-import ast
 import base64
 import datetime as dt
 import json
 import re
 import secrets
 import uuid
-from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -24,6 +22,7 @@ from lgcloud.model.codes import my_number_check_digit, my_number_is_valid
 from lgcloud.state.clerks import DRILL_CLERK
 
 from .offices import call
+from .roles import role_sql
 
 pytestmark = pytest.mark.live
 
@@ -463,17 +462,6 @@ def test_the_app_cannot_change_or_remove_an_access_record_or_an_account(vm, a_ci
     assert result.rc != 0 and ("permission denied" in result.stderr or "must be owner" in result.stderr), result
 
 
-def _registry_schema() -> str:
-    """The SQL the app runs at the center before its first request (read from the role's source)."""
-    source = (Path(__file__).parents[2] / "roles/jumin/files/jumin.py").read_text(encoding="utf-8")
-    assignment = next(
-        node
-        for node in ast.parse(source).body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "SCHEMA"
-    )
-    return ast.literal_eval(assignment.value)
-
-
 # The residents table as registries made before the ref was the row key hold it.
 _KEYED_BY_CODE = """
 CREATE TABLE residents (
@@ -508,7 +496,7 @@ def test_a_registry_keyed_by_the_resident_code_is_rekeyed_in_place(vm, a_city):
         run_sql(_KEYED_BY_CODE)
         before = run_sql(table_sum)
         for _ in range(2):  # every start of the app runs it: the second time changes nothing
-            run_sql(_registry_schema())
+            run_sql(role_sql("jumin", "jumin.py", "SCHEMA"))
         assert run_sql(table_sum) == before, "the rows changed"
         key = run_sql(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"

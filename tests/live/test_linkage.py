@@ -23,6 +23,7 @@ from lgcloud.ops.lab import Lab
 from lgcloud.state.secrets import stack_secrets
 
 from .offices import call
+from .roles import role_sql
 from .test_jumin import TODAY, person
 
 pytestmark = pytest.mark.live
@@ -492,20 +493,6 @@ def test_a_broker_that_is_down_shows_in_the_linkage_health_and_comes_back(config
         time.sleep(1)
 
 
-def _tenant_schema() -> str:
-    """The tenant's tables as ensure_primary makes them (read from the role's source)."""
-    import ast
-    from pathlib import Path
-
-    source = (Path(__file__).parents[2] / "roles/postgresql/files/ensure_primary.py").read_text(encoding="utf-8")
-    assignment = next(
-        node
-        for node in ast.parse(source).body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "CHUKAN"
-    )
-    return ast.literal_eval(assignment.value)
-
-
 @pytest.fixture
 def scratch_tenant(configured, dev):
     """A tenant database of ten chained records beside Ａ市's, dropped afterwards: 0-5 and 7 are eight
@@ -523,7 +510,7 @@ def scratch_tenant(configured, dev):
     with Lab(dev) as lab:
         lab.run("a-city-db", f"chpst -u postgres createdb {name}")
         try:
-            lab.sql("a-city-db", _tenant_schema(), database=name)
+            lab.sql("a-city-db", role_sql("postgresql", "ensure_primary.py", "CHUKAN"), database=name)
             values = ",".join(f"({p}, '{t}', '{h}')" for p, t, h in rows)
             lab.sql("a-city-db", f"INSERT INTO chukan.records VALUES {values}", database=name)
             yield lab, name, rows
