@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: timing a child process, and writing results."""
+"""What the benchmark scripts share: timing a child process, the timed load a VM runs, and writing
+results."""
 
 from __future__ import annotations
 
@@ -37,6 +38,33 @@ def run(*cmd: str, check: bool = True) -> Run:
     return Run(seconds, usage.ru_maxrss / 1024, proc.returncode)
 
 
+# Ends every load script a VM runs (see load_script): `total` requests, `clients` at a time, each
+# timed from sending it to its answer's status; prints {"seconds", "latencies" (sorted)}, what
+# latency_figures reads.
+_TIMED_REQUESTS = r"""
+import json, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+def timed_requests(request, total, clients, status=200, context=None):
+    def ask(i):
+        prepared = request(i)
+        started = time.perf_counter()
+        with urllib.request.urlopen(prepared, timeout=30, context=context) as response:
+            assert response.status == status, response.status
+        return time.perf_counter() - started
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = sorted(pool.map(ask, range(total)))
+    print(json.dumps({"seconds": time.perf_counter() - started, "latencies": latencies}))
+"""
+
+
+def load_script(setup: str) -> str:
+    """A script for a VM's python3 (`-` or `-c`): `setup` reads its arguments and ends with a call of
+    ``timed_requests(request, total, clients, status=200, context=None)``, `request(i)` making the
+    i-th urllib Request (untimed)."""
+    return _TIMED_REQUESTS + setup
+
+
 def latency_figures(total: int, data: dict[str, Any]) -> dict[str, float]:
     """Requests/s, p50 and p95 of a load script's answer: {"seconds", "latencies" (sorted)}."""
     latencies = data["latencies"]
@@ -45,6 +73,11 @@ def latency_figures(total: int, data: dict[str, Any]) -> dict[str, float]:
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1],
     }
+
+
+def latency_text(figures: dict[str, float]) -> str:
+    """latency_figures as the tables show them: "12.3 req/s, p50 80 ms, p95 150 ms"."""
+    return f"{figures['requests_per_s']:.1f} req/s, p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms"
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:

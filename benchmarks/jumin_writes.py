@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import latency_figures, print_table, save
+from common import latency_figures, latency_text, load_script, print_table, save
 
 from lgcloud.model.config import load_stack
 from lgcloud.model.naming import OFFICE_TLS
@@ -45,9 +45,8 @@ _signed_in: set[tuple[str, str]] = set()
 
 # Runs on a terminal: `clients` threads share `total` registrations; prints the latencies.
 # Over TLS when a CA, certificate and key are given, with the session token of the file named.
-LOAD = r"""
-import json, ssl, sys, time, urllib.request
-from concurrent.futures import ThreadPoolExecutor
+LOAD = load_script(r"""
+import json, ssl, sys, urllib.request
 url, total, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 headers, context = {"Content-Type": "application/json"}, None
 if len(sys.argv) > 4:
@@ -55,19 +54,12 @@ if len(sys.argv) > 4:
     context.load_cert_chain(sys.argv[5], sys.argv[6])
     with open(sys.argv[7]) as session:
         headers["Authorization"] = "Bearer " + session.read().strip()
-def register(i):
+def registration(i):
     body = json.dumps({"name": f"負荷 {i}", "kana": "フカ", "birth_date": "1980-01-01", "sex": "女",
                        "address": "本町1-1", "event": "move-in", "event_date": "2026-11-01"}).encode()
-    request = urllib.request.Request(url, body, headers)
-    started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=30, context=context) as response:
-        assert response.status == 201, response.status
-    return time.perf_counter() - started
-started = time.perf_counter()
-with ThreadPoolExecutor(clients) as pool:
-    latencies = sorted(pool.map(register, range(total)))
-print(json.dumps({"seconds": time.perf_counter() - started, "latencies": latencies}))
-"""
+    return urllib.request.Request(url, body, headers)
+timed_requests(registration, total, clients, status=201, context=context)
+""")
 
 # Runs on a terminal: full TLS handshakes (client certificate included) for `seconds`, `clients` at a time.
 HANDSHAKES = r"""
@@ -189,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, found in runs.items()
         if found
     }
-    rows = [
-        (name, f"{f['requests_per_s']:.1f} req/s, p50 {f['p50_ms']:.0f} ms, p95 {f['p95_ms']:.0f} ms")
-        for name, f in figures.items()
-    ]
+    rows = [(name, latency_text(f)) for name, f in figures.items()]
     for m in offices:
         if f"{m.id} plain" in figures:
             tls, plain = figures[f"{m.id} tls"], figures[f"{m.id} plain"]

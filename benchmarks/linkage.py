@@ -27,7 +27,7 @@ import secrets
 import shlex
 import time
 
-from common import latency_figures, print_table, save
+from common import latency_figures, latency_text, load_script, print_table, save
 
 from lgcloud.model.config import load_stack
 from lgcloud.model.naming import service_url
@@ -39,68 +39,43 @@ TAX, FORMER, INCOME = "個人住民税の賦課", "former-municipality", "前年
 SCRATCH = "chukan_walk_bench"
 
 # Runs on an app VM: `total` POSTs of `body` to `url`, `clients` at a time; the latencies.
-LOAD = r"""
-import json, sys, time, urllib.request
-from concurrent.futures import ThreadPoolExecutor
+LOAD = load_script(r"""
+import sys, urllib.request
 url, body, total, clients = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4])
-def ask(_):
-    started = time.perf_counter()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200, response.status
-    return time.perf_counter() - started
-started = time.perf_counter()
-with ThreadPoolExecutor(clients) as pool:
-    latencies = sorted(pool.map(ask, range(total)))
-print(json.dumps({"seconds": time.perf_counter() - started, "latencies": latencies}))
-"""
+headers = {"Content-Type": "application/json"}
+timed_requests(lambda _: urllib.request.Request(url, body, headers), total, clients)
+""")
 
 # Runs on an office terminal: `total` 所得照会 to 税 through the gateway, with the office's
 # certificate and a clerk's session (the token on stdin's first line), `clients` at a time.
-OFFICE = r"""
-import json, ssl, sys, time, urllib.request
-from concurrent.futures import ThreadPoolExecutor
+OFFICE = load_script(r"""
+import json, ssl, sys, urllib.request
 url, total, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 token = sys.stdin.readline().strip()
 office = ssl.create_default_context(cafile="/etc/lgcloud/lgwan-ca.crt")
 office.load_cert_chain("/etc/lgcloud/office.crt", "/etc/lgcloud/office.key")
 headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
 body = json.dumps({"year": int(sys.argv[4])}).encode()
-def ask(_):
-    started = time.perf_counter()
-    with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=30, context=office) as response:
-        assert response.status == 200, response.status
-    return time.perf_counter() - started
-started = time.perf_counter()
-with ThreadPoolExecutor(clients) as pool:
-    latencies = sorted(pool.map(ask, range(total)))
-print(json.dumps({"seconds": time.perf_counter() - started, "latencies": latencies}))
-"""
+timed_requests(lambda _: urllib.request.Request(url, body, headers), total, clients, context=office)
+""")
 
 # Runs on the broker VM: the same query's provider half, signed as the broker signs it.
-PROVIDE = r"""
-import json, secrets, sys, time, urllib.request, uuid
-from concurrent.futures import ThreadPoolExecutor
+PROVIDE = load_script(r"""
+import json, secrets, sys, urllib.request, uuid
 sys.path.insert(0, "/opt/linkage")
 from linkage_core import sign
 settings = json.load(open("/etc/broker/broker.json"))
 provider, fugo, total, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 body = settings["bodies"][provider]
 key, url = bytes.fromhex(body["key"]), body["chukan"][0] + "/provide"
-def ask(_):
+def signed(_):
     raw = json.dumps({"request_id": str(uuid.uuid4()), "fugo": fugo, "office": sys.argv[5], "requester": sys.argv[6],
                       "provider_kind": "former-municipality", "items": [sys.argv[7]]}, ensure_ascii=False).encode()
     headers = {**sign(key, provider, "/provide", raw, secrets.token_urlsafe(18)).headers(),
                "Content-Type": "application/json"}
-    started = time.perf_counter()
-    with urllib.request.urlopen(urllib.request.Request(url, raw, headers), timeout=30) as response:
-        assert response.status == 200, response.status
-    return time.perf_counter() - started
-started = time.perf_counter()
-with ThreadPoolExecutor(clients) as pool:
-    latencies = sorted(pool.map(ask, range(total)))
-print(json.dumps({"seconds": time.perf_counter() - started, "latencies": latencies}))
-"""
+    return urllib.request.Request(url, raw, headers)
+timed_requests(signed, total, clients)
+""")
 
 # Runs on the database VM as postgres: `n` chained records of the tenant's shape into SCRATCH.
 FILL = r"""
@@ -242,18 +217,9 @@ def main() -> None:
                 if walk
                 else []
             ),
-            (
-                "所得照会 from Ｂ町's office: 税 → 中間サーバー → broker → Ａ市's 副本",
-                f"{office['requests_per_s']:.1f} req/s, p50 {office['p50_ms']:.0f} ms, p95 {office['p95_ms']:.0f} ms",
-            ),
-            (
-                "brokered query, Ｂ町 → broker → Ａ市",
-                f"{e2e['requests_per_s']:.1f} req/s, p50 {e2e['p50_ms']:.0f} ms, p95 {e2e['p95_ms']:.0f} ms",
-            ),
-            (
-                "provider's half alone (peer)",
-                f"{alone['requests_per_s']:.1f} req/s, p50 {alone['p50_ms']:.0f} ms, p95 {alone['p95_ms']:.0f} ms",
-            ),
+            ("所得照会 from Ｂ町's office: 税 → 中間サーバー → broker → Ａ市's 副本", latency_text(office)),
+            ("brokered query, Ｂ町 → broker → Ａ市", latency_text(e2e)),
+            ("provider's half alone (peer)", latency_text(alone)),
             (
                 "ratio (end to end / provider alone)",
                 f"{alone['requests_per_s'] / e2e['requests_per_s']:.2f}× the time per query, "
