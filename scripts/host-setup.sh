@@ -12,6 +12,8 @@ command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 # The topology picture labels municipalities in Japanese.
 fc-list :lang=ja 2>/dev/null | grep -q . || missing="$missing fonts-ipafont-gothic"
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
+# マイ・ポータル's browser test: Playwright drives Debian's Chromium (it downloads no browser here).
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then

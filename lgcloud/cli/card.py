@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..ops.cards import check_request, issue, revoke_moved
 from ..ops.lab import Lab
+from ..ops.portal import push_card_revocations
 from ..state.cards import Card, cards, revoke_card
 from .options import Options, wait_flag
 
@@ -55,6 +56,8 @@ def run(opts: Options) -> int:
         if action == "revoke":
             assert municipality is not None
             revoked = revoke_card(cfg.stack, municipality, opts.args.resident)
+            if revoked and not push_card_revocations(lab):
+                opts.output.note("the portal does not run: it loads the CRL at its next configure")
             if not revoked:
                 raise OperatorError(
                     f"{municipality}'s resident {opts.args.resident} has no card to revoke",
@@ -64,6 +67,8 @@ def run(opts: Options) -> int:
             opts.output.done(f"card {', '.join(c.serial for c in revoked)} revoked: on the CRL from now on")
             return 0
         moved = revoke_moved(lab)
+        if moved:
+            push_card_revocations(lab)
     found = cards(cfg.stack, municipality)
     if opts.flag("json"):
         opts.output.json([{**asdict(c), "state": _state(c)} for c in found])

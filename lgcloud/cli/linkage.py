@@ -20,9 +20,11 @@ import argparse
 from dataclasses import asdict
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, OperatorError
+from ..ops.cards import revoke_moved
 from ..ops.lab import Lab
 from ..ops.linkage import purge_records, verify_records
 from ..ops.move_in import move_in
+from ..ops.portal import push_card_revocations
 from .options import Options
 
 __all__ = ["add"]
@@ -75,6 +77,9 @@ def rehearse(opts: Options) -> int:
         raise OperatorError("--income is yen of 所得, from 0 to 100000000000", exit_code=EXIT_BAD_INPUT)
     with Lab(cfg) as lab:
         moved = move_in(lab, opts.args.source, opts.args.destination, opts.args.income)
+        # 転出 changed the facts of any card the person had: J-LIS revokes it, the portal refuses it.
+        if revoke_moved(lab):
+            push_card_revocations(lab)
     if opts.flag("json"):
         opts.output.json(asdict(moved))
         return 0
@@ -93,6 +98,10 @@ def rehearse(opts: Options) -> int:
         "情報提供等記録 of the query",
         ("kept by", "side", "position", "事務", "items", "outcome"),
         [(r.keeper, r.side, str(r.position), r.office, ", ".join(r.items), r.outcome) for r in moved.records],
+        caption=(
+            f"マイ・ポータル: lgcloud card issue --stack {cfg.stack} --municipality {moved.destination} "
+            f"--resident {moved.refs[moved.destination]} --pin NNNN --out card.p12"
+        ),
     )
     return 0
 

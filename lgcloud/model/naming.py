@@ -32,6 +32,10 @@ __all__ = [
     "REPLACED_GENERATIONS",
     "ROLE_LABEL",
     "OFFICE_TLS",
+    "PORTAL_API_PORT",
+    "PORTAL_METRICS_PORT",
+    "PORTAL_NAME",
+    "PORTAL_PORT",
     "SERVICE_DOMAIN",
     "SHARED",
     "SITE_LABEL",
@@ -89,6 +93,13 @@ BROKER_PORT = 8700
 # The site of the national systems, outside the center and the backup site (the lab runs it on the
 # center's engine).
 NATIONAL = "national"
+
+# マイ・ポータル, on `internet`: HTTPS with the 個人番号カード's certificate, under this name; its
+# metrics on mgmt; and the one read API it may call, the broker's, on the broker's internet address.
+PORTAL_PORT = 443
+PORTAL_NAME = "myna.portal.test"
+PORTAL_METRICS_PORT = 9120
+PORTAL_API_PORT = 8610
 
 # The labels every container and network of the lab carries, in this order.
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")

@@ -136,6 +136,7 @@ class Allocations(_Strict):
     backup: Allocation = Allocation(vcpus=0.5, memory_mb=512)
     chukan: Allocation = Allocation(vcpus=0.5, memory_mb=384)
     broker: Allocation = Allocation(vcpus=0.5, memory_mb=384)
+    portal: Allocation = Allocation(vcpus=0.25, memory_mb=256)
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -14,7 +14,16 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from .naming import BACKUP_TLS_PORT, BROKER_PORT, CHUKAN_PORT, NATIONAL, POSTGRESQL_PORT, SHARED
+from .naming import (
+    BACKUP_TLS_PORT,
+    BROKER_PORT,
+    CHUKAN_PORT,
+    NATIONAL,
+    PORTAL_API_PORT,
+    PORTAL_PORT,
+    POSTGRESQL_PORT,
+    SHARED,
+)
 from .schema import Allocation, StackConfig
 
 __all__ = ["DATA_PATHS", "SegmentPlan", "Topology", "VmPlan", "plan"]
@@ -29,12 +38,15 @@ _MGMT_HOSTS = {
     "broker": 7,
     "chukan": 8,
     "chukan-standby": 9,
+    "portal": 200,  # above the municipalities' (five each from 10), below the restore VMs'
 }
 # The databases' from 10 up, restore VMs' from the top down.
 _INTERCONNECT_HOSTS = {"backup": 5, "chukan": 6, "chukan-standby": 7}
 _MGMT_FIRST_MUNICIPAL = 10  # then five per municipality, in config order
 _WAN_HOSTS = {"gateway": 2, "gateway-standby": 3}  # on lgwan, ipvpn and shared
 _LGWAN_HOSTS = {"broker": 4, "chukan": 5, "chukan-standby": 6}
+# インターネット接続系: the portal, and the broker's read API for it.
+_INTERNET_HOSTS = {"portal": 10, "broker": 20}
 # On a municipality's closed segment.
 _CLOSED_HOSTS = {"gateway": 2, "app": 10, "db": 11, "db-restore": 12, "chukan": 13}
 _MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
@@ -46,6 +58,7 @@ DATA_PATHS = {
     "monitor": "/var/lib/prometheus",
     "backup": "/var/lib/pgbackrest",
     "broker": "/var/lib/broker",
+    "portal": "/var/lib/portal",
 }
 
 
@@ -218,6 +231,8 @@ def plan(cfg: StackConfig) -> Topology:
             admitted[key] = (f"{_host(m.segments[site], _CLOSED_HOSTS['app'], key)}:{CHUKAN_PORT}",)
         vms.append(VmPlan(role, "chukan", site, SHARED, cfg.allocations.chukan, addresses, admitted))
     # The broker stands for a national system reached over LGWAN: the 中間サーバー only may call it.
+    # On `internet` it answers the portal, and the portal only, at its one read API (三層分離).
+    internet = {role: _host(seg.internet, number, role) for role, number in _INTERNET_HOSTS.items()}
     vms.append(
         VmPlan(
             "broker",
@@ -225,12 +240,26 @@ def plan(cfg: StackConfig) -> Topology:
             NATIONAL,
             SHARED,
             cfg.allocations.broker,
-            {**mgmt(_MGMT_HOSTS["broker"], "broker"), "lgwan": lgwan["broker"]},
+            {**mgmt(_MGMT_HOSTS["broker"], "broker"), "lgwan": lgwan["broker"], "internet": internet["broker"]},
             {
                 "mgmt": operators,
                 "lgwan": tuple(f"{lgwan[r]}:{BROKER_PORT}" for r in ("chukan", "chukan-standby")),
+                "internet": (f"{internet['portal']}:{PORTAL_API_PORT}",),
             },
             DATA_PATHS["broker"],
+        )
+    )
+    # マイ・ポータル: the one citizen-facing service, HTTPS from anywhere on `internet`.
+    vms.append(
+        VmPlan(
+            "portal",
+            "portal",
+            "center",
+            SHARED,
+            cfg.allocations.portal,
+            {**mgmt(_MGMT_HOSTS["portal"], "portal"), "internet": internet["portal"]},
+            {"mgmt": operators, "internet": (f"0.0.0.0/0:{PORTAL_PORT}",)},
+            DATA_PATHS["portal"],
         )
     )
 

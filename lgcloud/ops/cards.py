@@ -2,7 +2,9 @@
 card whose resident has moved away (転出: the card's facts changed) is revoked, as J-LIS does.
 
 The registry is asked as postgres on the municipality's serving database, by the row's `ref`
-(what the registry's own URLs carry): no 住民票コード or 個人番号 passes through here."""
+(what the registry's own URLs carry): no 住民票コード or 個人番号 passes through here. A new card
+is registered by a 窓口 clerk of the municipality (POST /api/residents/<ref>/card, recorded in
+the アクセス記録), which tells the broker through the 中間サーバー which person it stands for."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ..errors import EXIT_BAD_INPUT, OperatorError
-from ..state.cards import PIN, Card, issue_card, revoke_card
+from ..state.cards import PIN, Card, issue_card, revoke_card, withdraw_card
 from ..state.cards import cards as issued_cards
+from .clerks import sign_in
 from .drill.measure import primary_of
-from .lab import Lab
+from .lab import Lab, LabError
+from .move_in import office_call
+from .portal import push_card_revocations
 
 __all__ = ["CARD_YEARS", "RESIDENT_REF", "card_expiry", "check_request", "issue", "revoke_moved"]
 
@@ -74,7 +79,22 @@ def issue(lab: Lab, municipality: str, ref: str, pin: str, out: Path) -> Card:
             "the municipality the person lives in now issues the card",
             exit_code=EXIT_BAD_INPUT,
         )
-    return issue_card(lab.stack, municipality, ref, pin, not_after, out)
+    card = issue_card(lab.stack, municipality, ref, pin, not_after, out)
+    try:
+        status, answer = office_call(
+            lab, sign_in(lab, municipality), "jumin", "POST", f"/api/residents/{ref}/card", {"serial": card.serial}
+        )
+    except (LabError, OperatorError):
+        withdraw_card(lab.stack, card.serial, out)
+        raise
+    if status != 201:
+        withdraw_card(lab.stack, card.serial, out)
+        raise LabError(
+            f"{municipality}'s registry did not register card {card.serial} ({status}): {answer.get('error', answer)}",
+            "the card was withdrawn (revoked, its file removed); issue it again once the linkage answers",
+        )
+    push_card_revocations(lab)  # a card the resident had before is superseded
+    return card
 
 
 def revoke_moved(lab: Lab) -> list[Card]:

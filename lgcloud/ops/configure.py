@@ -33,6 +33,7 @@ from ..state.secrets import stack_secrets
 from .backup import certify
 from .inventory import build_inventory
 from .offices import certify_front
+from .portal import certify_portal
 
 __all__ = ["ConfigureSummary", "HostResult", "configure"]
 
@@ -123,7 +124,9 @@ def configure(
     (data_dir / "inventory").mkdir(parents=True, exist_ok=True)
     (data_dir / "env").mkdir(exist_ok=True)
     inventory = data_dir / "inventory" / "lab.yml"
-    document = build_inventory(cfg, ensure_keypair(cfg.stack).private, running, certify(cfg), certify_front(cfg))
+    document = build_inventory(
+        cfg, ensure_keypair(cfg.stack).private, running, certify(cfg), certify_front(cfg), certify_portal(cfg)
+    )
     write_atomic(inventory, yaml.safe_dump(document, allow_unicode=True, sort_keys=False), 0o600)
     # Secrets reach Ansible through runner's extravars file, never a command line or a label.
     provided = first_clerks(cfg.stack, [m.id for m in cfg.municipalities])

@@ -25,6 +25,10 @@ from ..model.naming import (
     CHUKAN_ROLE,
     EXPORTER_PORT,
     OFFICE_TLS,
+    PORTAL_API_PORT,
+    PORTAL_METRICS_PORT,
+    PORTAL_NAME,
+    PORTAL_PORT,
     POSTGRESQL_PORT,
     REPLACED_GENERATIONS,
     SHARED,
@@ -81,10 +85,11 @@ def build_inventory(
     running: set[str] | None = None,
     pki_dir: Path | str = "",
     lgwan_dir: Path | str = "",
+    jpki_dir: Path | str = "",
 ) -> dict[str, Any]:
     """An Ansible YAML inventory of the stack's VMs (only those `running`, when given), reached
     as root with the private `key`; their backup certificates are in `pki_dir`, the LGWAN-ASP
-    front's and the offices' in `lgwan_dir`."""
+    front's and the offices' in `lgwan_dir`, the portal's and the card CA's in `jpki_dir`."""
     # A restore VM is configured like any VM while it exists (lgcloud.ops.restore).
     topology = plan(cfg).with_restores(active_restores(cfg.stack))
     ids = municipality_ids(cfg.municipalities)
@@ -149,6 +154,15 @@ def build_inventory(
                     "address": topology.vm("broker").addresses["lgwan"],
                     "permissions": [row.model_dump() for row in load_permissions().permissions],
                 },
+                # マイ・ポータル on internet, and the broker's read API it calls there.
+                "lgcloud_portal": {
+                    "name": PORTAL_NAME,
+                    "address": topology.vm("portal").addresses["internet"],
+                    "port": PORTAL_PORT,
+                    "metrics_port": PORTAL_METRICS_PORT,
+                    "api": {"address": topology.vm("broker").addresses["internet"], "port": PORTAL_API_PORT},
+                },
+                "lgcloud_jpki_dir": str(jpki_dir),
             },
             "children": dict(groups),
         }

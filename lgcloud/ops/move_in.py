@@ -32,6 +32,7 @@ __all__ = ["Exchange", "MoveIn", "Moved", "move_in", "move_person", "office_call
 JST = ZoneInfo("Asia/Tokyo")
 ATENA_NUMBER = re.compile(r"[0-9]{10}")
 REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+REFERENCE = REQUEST_ID  # a registry's row is named by a UUID too
 TAX_SYSTEM = "zei"
 LINK_TIMEOUT = 60.0  # seconds for atena-link to tell the 中間サーバー (it looks every 2 s)
 
@@ -60,6 +61,7 @@ class MoveIn:
     tax: int
     request_id: str  # of the brokered query
     resident_codes: dict[str, str]  # the 住民票コード each registry holds the person under, by municipality
+    refs: dict[str, str]  # the registry's row of the person (what its URLs carry), by municipality
     steps: list[tuple[str, float]] = field(default_factory=list)  # (what, seconds)
     records: list[Exchange] = field(default_factory=list)
 
@@ -260,6 +262,7 @@ def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
         tax["tax"],
         request_id,
         {a.id: resident["resident_code"], b.id: newcomer["resident_code"]},
+        {a.id: _checked(REFERENCE, resident["ref"], "ref", a), b.id: _checked(REFERENCE, newcomer["ref"], "ref", b)},
         steps,
         records,
     )

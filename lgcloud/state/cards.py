@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .directory import file_lock, state_dir, write_atomic
-from .pki import Revoked, _authority, signed_revocations
+from .pki import Certificate, Revoked, _authority, server_certificate, signed_revocations
 
 __all__ = [
     "CARD_SUBJECT",
@@ -39,7 +39,9 @@ __all__ = [
     "cards",
     "issue_card",
     "open_card",
+    "portal_certificate",
     "revoke_card",
+    "withdraw_card",
 ]
 
 PIN = re.compile(r"[0-9]{4}")  # the 利用者証明用 PIN: four digits
@@ -49,6 +51,7 @@ REASONS = {
     "revoked": x509.ReasonFlags.unspecified,  # by the operator: `lgcloud card revoke`
     "superseded": x509.ReasonFlags.superseded,  # a new card for the same resident
     "moved": x509.ReasonFlags.affiliation_changed,  # 転出: the card's facts changed
+    "unregistered": x509.ReasonFlags.cessation_of_operation,  # the registry could not register it
 }
 
 
@@ -99,6 +102,14 @@ def card_authority(stack: str) -> Path:
     with file_lock(directory / ".lock"):
         _ca(directory, stack)
     return directory / "ca.crt"
+
+
+def portal_certificate(stack: str, name: str, address: str) -> Certificate:
+    """マイ・ポータル's TLS server certificate for its name and internet address, signed by the same
+    CA (the lab has no public web CA): issued when either changes."""
+    directory = _directory(stack)
+    with file_lock(directory / ".lock"):
+        return server_certificate(directory, "portal", _ca(directory, stack), name, [name], [address], 825)
 
 
 def issue_card(stack: str, municipality: str, resident: str, pin: str, not_after: datetime.datetime, out: Path) -> Card:
@@ -160,6 +171,17 @@ def open_card(path: Path, pin: str) -> x509.Certificate:
 
 def _revoked(card: Card, reason: str) -> Card:
     return Card(**{**asdict(card), "revoked_at": _now().isoformat(), "reason": reason})
+
+
+def withdraw_card(stack: str, serial: str, out: Path) -> None:
+    """A card the registry could not register: its file removed (made by issue_card, nobody's yet)
+    and its certificate revoked, so that it never signs anyone in."""
+    out.unlink(missing_ok=True)
+    directory = _directory(stack)
+    with file_lock(directory / ".lock"):
+        register = _register(directory)
+        register[serial] = _revoked(register[serial], "unregistered")
+        _keep(directory, register)
 
 
 def revoke_card(stack: str, municipality: str, resident: str, reason: str = "revoked") -> list[Card]:

@@ -12,7 +12,6 @@ municipality whose service is asked for (the source address is a second check). 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .directory import file_lock, state_dir, write_atomic
 from .pki import Certificate, Revoked, _authority, _signed_by, issue, signed_revocations
+from .pki import server_certificate as pki_server_certificate
 
 __all__ = [
     "OFFICE_DAYS",
@@ -95,16 +95,10 @@ def _usable(path: Path, ca: x509.Certificate, revoked: dict[str, str]) -> x509.C
 def server_certificate(stack: str, names: list[str], addresses: list[str]) -> Certificate:
     """The gateways' certificate for every service name and address, issued when these change."""
     directory = _directory(stack)
-    wanted: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
-    wanted += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     with file_lock(directory / ".lock"):
-        _, ca = _ca(directory, stack)
-        current = _usable(directory / f"{SERVER}.crt", ca, {})
-        if current is not None:
-            have = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            if list(have) == wanted:
-                return Certificate(directory / f"{SERVER}.crt", directory / f"{SERVER}.key", directory / "ca.crt")
-        return _issue(directory, stack, SERVER, "lgwan-asp gateway", ExtendedKeyUsageOID.SERVER_AUTH, wanted, 825)
+        return pki_server_certificate(
+            directory, SERVER, _ca(directory, stack), "lgwan-asp gateway", names, addresses, 825
+        )
 
 
 def office_certificate(stack: str, municipality: str) -> Certificate:

@@ -14,6 +14,7 @@ reach the VMs only through `lgcloud configure` (or `lgcloud restore`)::
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from .directory import file_lock, state_dir, write_atomic
 
-__all__ = ["Certificate", "Revoked", "ensure_certificate", "issue", "signed_revocations"]
+__all__ = ["Certificate", "Revoked", "ensure_certificate", "issue", "server_certificate", "signed_revocations"]
 
 _VALID = datetime.timedelta(days=3650)
 
@@ -141,6 +142,31 @@ def issue(
     write_atomic(found.key, _pem_key(key), 0o600)
     write_atomic(found.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return found
+
+
+def server_certificate(
+    directory: Path,
+    name: str,
+    authority: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    common_name: str,
+    names: list[str],
+    addresses: list[str],
+    days: int,
+) -> Certificate:
+    """A TLS server's certificate for these DNS names and addresses, kept while it carries exactly
+    them, `authority` signed it and it has a month left; issued anew otherwise. The caller holds
+    the CA's lock."""
+    wanted: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    wanted += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    found = Certificate(directory / f"{name}.crt", directory / f"{name}.key", directory / "ca.crt")
+    if found.certificate.exists() and found.key.exists():
+        current = x509.load_pem_x509_certificate(found.certificate.read_bytes())
+        have = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        month = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
+        if list(have) == wanted and _signed_by(current, authority[1]) and current.not_valid_after_utc > month:
+            return found
+    usages = [x509.ExtendedKeyUsageOID.SERVER_AUTH]
+    return issue(directory, name, authority, common_name, usages, wanted, datetime.timedelta(days=days))
 
 
 def signed_revocations(

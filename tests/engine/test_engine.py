@@ -18,8 +18,8 @@ from .conftest import lgcloud, stack_containers, stack_networks
 
 pytestmark = pytest.mark.engine
 
-SMALL_VMS = 13  # five for the municipality, eight for the shared base and the national site
-SMALL_VOLUMES = 5  # the database pair, the monitor, the backup repository, the broker
+SMALL_VMS = 14  # five for the municipality, nine for the shared base and the national site
+SMALL_VOLUMES = 6  # the database pair, the monitor, the backup repository, the broker, the portal
 SMALL_SEGMENTS = 8
 
 

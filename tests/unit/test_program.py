@@ -6,10 +6,21 @@ import ipaddress
 
 import pytest
 
+from lgcloud.model.naming import PORTAL_API_PORT, PORTAL_PORT
 from lgcloud.model.topology import plan
 
 MUNICIPAL_ROLES = ("app", "db", "app-standby", "db-replica", "terminal")
-SHARED_VMS = ("gateway", "gateway-standby", "monitor", "bastion", "backup", "chukan", "chukan-standby", "broker")
+SHARED_VMS = (
+    "gateway",
+    "gateway-standby",
+    "monitor",
+    "bastion",
+    "backup",
+    "chukan",
+    "chukan-standby",
+    "broker",
+    "portal",
+)
 LABELS = ("lgcloud.stack", "lgcloud.site", "lgcloud.municipality", "lgcloud.role", "lgcloud.name")
 
 
@@ -119,6 +130,16 @@ def test_nothing_in_a_my_number_segment_joins_internet(containers):
         assert not (closed and "internet" in nets), f"{vm.name} bridges a closed segment and internet"
 
 
+def test_only_the_portal_and_the_brokers_read_api_are_on_internet(containers, dev):
+    """三層分離: インターネット接続系 holds the portal, and the broker's one port for it, and nothing else."""
+    on_internet = {name for name, vm in containers.items() if "internet" in segments_of(vm)}
+    assert on_internet == {"portal", "broker"}, on_internet
+    topology = plan(dev)
+    portal = topology.vm("portal").addresses["internet"]
+    assert topology.vm("broker").ingress["internet"] == (f"{portal}:{PORTAL_API_PORT}",)
+    assert topology.vm("portal").ingress["internet"] == (f"0.0.0.0/0:{PORTAL_PORT}",)
+
+
 def test_gateway_fronts_every_municipality(containers, dev):
     nets = set(segments_of(containers["gateway"]))
     assert {"lgwan", "ipvpn", "mgmt"} <= nets
@@ -170,4 +191,4 @@ def test_the_vms_that_hold_data_keep_it_on_a_volume_of_their_own(resources, cont
             assert volumes[volume].provider == containers[vm.name].provider, f"{volume}: not on {vm.name}'s site"
         else:
             assert not mounted, f"{vm.name} holds no data but mounts {mounted}"
-    assert {vm.role for vm in plan(dev).vms if vm.data} == {"db", "db-replica", "monitor", "backup", "broker"}
+    assert {vm.role for vm in plan(dev).vms if vm.data} == {"db", "db-replica", "monitor", "backup", "broker", "portal"}

@@ -43,6 +43,7 @@ from business_app import (
     ROLES,
     Refused,
     app,
+    ask_chukan,
     choice,
     clerk_id_in,
     date,
@@ -530,6 +531,35 @@ def move_out(ref: str):
         cur.execute("UPDATE atena SET linked_at = NULL WHERE resident_code = %s", (resident["resident_code"],))
     log.info("moved out a resident")
     return reply({"resident": resident})
+
+
+CARD_SERIAL = re.compile(r"[0-9a-f]{1,40}")  # a 利用者証明用電子証明書's serial, hex
+CARD_TIMEOUT = 15.0  # seconds for the 中間サーバー and the broker to register a card
+
+
+@app.post("/api/residents/<ref>/card")
+@needs("窓口")
+def register_card(ref: str):
+    """A 個人番号カード issued to a current resident: its certificate's serial registered at the
+    broker through the 中間サーバー, under the person's 符号 (マイ・ポータル signs in with it)."""
+    body = json_body()
+    refuse_unknown(body, ("serial",))
+    serial = body.get("serial")
+    if not isinstance(serial, str) or not CARD_SERIAL.fullmatch(serial):
+        raise Refused(400, "serial", "serial is the card certificate's serial number, in lowercase hex")
+    with transaction() as cur:
+        resident = find(cur, ref)
+        if resident["status"] == "moved-out":
+            raise Refused(409, "status", "a card is issued to a current resident; this one moved out")
+        if resident["atena_number"] is None:
+            raise Refused(409, "atena_number", "the resident has no 宛名番号 yet; try again in a moment")
+        record(cur, "card", resident["resident_code"], ["serial"])
+    status, answer = ask_chukan("/api/cards", {"atena_number": resident["atena_number"], "serial": serial}, CARD_TIMEOUT)
+    if status != 201:
+        reason = answer.get("error", "the 中間サーバー does not answer") if status else "the 中間サーバー does not answer"
+        raise Refused(409 if status == 409 else 503, None, f"the card was not registered: {reason}")
+    log.info("registered a card")
+    return reply({"card": {"serial": serial, "registered": True}}, 201)
 
 
 def certificate(ref: str) -> dict:

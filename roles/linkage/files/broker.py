@@ -16,7 +16,15 @@ file named by ``BROKER_CONFIG``::
   the permission table, the requester's 符号 translated into the provider's, the provider's
   中間サーバー asked for the items from its 副本. A query the table forbids and one about a person
   the provider does not hold get the same answer: the requester learns nothing of who exists.
-- Every query, provided or refused, goes into the broker's own 情報提供等記録, a hash chain.
+- Every query, provided or refused, goes into the broker's own 情報提供等記録, a hash chain; one
+  about a person the broker knows carries the person key, so that the person can be shown it.
+- ``POST /cards {"fugo", "serial"}``: a 個人番号カード the calling body issued to the person.
+
+On its internet address, for マイ・ポータル only (``portal`` in the settings; the firewall admits
+nothing else there), and nothing else on that port: ``POST /portal/person {"request_id",
+"serial"}``, the person the card's certificate names: the 情報提供等記録 about them, what each
+body's 中間サーバー holds of them (自己情報表示), and the notices those 副本 make. The portal sends a
+serial from a certificate its TLS front verified, never a number of the person, and is sent none.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -111,6 +120,14 @@ CREATE TABLE IF NOT EXISTS records (
     record   TEXT NOT NULL,  -- canonical JSON: what the hash covers
     hash     TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS records_person ON records (json_extract(record, '$.person'));
+CREATE TABLE IF NOT EXISTS cards (
+    serial        TEXT PRIMARY KEY,  -- the 利用者証明用電子証明書's serial, lowercase hex
+    body          TEXT NOT NULL,     -- the municipality that issued the card
+    fugo          TEXT NOT NULL,     -- the issuer's 符号 of the person
+    registered_at TEXT NOT NULL,
+    FOREIGN KEY (body, fugo) REFERENCES issued (body, fugo)
+);
 """
 
 
@@ -169,6 +186,24 @@ def append_record(db: sqlite3.Connection, record: dict) -> int:
     return position
 
 
+PORTAL = SETTINGS.get("portal", {})  # {"address", "port"}: マイ・ポータル, and the port it calls
+
+
+def local_port() -> int:
+    """The port the connection came in on, from its socket (a Host header could say anything)."""
+    return request.environ["gunicorn.socket"].getsockname()[1]
+
+
+@app.before_request
+def one_api_per_port() -> None:
+    """The portal's port serves its read API to the portal's address, and nothing else does."""
+    on_portal_port = bool(PORTAL) and local_port() == PORTAL["port"]
+    if on_portal_port != request.path.startswith("/portal/"):
+        raise Answer(404, "no such API on this port")
+    if on_portal_port and request.remote_addr != PORTAL["address"]:
+        raise Answer(403, "the portal's API answers マイ・ポータル only")
+
+
 @app.get("/healthz")
 def healthz():
     count = database().execute("SELECT count(*) FROM issued").fetchone()[0]
@@ -193,16 +228,16 @@ def issue():
 _answered_last = AnsweredLast()  # per provider, its 中間サーバー that answered last
 
 
-def ask_provider(provider: str, payload: dict) -> tuple[int, dict]:
-    """The provider's 中間サーバー's answer, from the one that answered last, else the other (a
-    failover moved it); (503, {}) when neither answers."""
+def ask_provider(provider: str, payload: dict, path: str = "/provide") -> tuple[int, dict]:
+    """The provider's 中間サーバー's answer to a POST of `path`, from the one that answered last, else
+    the other (a failover moved it); (503, {}) when neither answers."""
     raw = json.dumps(payload, ensure_ascii=False).encode()
     bases = _answered_last.order(provider, BODIES[provider]["chukan"])
     last: tuple[int, dict] = (503, {})
     for base in bases:
-        headers = sign(KEYS[provider], provider, "/provide", raw, secrets.token_urlsafe(18)).headers()
+        headers = sign(KEYS[provider], provider, path, raw, secrets.token_urlsafe(18)).headers()
         call = urllib.request.Request(
-            f"{base}/provide", raw, {**headers, "Content-Type": "application/json"}, method="POST"
+            f"{base}{path}", raw, {**headers, "Content-Type": "application/json"}, method="POST"
         )
         try:
             with urllib.request.urlopen(call, timeout=PROVIDER_TIMEOUT) as response:
@@ -271,6 +306,7 @@ def query():
     if mine is None:
         reason = "the 符号 is not one the broker issued to the requester"
     else:
+        record["person"] = mine[0]
         theirs = db.execute("SELECT fugo FROM issued WHERE body = ? AND person = ?", (provider, mine[0])).fetchone()
         if theirs is None:
             reason = "the provider holds no 符号 of this person"
@@ -320,3 +356,101 @@ def records():
         (int(after), min(int(limit), 1000)),
     )
     return jsonify({"records": [{"position": p, "record": json.loads(r), "hash": h} for p, r, h in rows]})
+
+
+@app.post("/cards")
+def register_card():
+    """A card the calling body issued to the person of this 符号 (its own, as the broker gave it)."""
+    body_code, body = signed_body()
+    token, serial = body.get("fugo"), body.get("serial")
+    if not isinstance(token, str) or not FUGO.fullmatch(token):
+        raise Answer(400, "fugo must be the body's 符号 of the person")
+    if not isinstance(serial, str) or not CARD_SERIAL.fullmatch(serial):
+        raise Answer(400, "serial must be the card certificate's serial, lowercase hex")
+    db = database()
+    if db.execute("SELECT 1 FROM issued WHERE body = ? AND fugo = ?", (body_code, token)).fetchone() is None:
+        raise Answer(409, "the 符号 is not one the broker issued to this body")
+    db.execute("INSERT INTO cards VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (serial, body_code, token, now()))
+    held = db.execute("SELECT body, fugo FROM cards WHERE serial = ?", (serial,)).fetchone()
+    if tuple(held) != (body_code, token):
+        raise Answer(409, "a card of this serial is registered to another person")
+    return jsonify({"serial": serial, "registered": True}), 201
+
+
+CARD_SERIAL = re.compile(r"[0-9a-f]{1,40}")
+SELF_DISCLOSURE = "自己情報表示"
+
+
+def reiwa(year: int) -> str:
+    return "元" if year == 2019 else str(year - 2018)
+
+
+def notices(name: str, held: dict) -> list[dict]:
+    """The お知らせ a body's 副本 make for the person: an assessed 個人住民税, so far."""
+    taxation = held.get("前年の課税情報", {})
+    value = taxation.get("value") or {}
+    if not isinstance(value.get("年度"), int):
+        return []
+    return [
+        {
+            "at": taxation["registered_at"],
+            "from": name,
+            "text": f"令和{reiwa(value['年度'])}年度 個人住民税の税額が決定しました",
+        }
+    ]
+
+
+@app.post("/portal/person")
+def portal_person():
+    """The person of the card: their 情報提供等記録, 自己情報 and お知らせ. A card the broker does not
+    know and a person with nothing recorded get the same empty answer."""
+    try:
+        body = json.loads(request.get_data())
+    except ValueError:
+        raise Answer(400, "the body must be a JSON object") from None
+    request_id, serial = (body.get("request_id"), body.get("serial")) if isinstance(body, dict) else (None, None)
+    if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
+        raise Answer(400, "request_id must be a UUID the portal chose")
+    if not isinstance(serial, str) or not CARD_SERIAL.fullmatch(serial):
+        raise Answer(400, "serial must be a certificate serial, lowercase hex")
+    db = database()
+    card = db.execute(
+        "SELECT cards.body, issued.person FROM cards JOIN issued USING (body, fugo) WHERE serial = ?", (serial,)
+    ).fetchone()
+    empty = {"moved": False, "records": [], "held": [], "notices": []}
+    if card is None:
+        return jsonify(empty)
+    issuer, person = card
+    held, moved, unavailable = [], False, []
+    for code, token in db.execute("SELECT body, fugo FROM issued WHERE person = ? ORDER BY body", (person,)):
+        status, answer = ask_provider(code, {"request_id": request_id, "fugo": token}, "/portal-held")
+        if status != 200:
+            unavailable.append(BODIES[code]["name"])
+            continue
+        if code == issuer and answer.get("residence") == "former":
+            moved = True  # the card's facts changed: J-LIS revokes it; until then it shows nothing
+        items = answer.get("items") or {}
+        if items:
+            held.append({"body": code, "name": BODIES[code]["name"], "items": items})
+    if moved:
+        return jsonify({**empty, "moved": True})
+    rows = db.execute(
+        "SELECT position, record FROM records WHERE json_extract(record, '$.person') = ? ORDER BY position DESC",
+        (person,),
+    )
+    records = []
+    for position, text in rows:
+        r = json.loads(text)
+        records.append(
+            {
+                "position": position,
+                "at": r["at"],
+                "requester": BODIES.get(r["requester"], {}).get("name", r["requester"]),
+                "provider": BODIES.get(r["provider"], {}).get("name", r["provider"]),
+                "office": r["office"],
+                "items": r["items"],
+                "outcome": r["outcome"],
+            }
+        )
+    shown = [n for h in held for n in notices(h["name"], h["items"])]
+    return jsonify({"moved": False, "records": records, "held": held, "notices": shown, "unavailable": unavailable})

@@ -19,9 +19,14 @@ For the municipality's systems (their own tenant only):
   body through the broker; both the request and the answer go into the tenant's 情報提供等記録.
 - ``GET /api/records``: the tenant's 情報提供等記録.
 - ``GET /api/health``: whether the tenant's database (at a primary) and the broker answer.
+- ``POST /api/cards {"atena_number", "serial"}``: registers a 個人番号カード the municipality
+  issued at the broker, under the person's 符号 (マイ・ポータル knows the person by it).
 
-For the broker: ``POST /provide {"request_id", "fugo", "office", "requester", "items"}``: answers
-from the providing tenant's 副本 and records the provision.
+For the broker:
+- ``POST /provide {"request_id", "fugo", "office", "requester", "items"}``: answers from the
+  providing tenant's 副本 and records the provision.
+- ``POST /portal-held {"request_id", "fugo"}``: for マイ・ポータル's 自己情報表示, every 副本 the
+  tenant holds of the person and whether they still live here; recorded as a provision.
 """
 
 from __future__ import annotations
@@ -361,6 +366,69 @@ def provide():
     if not found:  # after the block: the refusal's record is committed, not rolled back with it
         raise Answer(404, "no 副本 of these items for this 符号", record=position)
     return jsonify({"items": found, "record": position})
+
+
+CARD_SERIAL = re.compile(r"[0-9a-f]{1,40}")
+PORTAL = "マイナポータル"  # the requester a 自己情報表示 is recorded under
+SELF_DISCLOSURE = "自己情報表示"
+
+
+@app.post("/api/cards")
+def register_card():
+    code = calling_tenant()
+    body = json_body()
+    atena_number = field(body, "atena_number", ATENA_NUMBER, "a 宛名番号: 10 digits")
+    serial = field(body, "serial", CARD_SERIAL, "the card certificate's serial, lowercase hex")
+    with tenant_db(code) as cur:
+        cur.execute("SELECT fugo FROM chukan.linked WHERE atena_number = %s", (atena_number,))
+        linked = cur.fetchone()
+    if linked is None:
+        raise Answer(409, "the person has no 符号 yet: the card is registered once the 宛名番号 is linked")
+    status, answer = call_broker(code, "/cards", {"fugo": linked["fugo"], "serial": serial})
+    if status != 201:
+        raise Answer(503 if status >= 500 else 409, f"the broker did not register the card: {answer.get('error', status)}")
+    return jsonify({"serial": serial, "registered": True}), 201
+
+
+@app.post("/portal-held")
+def portal_held():
+    """What the tenant holds of the person the broker names, for the person themself."""
+    raw = request.get_data()
+    try:
+        code = verify(KEYS, request.headers, request.path, raw, NONCES)
+    except Refused as refusal:
+        log.warning("refused an unsigned or bad 自己情報表示 request: %s", refusal)
+        raise Answer(401, str(refusal)) from None
+    body = json_body(raw)
+    request_id = field(body, "request_id", REQUEST_ID, "the portal request's UUID")
+    token = field(body, "fugo", FUGO, "the tenant's 符号 of the person")
+    with tenant_db(code) as cur:
+        cur.execute("SELECT atena_number, residence FROM chukan.linked WHERE fugo = %s", (token,))
+        person = cur.fetchone()
+        held: dict = {}
+        if person is not None:
+            cur.execute(
+                "SELECT item, value, registered_at FROM chukan.fuhon WHERE atena_number = %s ORDER BY item",
+                (person["atena_number"],),
+            )
+            held = {r["item"]: {"value": r["value"], "registered_at": r["registered_at"].isoformat()} for r in cur}
+        # Even a person with nothing here is recorded: the request was about them.
+        position = append_record(
+            cur,
+            {
+                "at": now(),
+                "request_id": request_id,
+                "side": "provider",
+                "requester": PORTAL,
+                "provider": code,
+                "office": SELF_DISCLOSURE,
+                "items": sorted(held),
+                "outcome": "provided" if held else "refused",
+                **({"atena_number": person["atena_number"]} if person is not None else {}),
+            },
+        )
+    residence = person["residence"] if person is not None else None
+    return jsonify({"items": held, "residence": residence, "record": position})
 
 
 @app.get("/api/records")
