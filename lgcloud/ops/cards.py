@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -25,6 +26,7 @@ from .portal import push_card_revocations
 __all__ = ["CARD_YEARS", "RESIDENT_REF", "card_expiry", "check_request", "issue", "revoke_moved"]
 
 RESIDENT_REF = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LINK_WAIT = 30.0  # seconds a card's registration waits for a new resident's 符号
 CARD_YEARS = 5  # a 利用者証明用電子証明書 lasts five years unless the stack says until when
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -81,9 +83,16 @@ def issue(lab: Lab, municipality: str, ref: str, pin: str, out: Path) -> Card:
         )
     card = issue_card(lab.stack, municipality, ref, pin, not_after, out)
     try:
-        status, answer = office_call(
-            lab, sign_in(lab, municipality), "jumin", "POST", f"/api/residents/{ref}/card", {"serial": card.serial}
-        )
+        session = sign_in(lab, municipality)
+        deadline = time.monotonic() + LINK_WAIT
+        while True:
+            status, answer = office_call(
+                lab, session, "jumin", "POST", f"/api/residents/{ref}/card", {"serial": card.serial}
+            )
+            # A resident registered a moment ago gets their 符号 within seconds (atena-link).
+            if status != 409 or "符号" not in str(answer.get("error")) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     except (LabError, OperatorError):
         withdraw_card(lab.stack, card.serial, out)
         raise

@@ -143,9 +143,17 @@ def pair_for_move(lab: Lab, source: str, destination: str) -> tuple[Pair, Pair]:
     return a, b
 
 
-def move_person(lab: Lab, a: Pair, b: Pair, income: int, step: Callable[[str], None] = lambda what: None) -> Moved:
+def move_person(
+    lab: Lab,
+    a: Pair,
+    b: Pair,
+    income: int,
+    step: Callable[[str], None] = lambda what: None,
+    before_moving: Callable[[dict], None] = lambda resident: None,
+) -> Moved:
     """A new person of `a` declares last year's `income` there, moves out, and moves in at `b`
-    with the same codes; returns once both tenants of the 中間サーバー know of the move."""
+    with the same codes; returns once both tenants of the 中間サーバー know of the move.
+    `before_moving` is given the registration at `a` once its 副本 is there (a card issued then)."""
     today = dt.datetime.now(JST).date()
     income_year = today.year - 1
     at_a, at_b = sign_in(lab, a.id), sign_in(lab, b.id)
@@ -179,6 +187,7 @@ def move_person(lab: Lab, a: Pair, b: Pair, income: int, step: Callable[[str], N
         ),
     )
     step(f"{income_year}年分 income declared at {a.name}, its 副本 in the 中間サーバー")
+    before_moving(resident)
     moved_out = {"event_date": today.isoformat(), "destination": b.name}
     _expect(
         "the 転出",
@@ -213,7 +222,9 @@ def move_person(lab: Lab, a: Pair, b: Pair, income: int, step: Callable[[str], N
     return Moved(a, b, income_year, resident, newcomer, (at_a, at_b))
 
 
-def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
+def move_in(
+    lab: Lab, source: str, destination: str, income: int, before_moving: Callable[[dict], None] = lambda r: None
+) -> MoveIn:
     """Rehearse the move of a new person from `source` to `destination` (ids or codes)."""
     a, b = pair_for_move(lab, source, destination)
     fiscal_year = dt.datetime.now(JST).date().year
@@ -225,7 +236,7 @@ def move_in(lab: Lab, source: str, destination: str, income: int) -> MoveIn:
         steps.append((what, round(time.monotonic() - started, 2)))
         started = time.monotonic()
 
-    moved = move_person(lab, a, b, income, step)
+    moved = move_person(lab, a, b, income, step, before_moving)
     resident, newcomer, at_b, income_year = moved.before, moved.after, moved.clerks[1], moved.income_year
     assessed = _expect(
         "the assessment",

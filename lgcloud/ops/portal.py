@@ -17,7 +17,9 @@ from .lab import Lab
 
 __all__ = ["CARD_CRL_PATH", "certify_portal", "push_card_revocations"]
 
-CARD_CRL_PATH = "/etc/portal/tls/cards.crl"  # roles/portal/defaults/main.yml: portal_tls_dir
+# roles/portal/defaults/main.yml: portal_tls_dir, portal_load_crl, portal_admin_socket
+CARD_CRL_PATH = "/etc/portal/tls/cards.crl"
+LOAD_CRL = "/usr/local/sbin/portal-load-crl /run/portal-haproxy.sock"
 
 
 def certify_portal(cfg: StackConfig) -> Path:
@@ -29,11 +31,12 @@ def certify_portal(cfg: StackConfig) -> Path:
 
 
 def push_card_revocations(lab: Lab) -> bool:
-    """The card CRL signed anew and loaded by the portal when it runs (HAProxy reloads without
-    dropping connections); False when the portal does not run (its next configure loads it)."""
+    """The card CRL signed anew and loaded by the portal's HAProxy when it runs (through its admin
+    socket: the next handshake is checked against it); False when the portal does not run (its
+    next configure puts it in place)."""
     crl = card_revocation_list(lab.stack).read_bytes()
     if not lab.running("portal"):
         return False
     lab.write_file("portal", CARD_CRL_PATH, crl, 0o644)
-    lab.run("portal", "sv 2 haproxy", timeout=20)  # runit's USR2: the master re-reads its files
+    lab.run("portal", f"{LOAD_CRL} {CARD_CRL_PATH}", timeout=20)
     return True

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from lgcloud.model.naming import BACKUP_TLS_PORT, BROKER_PORT, CHUKAN_PORT, POSTGRESQL_PORT
+from lgcloud.model.naming import (
+    BACKUP_TLS_PORT,
+    BROKER_PORT,
+    CHUKAN_PORT,
+    PORTAL_API_PORT,
+    PORTAL_PORT,
+    POSTGRESQL_PORT,
+)
 from lgcloud.model.topology import Topology, VmPlan
 
 from .conftest import group, probe
@@ -24,6 +31,8 @@ def ports(target: VmPlan, segment: str) -> tuple[int, ...]:
         return (SSH, CHUKAN_PORT)
     if target.role == "broker" and segment == "lgwan":
         return (SSH, BROKER_PORT)
+    if segment == "internet":
+        return (SSH, PORTAL_PORT if target.role == "portal" else PORTAL_API_PORT)
     return (SSH,)
 
 
@@ -34,6 +43,12 @@ def allowed(source: VmPlan, target: VmPlan, segment: str, port: int | None = SSH
         return False  # segments are not routed to each other
     if segment == "mgmt":
         return source.name in OPERATORS
+    if segment == "internet":
+        # 三層分離: the portal is open to the internet at HTTPS; the broker answers the portal, at
+        # its read API only; nothing else crosses, and no datagram at all.
+        if target.role == "portal":
+            return port == PORTAL_PORT
+        return source.role == "portal" and port == PORTAL_API_PORT
     if segment == "lgwan" and target.role in LINKAGE:
         # 番号連携 over LGWAN: the 中間サーバー calls the broker, the broker calls the 中間サーバー back.
         if target.role == "broker":

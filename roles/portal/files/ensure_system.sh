@@ -1,0 +1,1 @@
+../../common/files/ensure_system.sh

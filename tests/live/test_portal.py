@@ -1,0 +1,295 @@
+"""マイ・ポータル on the live lab: 公的個人認証 by the 個人番号カード's certificate, the pages a person
+sees after the seed's move-in, and every way in that must be refused.
+
+One person moves from Ａ市 to Ｂ町 (`lgcloud.ops.move_in`, as `lgcloud linkage move-in` runs it),
+with a card issued by Ａ市 before the 転出; Ｂ町 issues the new one through `lgcloud card issue`.
+The portal is asked over its internet address from the host, as a citizen's browser would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import re
+import ssl
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+from lgcloud.model.naming import PORTAL_METRICS_PORT, vm_resource
+from lgcloud.ops.cards import issue
+from lgcloud.ops.lab import Lab
+from lgcloud.ops.move_in import move_in
+from lgcloud.state.cards import card_authority, issue_card, open_card
+from lgcloud.state.directory import state_dir
+
+from .conftest import STACK
+
+pytestmark = pytest.mark.live
+
+PIN = "4321"
+JST = ZoneInfo("Asia/Tokyo")
+
+
+@dataclass(frozen=True)
+class Pem:
+    """A card opened with its PIN, as files a TLS client reads."""
+
+    card: Path
+    certificate: Path
+    key: Path
+
+
+def opened(card: Path, pin: str = PIN) -> Pem:
+    key, cert, _ = pkcs12.load_key_and_certificates(card.read_bytes(), pin.encode())
+    assert key is not None and cert is not None
+    pem = Pem(card, card.with_suffix(".crt"), card.with_suffix(".key"))
+    pem.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    pem.key.chmod(0o600)
+    return pem
+
+
+def card_verb(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "card", *args, "--stack", STACK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    portal: str  # the portal's internet address
+    metrics: str  # its mgmt address
+    before: Pem  # Ａ市's card, issued before the 転出
+    after: Pem  # Ｂ町's card, issued after the 転入
+    moved: dict  # the move-in's result
+    signed_in_before_moving: int  # the status Ａ市's card got before the move
+
+
+@pytest.fixture(scope="module")
+def scenario(configured, lab, dev, tmp_path_factory) -> Scenario:
+    directory = tmp_path_factory.mktemp("cards")
+    portal = lab.vm("portal").addresses["internet"]
+    seen: dict[str, int] = {}
+
+    def card_at_a_city(resident: dict) -> None:
+        with Lab(dev) as ops:
+            issue(ops, "a-city", resident["ref"], PIN, directory / "a-city.p12")
+        seen["status"], _ = get(portal, "/", opened(directory / "a-city.p12"))
+
+    with Lab(dev) as ops:
+        moved = move_in(ops, "a-city", "b-town", 3_000_000, card_at_a_city)
+    done = card_verb(
+        "issue", "--municipality", "b-town", "--resident", moved.refs["b-town"], "--pin", PIN,
+        "--out", str(directory / "b-town.p12"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return Scenario(
+        portal,
+        lab.vm("portal").addresses["mgmt"],
+        opened(directory / "a-city.p12"),
+        opened(directory / "b-town.p12"),
+        {"refs": moved.refs, "codes": moved.resident_codes, "request_id": moved.request_id},
+        seen["status"],
+    )
+
+
+def get(address: str, path: str, card: Pem | None = None, headers: dict | None = None) -> tuple[int, str]:
+    context = ssl.create_default_context(cafile=str(card_authority(STACK)))
+    if card is not None:
+        context.load_cert_chain(str(card.certificate), str(card.key))
+    connection = http.client.HTTPSConnection(address, 443, context=context, timeout=30)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def sign_ins(address: str) -> dict[str, float]:
+    connection = http.client.HTTPConnection(address, PORTAL_METRICS_PORT, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    return {m[0]: float(m[1]) for m in re.findall(r'^portal_sign_ins_total\{outcome="([^"]+)"\} (\S+)$', text, re.M)}
+
+
+def recorded(vm) -> dict[str, int]:
+    """The portal's own sign-in records, by outcome."""
+    out = vm("portal").check_output(
+        "python3 -c \"import sqlite3; print(dict(sqlite3.connect('/var/lib/portal/portal.sqlite3')"
+        ".execute('SELECT outcome, count(*) FROM sign_ins GROUP BY outcome').fetchall()))\""
+    )
+    return {k: int(v) for k, v in json.loads(out.replace("'", '"')).items()}
+
+
+def foreign_card(directory: Path) -> Pem:
+    """A client certificate of a CA that is not J-LIS's, with the card's subject."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "利用者証明用電子証明書")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = Pem(directory / "foreign.p12", directory / "foreign.crt", directory / "foreign.key")
+    pem.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return pem
+
+
+def test_a_card_opens_with_its_pin_and_with_no_other(scenario):
+    assert open_card(scenario.after.card, PIN).subject.rfc4514_string().endswith("利用者証明用電子証明書")
+    with pytest.raises(ValueError):
+        open_card(scenario.after.card, "0000")
+    assert scenario.after.card.stat().st_mode & 0o777 == 0o600
+
+
+def test_without_a_card_or_with_forged_headers_the_portal_refuses_counts_and_records(scenario, vm):
+    before, kept = sign_ins(scenario.metrics), recorded(vm)
+    status, page = get(scenario.portal, "/history")
+    assert status == 401 and "提示されませんでした" in page
+    # Headers that claim a verified card, sent by a client with none: HAProxy sets its own.
+    serial = f"{open_card(scenario.after.card, PIN).serial_number:x}"
+    forged = {"X-Card-Used": "1", "X-Card-Verify": "0", "X-Card-Serial": serial}
+    status, page = get(scenario.portal, "/history", headers=forged)
+    assert status == 401 and "提示されませんでした" in page and "記録" not in page.split("<main>")[1]
+    assert sign_ins(scenario.metrics).get("no-card", 0) == before.get("no-card", 0) + 2
+    assert recorded(vm).get("no-card", 0) == kept.get("no-card", 0) + 2
+
+
+def test_an_expired_card_and_a_foreign_cas_are_refused_with_what_is_wrong(scenario, tmp_path):
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    issue_card(STACK, "b-town", str(uuid.uuid4()), PIN, past, tmp_path / "expired.p12")
+    before = sign_ins(scenario.metrics)
+    status, page = get(scenario.portal, "/", opened(tmp_path / "expired.p12"))
+    assert status == 401 and "有効期限が切れています" in page
+    status, page = get(scenario.portal, "/", foreign_card(tmp_path))
+    assert status == 401 and "公的個人認証サービスの利用者証明用電子証明書ではありません" in page
+    after = sign_ins(scenario.metrics)
+    assert after["expired"] == before["expired"] + 1 and after["foreign-ca"] == before["foreign-ca"] + 1
+
+
+def test_after_the_move_the_old_card_is_refused_and_the_new_one_signs_in(scenario):
+    assert scenario.signed_in_before_moving == 200  # Ａ市's card worked while the person lived there
+    status, page = get(scenario.portal, "/", scenario.before)
+    # Revoked as the move-in's CLI does it (`lgcloud card list` revokes the cards of those who moved).
+    listed = card_verb("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    states = {c["serial"]: c["state"] for c in json.loads(listed.stdout)}
+    serial = f"{open_card(scenario.before.card, PIN).serial_number:x}"
+    assert states[serial] == "revoked (moved)"
+    # Before the CRL reached the portal, the broker already knew: the card's facts changed.
+    assert status == 403 and "記載事項が変わった" in page
+    status, page = get(scenario.portal, "/", scenario.before)
+    assert status == 401 and "失効しています" in page
+    assert get(scenario.portal, "/", scenario.after)[0] == 200
+
+
+def test_a_revoked_card_is_refused_at_the_next_sign_in(scenario, dev, tmp_path):
+    """Ｂ町 issues the person a second card (再交付): the first one is superseded at once."""
+    with Lab(dev) as ops:
+        issue(ops, "b-town", scenario.moved["refs"]["b-town"], "1111", tmp_path / "again.p12")
+    again = opened(tmp_path / "again.p12", "1111")
+    try:
+        status, page = get(scenario.portal, "/", scenario.after)
+        assert status == 401 and "失効しています" in page
+        assert get(scenario.portal, "/", again)[0] == 200
+        revoked = card_verb("revoke", "--municipality", "b-town", "--resident", scenario.moved["refs"]["b-town"])
+        assert revoked.returncode == 0, revoked.stderr
+        status, page = get(scenario.portal, "/", again)
+        assert status == 401 and "失効しています" in page
+    finally:  # the tests below sign in with a valid card of the person again
+        fresh = tmp_path / "third.p12"
+        with Lab(dev) as ops:
+            issue(ops, "b-town", scenario.moved["refs"]["b-town"], PIN, fresh)
+        third = opened(fresh)
+        for kept, new in zip(
+            (scenario.after.card, scenario.after.certificate, scenario.after.key),
+            (third.card, third.certificate, third.key),
+        ):
+            kept.write_bytes(new.read_bytes())
+
+
+def test_another_persons_records_cannot_be_asked_for(scenario):
+    """Whatever the path or parameters say, the page is the card's person's, and a page asked
+    with more than that looks like one of a person with no records."""
+    status, own = get(scenario.portal, "/history", scenario.after)
+    assert status == 200 and "個人住民税の賦課" in own
+    for asked in ("/history?serial=1&resident=2", "/history/another-person", "/self?fugo=x"):
+        status, page = get(scenario.portal, asked, scenario.after)
+        assert status == 200 and ("記録はありません" in page or "表示できる情報はありません" in page), asked
+        assert "個人住民税の賦課" not in page and "前年の所得" not in page, asked
+
+
+def test_the_exchange_is_listed_in_a_real_browser_and_refused_without_a_valid_card(scenario):
+    from playwright.sync_api import sync_playwright
+
+    artifacts = state_dir(STACK) / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    origin = f"https://{scenario.portal}"
+    today = dt.datetime.now(JST).date()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
+        try:
+            card = {"origin": origin, "pfxPath": str(scenario.after.card), "passphrase": PIN}
+            context = browser.new_context(ignore_https_errors=True, client_certificates=[card], locale="ja-JP")
+            page = context.new_page()
+            page.goto(f"{origin}/history")
+            row = page.locator("tbody tr", has_text="個人住民税の賦課").first
+            cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+            assert cells[0].startswith(f"{today.year}年{today.month}月{today.day}日"), cells
+            assert cells[1:] == ["Ｂ町", "Ａ市", "個人住民税の賦課", "前年の所得", "提供"], cells
+            page.screenshot(path=str(artifacts / "portal-history.png"), full_page=True)
+            page.goto(f"{origin}/self")
+            assert "前年の課税情報" in page.content() and "前年の所得" in page.content()
+            page.goto(f"{origin}/")
+            assert f"令和{today.year - 2018}年度 個人住民税の税額が決定しました" in page.content()
+            context.close()
+            for certificates in ([], [{"origin": origin, "pfxPath": str(scenario.before.card), "passphrase": PIN}]):
+                refused = browser.new_context(ignore_https_errors=True, client_certificates=certificates)
+                answer = refused.new_page().goto(f"{origin}/history")
+                assert answer is not None and answer.status == 401
+                assert "ログインできません" in answer.text()
+                refused.close()
+        finally:
+            browser.close()
+
+
+def test_no_my_number_or_resident_code_reaches_the_portal(scenario, vm, lab, dev):
+    with Lab(dev) as ops:
+        numbers = {
+            ops.sql(ops.pair(m).db, f"SELECT my_number FROM residents WHERE ref = '{ref}'")
+            for m, ref in scenario.moved["refs"].items()
+        }
+    identifiers = set(scenario.moved["codes"].values()) | numbers
+    assert all(len(i) in (11, 12) for i in identifiers), identifiers
+    logs = subprocess.run(["docker", "logs", vm_resource(STACK, "portal")], capture_output=True, text=True)
+    files = vm("portal").run("grep -rhoaE '[0-9]{11,12}' /var/log /var/lib/portal 2>/dev/null || true").stdout
+    pages = "".join(get(scenario.portal, path, scenario.after)[1] for path in ("/", "/history", "/self"))
+    for where, text in (("log", logs.stdout + logs.stderr), ("files", files), ("pages", pages)):
+        assert not [i for i in identifiers if i in text], f"a number of the person in the portal's {where}"
