@@ -34,12 +34,14 @@ __all__ = [
     "CARD_SUBJECT",
     "PIN",
     "Card",
+    "CardReader",
     "card_authority",
     "card_revocation_list",
     "cards",
     "issue_card",
     "open_card",
     "portal_certificate",
+    "read_card",
     "revoke_card",
     "withdraw_card",
 ]
@@ -158,6 +160,28 @@ def issue_card(stack: str, municipality: str, resident: str, pin: str, not_after
         (directory / "cards").mkdir(mode=0o700, exist_ok=True)
         write_atomic(directory / "cards" / f"{card.serial}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return card
+
+
+@dataclass(frozen=True)
+class CardReader:
+    """A card opened with its PIN, as the PEM files a TLS client presents (a card reader's part)."""
+
+    card: Path
+    certificate: Path
+    key: Path
+
+
+def read_card(path: Path, pin: str) -> CardReader:
+    """The card's certificate and key written beside it (``.crt``, ``.key`` 0600) for a TLS client;
+    ValueError when the PIN does not open it."""
+    key, cert, _ = pkcs12.load_key_and_certificates(path.read_bytes(), pin.encode())
+    if key is None or cert is None:
+        raise ValueError(f"{path} holds no key and certificate")
+    reader = CardReader(path, path.with_suffix(".crt"), path.with_suffix(".key"))
+    write_atomic(reader.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    write_atomic(reader.key, pem, 0o600)
+    return reader
 
 
 def open_card(path: Path, pin: str) -> x509.Certificate:

@@ -24,14 +24,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from lgcloud.model.naming import PORTAL_METRICS_PORT, vm_resource
 from lgcloud.ops.cards import issue
 from lgcloud.ops.lab import Lab
 from lgcloud.ops.move_in import move_in
-from lgcloud.state.cards import card_authority, issue_card, open_card
+from lgcloud.state.cards import CardReader, card_authority, issue_card, open_card, read_card
 from lgcloud.state.directory import state_dir
 
 from .conftest import STACK
@@ -42,25 +41,8 @@ PIN = "4321"
 JST = ZoneInfo("Asia/Tokyo")
 
 
-@dataclass(frozen=True)
-class Pem:
-    """A card opened with its PIN, as files a TLS client reads."""
-
-    card: Path
-    certificate: Path
-    key: Path
-
-
-def opened(card: Path, pin: str = PIN) -> Pem:
-    key, cert, _ = pkcs12.load_key_and_certificates(card.read_bytes(), pin.encode())
-    assert key is not None and cert is not None
-    pem = Pem(card, card.with_suffix(".crt"), card.with_suffix(".key"))
-    pem.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    pem.key.chmod(0o600)
-    return pem
+def opened(card: Path, pin: str = PIN) -> CardReader:
+    return read_card(card, pin)
 
 
 def card_verb(*args: str) -> subprocess.CompletedProcess:
@@ -76,8 +58,8 @@ def card_verb(*args: str) -> subprocess.CompletedProcess:
 class Scenario:
     portal: str  # the portal's internet address
     metrics: str  # its mgmt address
-    before: Pem  # Ａ市's card, issued before the 転出
-    after: Pem  # Ｂ町's card, issued after the 転入
+    before: CardReader  # Ａ市's card, issued before the 転出
+    after: CardReader  # Ｂ町's card, issued after the 転入
     moved: dict  # the move-in's result
     signed_in_before_moving: int  # the status Ａ市's card got before the move
 
@@ -110,7 +92,7 @@ def scenario(configured, lab, dev, tmp_path_factory) -> Scenario:
     )
 
 
-def get(address: str, path: str, card: Pem | None = None, headers: dict | None = None) -> tuple[int, str]:
+def get(address: str, path: str, card: CardReader | None = None, headers: dict | None = None) -> tuple[int, str]:
     context = ssl.create_default_context(cafile=str(card_authority(STACK)))
     if card is not None:
         context.load_cert_chain(str(card.certificate), str(card.key))
@@ -139,7 +121,7 @@ def recorded(vm) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(out.replace("'", '"')).items()}
 
 
-def foreign_card(directory: Path) -> Pem:
+def foreign_card(directory: Path) -> CardReader:
     """A client certificate of a CA that is not J-LIS's, with the card's subject."""
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "利用者証明用電子証明書")])
@@ -154,7 +136,7 @@ def foreign_card(directory: Path) -> Pem:
         .not_valid_after(now + dt.timedelta(days=30))
         .sign(ca_key, hashes.SHA256())
     )
-    pem = Pem(directory / "foreign.p12", directory / "foreign.crt", directory / "foreign.key")
+    pem = CardReader(directory / "foreign.p12", directory / "foreign.crt", directory / "foreign.key")
     pem.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pem.key.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -62,10 +62,11 @@ def expected_targets(lab) -> dict[str, int]:
         "haproxy": 2,
         "probe": probed,
         "lgcloud": 1,
+        "portal": 1,
     }
 
 
-@pytest.mark.parametrize("job", ["prometheus", "node", "postgresql", "haproxy", "probe", "lgcloud"])
+@pytest.mark.parametrize("job", ["prometheus", "node", "postgresql", "haproxy", "probe", "lgcloud", "portal"])
 def test_every_scrape_target_is_up(prometheus, lab, job):
     wanted = expected_targets(lab)[job]
 

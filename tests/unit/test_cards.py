@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import ssl
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from lgcloud.state.cards import (
     cards,
     issue_card,
     open_card,
+    portal_certificate,
+    read_card,
     revoke_card,
 )
 from lgcloud.state.directory import state_dir
@@ -95,3 +98,25 @@ def test_a_card_lasts_until_the_configured_day_in_japan_or_five_years():
     assert card_expiry(None, now) == dt.datetime(2031, 12, 2, 14, 59, 59, tzinfo=dt.UTC)
     with pytest.raises(OperatorError, match="card_valid_until is 2026-12-01, which is past"):
         card_expiry(dt.date(2026, 12, 1), now)
+
+
+def test_a_card_reader_hands_a_tls_client_the_certificate_and_a_0600_key(stack, tmp_path: Path):
+    card = issue_card(stack, "a-city", REF, "1234", LATER, tmp_path / "card.p12")
+    with pytest.raises(ValueError):
+        read_card(tmp_path / "card.p12", "9999")
+    reader = read_card(tmp_path / "card.p12", "1234")
+    cert = x509.load_pem_x509_certificate(reader.certificate.read_bytes())
+    assert f"{cert.serial_number:x}" == card.serial
+    assert reader.key.stat().st_mode & 0o777 == 0o600
+    ssl.create_default_context().load_cert_chain(str(reader.certificate), str(reader.key))  # a pair that matches
+
+
+def test_the_portals_certificate_is_kept_until_its_name_or_address_changes(stack):
+    first = portal_certificate(stack, "myna.portal.test", "10.100.5.10").certificate.read_bytes()
+    assert portal_certificate(stack, "myna.portal.test", "10.100.5.10").certificate.read_bytes() == first
+    moved = portal_certificate(stack, "myna.portal.test", "10.100.9.10").certificate
+    cert = x509.load_pem_x509_certificate(moved.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["10.100.9.10"]
+    ca = x509.load_pem_x509_certificate(card_authority(stack).read_bytes())
+    cert.verify_directly_issued_by(ca)
