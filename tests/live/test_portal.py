@@ -275,3 +275,30 @@ def test_no_my_number_or_resident_code_reaches_the_portal(scenario, vm, lab, dev
     pages = "".join(get(scenario.portal, path, scenario.after)[1] for path in ("/", "/history", "/self"))
     for where, text in (("log", logs.stdout + logs.stderr), ("files", files), ("pages", pages)):
         assert not [i for i in identifiers if i in text], f"a number of the person in the portal's {where}"
+
+
+def test_what_the_portal_shows_is_escaped(scenario, dev):
+    """A 副本 whose item and value hold HTML (a tenant's app registered it): shown as text."""
+    with Lab(dev) as ops:
+        ref = scenario.moved["refs"]["b-town"]
+        atena = ops.sql(
+            ops.pair("b-town").db,
+            f"SELECT atena_number FROM atena JOIN residents USING (resident_code) WHERE ref = '{ref}'",
+        )
+        chukan = ops.topology.vm("chukan").addresses["b-town-center"]
+        fuhon = {
+            "atena_number": atena,
+            "item": "<i>世帯情報</i>",
+            "system": "jumin",
+            "value": {"世帯主": "<script>alert('x')</script>"},
+        }
+        answer = ops.run(
+            "b-town-app",
+            f"curl -sS -H 'Content-Type: application/json' --data-binary @- http://{chukan}:8600/api/fuhon",
+            stdin=json.dumps(fuhon, ensure_ascii=False),
+        )
+    assert json.loads(answer).get("registered"), answer
+    status, page = get(scenario.portal, "/self", scenario.after)
+    assert status == 200
+    assert "&lt;i&gt;世帯情報&lt;/i&gt;" in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
+    assert "<script>alert" not in page and "<i>世帯情報" not in page
