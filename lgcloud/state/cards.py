@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .directory import file_lock, state_dir, write_atomic
-from .pki import Certificate, Revoked, _authority, server_certificate, signed_revocations
+from .directory import file_lock, write_atomic
+from .pki import Certificate, Revoked, _authority, authority_directory, server_certificate, signed_revocations
 
 __all__ = [
     "CARD_SUBJECT",
@@ -77,9 +77,7 @@ def _now() -> datetime.datetime:
 
 
 def _directory(stack: str) -> Path:
-    directory = state_dir(stack) / "pki" / "jpki"
-    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
-    return directory
+    return authority_directory(stack, "jpki")
 
 
 def _ca(directory: Path, stack: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .directory import file_lock, state_dir, write_atomic
-from .pki import Certificate, Revoked, _authority, _signed_by, issue, signed_revocations
+from .directory import file_lock, write_atomic
+from .pki import Certificate, Revoked, _authority, _signed_by, authority_directory, issue, signed_revocations
 from .pki import server_certificate as pki_server_certificate
 
 __all__ = [
@@ -54,9 +54,7 @@ class OfficeCertificate:
 
 
 def _directory(stack: str) -> Path:
-    directory = state_dir(stack) / "pki" / "lgwan"
-    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
-    return directory
+    return authority_directory(stack, "lgwan")
 
 
 def _ca(directory: Path, stack: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

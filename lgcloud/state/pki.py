@@ -26,7 +26,15 @@ from cryptography.x509.oid import NameOID
 
 from .directory import file_lock, state_dir, write_atomic
 
-__all__ = ["Certificate", "Revoked", "ensure_certificate", "issue", "server_certificate", "signed_revocations"]
+__all__ = [
+    "Certificate",
+    "Revoked",
+    "authority_directory",
+    "ensure_certificate",
+    "issue",
+    "server_certificate",
+    "signed_revocations",
+]
 
 _VALID = datetime.timedelta(days=3650)
 
@@ -51,6 +59,14 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def authority_directory(stack: str, name: str) -> Path:
+    """Where one of the stack's other CAs keeps its key, certificates and CRL (0700):
+    ``.lgcloud/<stack>/pki/<name>/`` (``lgwan`` for the offices, ``jpki`` for the cards)."""
+    directory = state_dir(stack) / "pki" / name
+    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+    return directory
 
 
 def _authority(directory: Path, common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
