@@ -76,7 +76,7 @@ def person_with_card(lab: Lab, directory: Path, name: str) -> tuple[dict, CardRe
     """A person moved from Ａ市 to Ｂ町, with Ｂ町's card: their registration there and the card."""
     moved = move_person(lab, lab.pair("a-city"), lab.pair("b-town"), 3_000_000)
     issue(lab, "b-town", moved.after["ref"], PIN, directory / f"{name}.p12")
-    return moved.after, read_card(directory / f"{name}.p12", PIN)
+    return moved.after, read_card(lab.stack, directory / f"{name}.p12", PIN)
 
 
 def add_records(lab: Lab, atena_number: str, count: int, clients: int) -> None:
@@ -96,7 +96,7 @@ def refused_after_revoke(stack: str, address: str, lab: Lab, ref: str, directory
     """Seconds from `lgcloud card revoke` starting to the first refused sign-in, and the verb's own."""
     card_file = directory / f"revoke-{run}.p12"
     issue(lab, "b-town", ref, PIN, card_file)
-    tls = context(stack, read_card(card_file, PIN))
+    tls = context(stack, read_card(stack, card_file, PIN))
     assert sign_in(address, tls) == 200
     started = time.monotonic()
     revoke = subprocess.Popen(

@@ -3,7 +3,9 @@
 ``issue --municipality ID --resident REF --pin PIN --out FILE`` writes a card (PKCS#12, opened
 with the PIN) for a current resident, named by the registry's ref; a card the resident had is
 revoked as superseded. ``revoke`` revokes the resident's card. ``list`` shows the cards, after
-revoking those whose resident has moved away (the card's facts changed)."""
+revoking those whose resident has moved away (the card's facts changed). ``open --card FILE --pin
+PIN`` is the card reader: the certificate and key beside the card for a TLS client (curl), a wrong
+PIN counted against the card, three in a row locking it."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..ops.cards import check_request, issue, revoke_moved
 from ..ops.lab import Lab
 from ..ops.portal import push_card_revocations
-from ..state.cards import Card, cards, revoke_card
+from ..state.cards import Card, WrongPin, card_authority, cards, read_card, revoke_card
 from .options import Options, wait_flag
 
 __all__ = ["add"]
@@ -30,6 +32,8 @@ def _needs(opts: Options, action: str, *flags: str) -> None:
 def _state(card: Card) -> str:
     if card.revoked_at is not None:
         return f"revoked ({card.reason})"
+    if card.locked:
+        return "locked (wrong PINs)"
     return "valid" if card.valid else "expired"
 
 
@@ -40,8 +44,14 @@ def run(opts: Options) -> int:
     _needs(
         opts,
         action,
-        *{"issue": ("municipality", "resident", "pin", "out"), "revoke": ("municipality", "resident")}.get(action, ()),
+        *{
+            "issue": ("municipality", "resident", "pin", "out"),
+            "revoke": ("municipality", "resident"),
+            "open": ("card", "pin"),
+        }.get(action, ()),
     )
+    if action == "open":
+        return _open(opts, cfg.stack, Path(opts.args.card), opts.args.pin)
     if action == "issue":
         check_request(opts.args.pin, Path(opts.args.out))
     with opts.hold(f"card {action}"), Lab(cfg) as lab:
@@ -82,17 +92,42 @@ def run(opts: Options) -> int:
     return 0
 
 
+def _open(opts: Options, stack: str, card: Path, pin: str) -> int:
+    if not card.is_file():
+        raise OperatorError(
+            f"{card} is not a card file; give --card the file `card issue` wrote", exit_code=EXIT_BAD_INPUT
+        )
+    try:
+        reader = read_card(stack, card, pin)
+    except WrongPin as wrong:
+        more = f"{wrong.left} more wrong PINs lock the card" if wrong.left else "the card is locked now"
+        raise OperatorError(
+            f"the PIN does not open {card} (counted against the card: {more})",
+            "a locked card opens no more: the municipality issues a new one (lgcloud card issue)",
+            exit_code=EXIT_BAD_INPUT,
+        ) from None
+    except ValueError as refused:
+        raise OperatorError(f"{card}: {refused}", exit_code=EXIT_BAD_INPUT) from None
+    opts.output.done(
+        f"card opened: {reader.certificate} and {reader.key} (0600) for a TLS client, e.g. "
+        f"curl --cert {reader.certificate} --key {reader.key} --cacert {card_authority(stack)} https://<portal>/"
+    )
+    return 0
+
+
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     text = "issue, revoke or list the residents' 個人番号カード (公的個人認証 for マイ・ポータル)"
     sub = verbs.add_parser("card", parents=[common], help=text, description=text)
     sub.add_argument(
         "action",
-        choices=("issue", "revoke", "list"),
-        help="issue: a new card file; revoke: the resident's card onto the CRL; list: every card and its state",
+        choices=("issue", "revoke", "list", "open"),
+        help="issue: a new card file; revoke: the resident's card onto the CRL; list: every card and its state; "
+        "open: the card reader (its certificate and key for a TLS client)",
     )
     sub.add_argument("--municipality", help="id or 地方公共団体コード")
     sub.add_argument("--resident", help="the resident's ref in the registry (as in /api/residents/<ref>)")
-    sub.add_argument("--pin", help="issue: the card's PIN, four digits")
+    sub.add_argument("--pin", help="issue, open: the card's PIN, four digits")
+    sub.add_argument("--card", help="open: the card file")
     sub.add_argument("--out", help="issue: the card file to write (PKCS#12; never over an existing file)")
     sub.add_argument("--json", action="store_true", help="list: print the cards as JSON")
     wait_flag(sub)

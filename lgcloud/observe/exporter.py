@@ -39,6 +39,7 @@ from ..errors import OperatorError
 from ..model.naming import EXPORTER_PORT, NAME_LABEL, STACK_LABEL, municipality_ids
 from ..model.schema import SLA_SERVICES, StackConfig, duration_seconds
 from ..model.topology import plan
+from ..state.cards import cards
 from ..state.directory import state_dir
 
 __all__ = [
@@ -151,6 +152,25 @@ class LabCollector(Collector):
         yield from self._usage()
         yield from self._sla()
         yield from self._drills()
+        yield from self._cards()
+
+    def _cards(self) -> Iterable[GaugeMetricFamily]:
+        """公的個人認証's cards by issuing municipality: wrong PINs counted on them, locked ones."""
+        failures = GaugeMetricFamily(
+            "lgcloud_card_pin_failures",
+            "Wrong PINs in a row on the municipality's cards (a right one resets a card's count).",
+            labels=["municipality"],
+        )
+        locked = GaugeMetricFamily(
+            "lgcloud_cards_locked", "The municipality's cards locked by wrong PINs.", labels=["municipality"]
+        )
+        held = cards(self.cfg.stack)
+        for m in self.cfg.municipalities:
+            own = [c for c in held if c.municipality == m.id]
+            failures.add_metric([m.id], sum(c.pin_failures for c in own))
+            locked.add_metric([m.id], sum(1 for c in own if c.locked))
+        yield failures
+        yield locked
 
     def _allocation(self) -> Iterable[GaugeMetricFamily]:
         ids = municipality_ids(self.cfg.municipalities)

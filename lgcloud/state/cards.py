@@ -15,10 +15,11 @@ portal loads it. Everything is in ``.lgcloud/<stack>/pki/jpki/``, the CA's key 0
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -33,6 +34,8 @@ from .pki import Certificate, Revoked, _authority, authority_directory, server_c
 __all__ = [
     "CARD_SUBJECT",
     "PIN",
+    "PIN_TRIES",
+    "WrongPin",
     "Card",
     "CardReader",
     "card_authority",
@@ -47,6 +50,7 @@ __all__ = [
 ]
 
 PIN = re.compile(r"[0-9]{4}")  # the 利用者証明用 PIN: four digits
+PIN_TRIES = 3  # wrong PINs in a row that lock a 利用者証明用電子証明書, as the card's chip does
 CARD_SUBJECT = "利用者証明用電子証明書"  # every card's subject: the certificate names no person
 # Why a card was revoked, as the CRL states it (RFC 5280's reasons).
 REASONS = {
@@ -66,18 +70,27 @@ class Card:
     not_after: str  # ISO 8601: the certificate's last moment
     revoked_at: str | None = None
     reason: str | None = None  # a key of REASONS
+    # The card file's SHA-256: which card a reader holds before its PIN opens it (its bags are
+    # encrypted under the PIN), so that a wrong PIN is counted against that card.
+    digest: str | None = None
+    pin_failures: int = 0  # wrong PINs in a row; PIN_TRIES of them lock the card
+    last_pin_failure_at: str | None = None
+
+    @property
+    def locked(self) -> bool:
+        return self.pin_failures >= PIN_TRIES
 
     @property
     def valid(self) -> bool:
-        return self.revoked_at is None and datetime.datetime.fromisoformat(self.not_after) > _now()
+        return not self.locked and self.revoked_at is None and datetime.datetime.fromisoformat(self.not_after) > _now()
 
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _directory(stack: str) -> Path:
-    return authority_directory(stack, "jpki")
+def _directory(stack: str, create: bool = True) -> Path:
+    return authority_directory(stack, "jpki", create)
 
 
 def _ca(directory: Path, stack: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -152,7 +165,14 @@ def issue_card(stack: str, municipality: str, resident: str, pin: str, not_after
         for serial, held in register.items():
             if held.municipality == municipality and held.resident == resident and held.revoked_at is None:
                 register[serial] = _revoked(held, "superseded")
-        card = Card(f"{cert.serial_number:x}", municipality, resident, now.isoformat(), not_after.isoformat())
+        card = Card(
+            f"{cert.serial_number:x}",
+            municipality,
+            resident,
+            now.isoformat(),
+            not_after.isoformat(),
+            digest=hashlib.sha256(packed).hexdigest(),
+        )
         register[card.serial] = card
         _keep(directory, register)
         (directory / "cards").mkdir(mode=0o700, exist_ok=True)
@@ -169,10 +189,40 @@ class CardReader:
     key: Path
 
 
-def read_card(path: Path, pin: str) -> CardReader:
-    """The card's certificate and key written beside it (``.crt``, ``.key`` 0600) for a TLS client;
-    ValueError when the PIN does not open it."""
-    key, cert, _ = pkcs12.load_key_and_certificates(path.read_bytes(), pin.encode())
+class WrongPin(ValueError):
+    """The PIN did not open the card; how many tries are left (0: the card is locked)."""
+
+    def __init__(self, path: Path, left: int):
+        super().__init__(f"the PIN does not open {path}")
+        self.left = left
+
+
+def read_card(stack: str, path: Path, pin: str) -> CardReader:
+    """The card's certificate and key written beside it (``.crt``, ``.key`` 0600) for a TLS client,
+    as a card reader hands them over once the PIN opens the card. A wrong PIN is counted against
+    the card (WrongPin); PIN_TRIES in a row lock it, and a locked card opens no more (ValueError)."""
+    packed = path.read_bytes()
+    digest = hashlib.sha256(packed).hexdigest()
+    directory = _directory(stack)
+    with file_lock(directory / ".lock"):
+        register = _register(directory)
+        known = next((c for c in register.values() if c.digest == digest), None)
+        if known is not None and known.locked:
+            raise ValueError(
+                f"card {known.serial} is locked after {PIN_TRIES} wrong PINs: the municipality issues a new one"
+            )
+        try:
+            key, cert, _ = pkcs12.load_key_and_certificates(packed, pin.encode())
+        except ValueError:
+            if known is None:
+                raise WrongPin(path, PIN_TRIES) from None
+            failures = known.pin_failures + 1
+            register[known.serial] = replace(known, pin_failures=failures, last_pin_failure_at=_now().isoformat())
+            _keep(directory, register)
+            raise WrongPin(path, PIN_TRIES - failures) from None
+        if known is not None and known.pin_failures:
+            register[known.serial] = replace(known, pin_failures=0)
+            _keep(directory, register)
     if key is None or cert is None:
         raise ValueError(f"{path} holds no key and certificate")
     reader = CardReader(path, path.with_suffix(".crt"), path.with_suffix(".key"))
@@ -222,7 +272,7 @@ def revoke_card(stack: str, municipality: str, resident: str, reason: str = "rev
 
 def cards(stack: str, municipality: str | None = None) -> list[Card]:
     """Every card issued (of one municipality), oldest first."""
-    held = _register(_directory(stack)).values()
+    held = _register(_directory(stack, create=False)).values()  # read only: a scrape makes nothing
     return sorted((c for c in held if municipality in (None, c.municipality)), key=lambda c: c.issued_at)
 
 

@@ -61,11 +61,12 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def authority_directory(stack: str, name: str) -> Path:
+def authority_directory(stack: str, name: str, create: bool = True) -> Path:
     """Where one of the stack's other CAs keeps its key, certificates and CRL (0700):
     ``.lgcloud/<stack>/pki/<name>/`` (``lgwan`` for the offices, ``jpki`` for the cards)."""
     directory = state_dir(stack) / "pki" / name
-    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+    if create:
+        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
     return directory
 
 

@@ -42,7 +42,7 @@ JST = ZoneInfo("Asia/Tokyo")
 
 
 def opened(card: Path, pin: str = PIN) -> CardReader:
-    return read_card(card, pin)
+    return read_card(STACK, card, pin)
 
 
 def card_verb(*args: str) -> subprocess.CompletedProcess:

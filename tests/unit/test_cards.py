@@ -15,6 +15,8 @@ from lgcloud.errors import OperatorError
 from lgcloud.ops.cards import card_expiry
 from lgcloud.state.cards import (
     CARD_SUBJECT,
+    PIN_TRIES,
+    WrongPin,
     card_authority,
     card_revocation_list,
     cards,
@@ -103,8 +105,8 @@ def test_a_card_lasts_until_the_configured_day_in_japan_or_five_years():
 def test_a_card_reader_hands_a_tls_client_the_certificate_and_a_0600_key(stack, tmp_path: Path):
     card = issue_card(stack, "a-city", REF, "1234", LATER, tmp_path / "card.p12")
     with pytest.raises(ValueError):
-        read_card(tmp_path / "card.p12", "9999")
-    reader = read_card(tmp_path / "card.p12", "1234")
+        read_card(stack, tmp_path / "card.p12", "9999")
+    reader = read_card(stack, tmp_path / "card.p12", "1234")
     cert = x509.load_pem_x509_certificate(reader.certificate.read_bytes())
     assert f"{cert.serial_number:x}" == card.serial
     assert reader.key.stat().st_mode & 0o777 == 0o600
@@ -120,3 +122,20 @@ def test_the_portals_certificate_is_kept_until_its_name_or_address_changes(stack
     assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["10.100.9.10"]
     ca = x509.load_pem_x509_certificate(card_authority(stack).read_bytes())
     cert.verify_directly_issued_by(ca)
+
+
+def test_wrong_pins_are_counted_against_the_card_and_three_in_a_row_lock_it(stack, tmp_path: Path):
+    card = issue_card(stack, "a-city", REF, "1234", LATER, tmp_path / "card.p12")
+    with pytest.raises(WrongPin) as first:
+        read_card(stack, tmp_path / "card.p12", "0000")
+    assert first.value.left == PIN_TRIES - 1
+    read_card(stack, tmp_path / "card.p12", "1234")  # the right one resets the count
+    assert [c.pin_failures for c in cards(stack)] == [0]
+    for left in range(PIN_TRIES - 1, -1, -1):
+        with pytest.raises(WrongPin) as wrong:
+            read_card(stack, tmp_path / "card.p12", "0000")
+        assert wrong.value.left == left
+    [locked] = cards(stack)
+    assert locked.serial == card.serial and locked.locked and not locked.valid and locked.last_pin_failure_at
+    with pytest.raises(ValueError, match="locked"):
+        read_card(stack, tmp_path / "card.p12", "1234")  # not even the right PIN opens it now

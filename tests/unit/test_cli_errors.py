@@ -92,3 +92,14 @@ def test_a_card_is_never_written_over_an_existing_file(tmp_path):
     args = ("--municipality", "a-city", "--resident", "77fbd04b-ccb1-4095-b325-b685da4d64cc", "--pin", "1234")
     assert_operator_error(lgcloud("card", "issue", *args, "--out", str(kept)), 2, "exists", "never overwritten")
     assert kept.read_bytes() == b"a resident's card"
+
+
+def test_a_card_that_does_not_open_is_exit_2_naming_what_is_wrong(tmp_path):
+    assert_operator_error(lgcloud("card", "open", "--pin", "1234"), 2, "needs --card")
+    missing = tmp_path / "none.p12"
+    assert_operator_error(lgcloud("card", "open", "--card", str(missing), "--pin", "1234"), 2, "is not a card file")
+    garbage = tmp_path / "garbage.p12"
+    garbage.write_bytes(b"not a card")
+    done = lgcloud("card", "open", "--card", str(garbage), "--pin", "1234")
+    assert_operator_error(done, 2, "the PIN does not open", "the municipality issues a new one")
+    assert not garbage.with_suffix(".key").exists()
