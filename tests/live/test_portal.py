@@ -26,11 +26,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from lgcloud.model.naming import PORTAL_METRICS_PORT, vm_resource
+from lgcloud.model.naming import EXPORTER_PORT, PORTAL_METRICS_PORT, vm_resource
+from lgcloud.observe.exporter import exporter_address
 from lgcloud.ops.cards import issue
 from lgcloud.ops.lab import Lab
 from lgcloud.ops.move_in import move_in
-from lgcloud.state.cards import CardReader, card_authority, issue_card, open_card, read_card
+from lgcloud.state.cards import CardReader, card_authority, cards, issue_card, open_card, read_card
 from lgcloud.state.directory import state_dir
 
 from .conftest import STACK
@@ -144,11 +145,22 @@ def foreign_card(directory: Path) -> CardReader:
     return pem
 
 
-def test_a_card_opens_with_its_pin_and_with_no_other(scenario):
+def test_a_card_opens_with_its_pin_and_a_wrong_one_is_counted_against_it(scenario, dev):
     assert open_card(scenario.after.card, PIN).subject.rfc4514_string().endswith("利用者証明用電子証明書")
-    with pytest.raises(ValueError):
-        open_card(scenario.after.card, "0000")
     assert scenario.after.card.stat().st_mode & 0o777 == 0o600
+    wrong = card_verb("open", "--card", str(scenario.after.card), "--pin", "0000")
+    assert wrong.returncode == 2 and "2 more wrong PINs lock the card" in wrong.stderr, wrong.stderr
+    started = subprocess.run(  # what `make up` starts; it keeps running when it does
+        [sys.executable, "-m", "lgcloud.cli", "exporter", "--detach", "--stack", STACK], capture_output=True, timeout=60
+    )
+    assert started.returncode == 0, started.stderr
+    exporter = http.client.HTTPConnection(exporter_address(dev), EXPORTER_PORT, timeout=10)
+    exporter.request("GET", "/metrics")
+    shown = exporter.getresponse().read().decode()
+    assert re.search(r'^lgcloud_card_pin_failures\{municipality="b-town"\} [1-9]', shown, re.M), "not counted"
+    right = card_verb("open", "--card", str(scenario.after.card), "--pin", PIN)
+    assert right.returncode == 0, right.stderr  # and the count starts again
+    assert not [c for c in cards(STACK, "b-town") if c.pin_failures]
 
 
 def test_without_a_card_or_with_forged_headers_the_portal_refuses_counts_and_records(scenario, vm):
