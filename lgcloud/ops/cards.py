@@ -27,6 +27,7 @@ __all__ = ["CARD_YEARS", "RESIDENT_REF", "card_expiry", "check_request", "issue"
 
 RESIDENT_REF = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LINK_WAIT = 30.0  # seconds a card's registration waits for a new resident's 符号
+NOT_LINKED_YET = "has no 符号 yet"  # what the 中間サーバー answers until then
 CARD_YEARS = 5  # a 利用者証明用電子証明書 lasts five years unless the stack says until when
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -82,6 +83,7 @@ def issue(lab: Lab, municipality: str, ref: str, pin: str, out: Path) -> Card:
             exit_code=EXIT_BAD_INPUT,
         )
     card = issue_card(lab.stack, municipality, ref, pin, not_after, out)
+    registered = False
     try:
         session = sign_in(lab, municipality)
         deadline = time.monotonic() + LINK_WAIT
@@ -90,19 +92,20 @@ def issue(lab: Lab, municipality: str, ref: str, pin: str, out: Path) -> Card:
                 lab, session, "jumin", "POST", f"/api/residents/{ref}/card", {"serial": card.serial}
             )
             # A resident registered a moment ago gets their 符号 within seconds (atena-link).
-            if status != 409 or "符号" not in str(answer.get("error")) or time.monotonic() > deadline:
+            if status != 409 or NOT_LINKED_YET not in str(answer.get("error")) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-    except (LabError, OperatorError):
-        withdraw_card(lab.stack, card.serial, out)
-        raise
-    if status != 201:
-        withdraw_card(lab.stack, card.serial, out)
-        raise LabError(
-            f"{municipality}'s registry did not register card {card.serial} ({status}): {answer.get('error', answer)}",
-            "the card was withdrawn (revoked, its file removed); issue it again once the linkage answers",
-        )
-    push_card_revocations(lab)  # a card the resident had before is superseded
+        if status != 201:
+            raise LabError(
+                f"{municipality}'s registry did not register card {card.serial} ({status}): "
+                f"{answer.get('error', answer)}",
+                "the card was withdrawn (revoked, its file removed); issue it again once the linkage answers",
+            )
+        registered = True
+    finally:
+        if not registered:
+            withdraw_card(lab.stack, card.serial, out)
+        push_card_revocations(lab)  # the card the resident had before is superseded (this one too, if withdrawn)
     return card
 
 

@@ -11,6 +11,7 @@ from lgcloud.model.naming import (
     BROKER_PORT,
     CHUKAN_PORT,
     PORTAL_API_PORT,
+    PORTAL_METRICS_PORT,
     PORTAL_PORT,
     POSTGRESQL_PORT,
 )
@@ -20,6 +21,7 @@ from .conftest import group, probe
 
 OPERATORS = {"bastion", "monitor"}
 SSH = 22
+PORTAL_PAGES_PORT = 8611  # roles/portal/defaults/main.yml: gunicorn behind HAProxy, on loopback only
 LINKAGE = {"broker", "chukan"}
 
 
@@ -32,7 +34,10 @@ def ports(target: VmPlan, segment: str) -> tuple[int, ...]:
     if target.role == "broker" and segment == "lgwan":
         return (SSH, BROKER_PORT)
     if segment == "internet":
-        return (SSH, PORTAL_PORT if target.role == "portal" else PORTAL_API_PORT)
+        # The one port each serves there, and the ports each serves elsewhere (which must not show).
+        if target.role == "portal":
+            return (SSH, PORTAL_PORT, PORTAL_METRICS_PORT, PORTAL_PAGES_PORT)
+        return (SSH, PORTAL_API_PORT, BROKER_PORT)
     return (SSH,)
 
 

@@ -174,9 +174,17 @@ def test_without_a_card_or_with_forged_headers_the_portal_refuses_counts_and_rec
     assert status == 401 and "提示されませんでした" in page and "記録" not in page.split("<main>")[1]
     assert sign_ins(scenario.metrics).get("no-card", 0) == before.get("no-card", 0) + 2
     assert recorded(vm).get("no-card", 0) == kept.get("no-card", 0) + 2
+    # With a valid card, headers naming another card (the person's old one, which the broker
+    # would answer "moved" for): the page is the presented card's.
+    other = f"{open_card(scenario.before.card, PIN).serial_number:x}"
+    forged = {"X-Card-Serial": other, "X-Card-Verify": "0"}
+    status, page = get(scenario.portal, "/history", scenario.after, headers=forged)
+    assert status == 200 and "個人住民税の賦課" in page
+    status, _ = get(scenario.portal, "/history", scenario.after, headers={"X_Card_Serial": other})
+    assert status == 400  # a name the app could read as the verdict's is refused at the front
 
 
-def test_an_expired_card_and_a_foreign_cas_are_refused_with_what_is_wrong(scenario, tmp_path):
+def test_an_expired_card_and_a_foreign_cas_are_refused_with_what_is_wrong(scenario, vm, tmp_path):
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     issue_card(STACK, "b-town", str(uuid.uuid4()), PIN, past, tmp_path / "expired.p12")
     before = sign_ins(scenario.metrics)
@@ -186,6 +194,8 @@ def test_an_expired_card_and_a_foreign_cas_are_refused_with_what_is_wrong(scenar
     assert status == 401 and "公的個人認証サービスの利用者証明用電子証明書ではありません" in page
     after = sign_ins(scenario.metrics)
     assert after["expired"] == before["expired"] + 1 and after["foreign-ca"] == before["foreign-ca"] + 1
+    kept = recorded(vm)
+    assert kept["expired"] >= 1 and kept["foreign-ca"] >= 1
 
 
 def test_after_the_move_the_old_card_is_refused_and_the_new_one_signs_in(scenario):
@@ -234,10 +244,13 @@ def test_another_persons_records_cannot_be_asked_for(scenario):
     with more than that looks like one of a person with no records."""
     status, own = get(scenario.portal, "/history", scenario.after)
     assert status == 200 and "個人住民税の賦課" in own
-    for asked in ("/history?serial=1&resident=2", "/history/another-person", "/self?fugo=x"):
+    before = sign_ins(scenario.metrics).get("tampered", 0)
+    other = f"{open_card(scenario.before.card, PIN).serial_number:x}"  # a card the broker knows
+    for asked in (f"/history?serial={other}", f"/history/{other}", "/self?fugo=x"):
         status, page = get(scenario.portal, asked, scenario.after)
         assert status == 200 and ("記録はありません" in page or "表示できる情報はありません" in page), asked
         assert "個人住民税の賦課" not in page and "前年の所得" not in page, asked
+    assert sign_ins(scenario.metrics)["tampered"] == before + 3
 
 
 def test_the_exchange_is_listed_in_a_real_browser_and_refused_without_a_valid_card(scenario):
@@ -283,7 +296,10 @@ def test_no_my_number_or_resident_code_reaches_the_portal(scenario, vm, lab, dev
     identifiers = set(scenario.moved["codes"].values()) | numbers
     assert all(len(i) in (11, 12) for i in identifiers), identifiers
     logs = subprocess.run(["docker", "logs", vm_resource(STACK, "portal")], capture_output=True, text=True)
-    files = vm("portal").run("grep -rhoaE '[0-9]{11,12}' /var/log /var/lib/portal 2>/dev/null || true").stdout
+    assert logs.returncode == 0 and "sign-in signed-in" in logs.stdout + logs.stderr  # the log was read
+    found = vm("portal").run("grep -rhoaE '[0-9]{11,12}' /var/log /var/lib/portal")
+    assert found.rc in (0, 1), found.stderr  # 1: nothing found; 2: it could not look
+    files = found.stdout
     pages = "".join(get(scenario.portal, path, scenario.after)[1] for path in ("/", "/history", "/self"))
     for where, text in (("log", logs.stdout + logs.stderr), ("files", files), ("pages", pages)):
         assert not [i for i in identifiers if i in text], f"a number of the person in the portal's {where}"

@@ -557,7 +557,10 @@ def register_card(ref: str):
     status, answer = ask_chukan("/api/cards", {"atena_number": resident["atena_number"], "serial": serial}, CARD_TIMEOUT)
     if status != 201:
         reason = answer.get("error", "the 中間サーバー does not answer") if status else "the 中間サーバー does not answer"
-        raise Refused(409 if status == 409 else 503, None, f"the card was not registered: {reason}")
+        # 409: the person or the serial is not ready or taken; another 4xx: this system's own request
+        # was refused (a bug here, 502); none or 5xx: the linkage is down (503).
+        answered = 409 if status == 409 else 502 if 400 <= status < 500 else 503
+        raise Refused(answered, None, f"the card was not registered: {reason}")
     log.info("registered a card")
     return reply({"card": {"serial": serial, "registered": True}}, 201)
 

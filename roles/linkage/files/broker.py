@@ -16,8 +16,9 @@ file named by ``BROKER_CONFIG``::
   the permission table, the requester's 符号 translated into the provider's, the provider's
   中間サーバー asked for the items from its 副本. A query the table forbids and one about a person
   the provider does not hold get the same answer: the requester learns nothing of who exists.
-- Every query, provided or refused, goes into the broker's own 情報提供等記録, a hash chain; one
-  about a person the broker knows carries the person key, so that the person can be shown it.
+- Every brokered query, provided or refused, goes into the broker's own 情報提供等記録, a hash
+  chain; one about a person the broker knows carries the person key, so that the person can be
+  shown it. (What the portal reads is recorded by each tenant it is read from.)
 - ``POST /cards {"fugo", "serial"}``: a 個人番号カード the calling body issued to the person.
 
 On its internet address, for マイ・ポータル only (``portal`` in the settings; the firewall admits
@@ -40,6 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flask import g, jsonify, request
@@ -421,10 +423,19 @@ def portal_person():
     if card is None:
         return jsonify(empty)
     issuer, person = card
+    bodies = db.execute("SELECT body, fugo FROM issued WHERE person = ? ORDER BY body", (person,)).fetchall()
+    # Every body at once: a lost site costs one provider timeout, not one per body.
+    with ThreadPoolExecutor(max(1, len(bodies))) as pool:
+        answers = list(
+            pool.map(
+                lambda row: ask_provider(row[0], {"request_id": request_id, "fugo": row[1]}, "/portal-held"), bodies
+            )
+        )
     held, moved, unavailable = [], False, []
-    for code, token in db.execute("SELECT body, fugo FROM issued WHERE person = ? ORDER BY body", (person,)):
-        status, answer = ask_provider(code, {"request_id": request_id, "fugo": token}, "/portal-held")
+    for (code, _), (status, answer) in zip(bodies, answers):
         if status != 200:
+            if code == issuer:  # whether the card's person still lives there cannot be told: nothing shown
+                raise Answer(503, "the card's issuing municipality does not answer now")
             unavailable.append(BODIES[code]["name"])
             continue
         if code == issuer and answer.get("residence") == "former":

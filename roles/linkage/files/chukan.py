@@ -386,7 +386,8 @@ def register_card():
         raise Answer(409, "the person has no 符号 yet: the card is registered once the 宛名番号 is linked")
     status, answer = call_broker(code, "/cards", {"fugo": linked["fugo"], "serial": serial})
     if status != 201:
-        raise Answer(503 if status >= 500 else 409, f"the broker did not register the card: {answer.get('error', status)}")
+        answered = 503 if status >= 500 else 502 if status in (400, 401) else 409  # 400, 401: our own request
+        raise Answer(answered, f"the broker did not register the card: {answer.get('error', status)}")
     return jsonify({"serial": serial, "registered": True}), 201
 
 

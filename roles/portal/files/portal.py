@@ -34,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 SETTINGS = json.loads(Path(os.environ.get("PORTAL_CONFIG", "/etc/portal/portal.json")).read_text(encoding="utf-8"))
 DATA = Path(SETTINGS["data_dir"])
-API_TIMEOUT = float(SETTINGS.get("api_timeout_seconds", 15))
+API_TIMEOUT = float(SETTINGS.get("api_timeout_seconds", 25))  # the broker may wait 8 s for each 中間サーバー
 JST = ZoneInfo("Asia/Tokyo")
 log = logging.getLogger("gunicorn.error")
 
@@ -89,14 +89,15 @@ def metrics():
     return generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
-def record(outcome: str, serial: str | None) -> None:
+def record(outcome: str, serial: str | None, page: str) -> None:
+    """A sign-in counted and kept, with the page's name (never the path a client sent)."""
     SIGN_INS.labels(outcome).inc()
     with sqlite3.connect(DATA / "portal.sqlite3", timeout=10) as db:
         db.execute(
             "INSERT INTO sign_ins (at, outcome, serial, page) VALUES (?, ?, ?, ?)",
-            (dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), outcome, serial, request.path),
+            (dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), outcome, serial, page),
         )
-    log.info("sign-in %s on %s", outcome, request.path)
+    log.info("sign-in %s on %s", outcome, page)
 
 
 def card_serial() -> tuple[str | None, str | None]:
@@ -111,8 +112,8 @@ def card_serial() -> tuple[str | None, str | None]:
     return serial, None
 
 
-def refused(reason: str, serial: str | None):
-    record(reason, serial)
+def refused(reason: str, serial: str | None, page: str):
+    record(reason, serial, page)
     return render_template("refused.html", message=REFUSALS[reason]), 401 if reason != "moved" else 403
 
 
@@ -138,32 +139,39 @@ def jst(iso: str) -> str:
     return f"{at.year}年{at.month}月{at.day}日 {at:%H:%M}"
 
 
-PAGES = {"/": "notices.html", "/history": "history.html", "/self": "self.html"}
+@app.get("/favicon.ico")
+def favicon():
+    return "", 204  # asked by every browser on its own: no sign-in, nothing counted
+
+
+PAGES = {"/": "notices", "/history": "history", "/self": "self"}
 
 
 @app.get("/")
 @app.get("/history")
 @app.get("/self")
-@app.get("/<path:other>")
+@app.get("/history/<path:other>")
+@app.get("/self/<path:other>")
 def page(other: str | None = None):
+    name = PAGES.get(request.path) or request.path.split("/")[1]
     serial, refusal = card_serial()
     if refusal is not None:
-        return refused(refusal, serial)
+        return refused(refusal, serial, name)
     assert serial is not None
     # The person is the card's, and nobody else: a page asked with anything that could name
-    # another (a path, a parameter) shows what a person with no records sees.
+    # another (a path below it, a parameter, a body) shows what a person with no records sees.
     tampered = other is not None or bool(request.args) or bool(request.get_data())
-    template = PAGES.get(request.path, "history.html")
-    with PAGE_SECONDS.labels(template.removesuffix(".html")).time():
+    template = f"{name}.html"
+    with PAGE_SECONDS.labels(name).time():
         if tampered:
-            record("tampered", serial)
+            record("tampered", serial, name)
             return render_template(template, held=[], records=[], notices=[], unavailable=[])
         found = person(serial)
         if found is None:
             return render_template("refused.html", message="ただいま情報を表示できません。しばらくしてからお試しください。"), 503
         if found.get("moved"):
-            return refused("moved", serial)
-        record("signed-in", serial)
+            return refused("moved", serial, name)
+        record("signed-in", serial, name)
         return render_template(
             template,
             held=found["held"],
