@@ -34,7 +34,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import secrets
 import sqlite3
 import threading
@@ -46,6 +45,7 @@ from pathlib import Path
 
 from flask import g, jsonify, request
 from linkage_core import (
+    CARD_SERIAL,
     FUGO,
     GENESIS,
     REQUEST_ID,
@@ -379,7 +379,6 @@ def register_card():
     return jsonify({"serial": serial, "registered": True}), 201
 
 
-CARD_SERIAL = re.compile(r"[0-9a-f]{1,40}")
 SELF_DISCLOSURE = "自己情報表示"
 
 

@@ -46,6 +46,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from flask import jsonify, request
 from linkage_core import (
+    CARD_SERIAL,
     FUGO,
     GENESIS,
     REQUEST_ID,
@@ -316,16 +317,22 @@ def query():
     return jsonify({"provided": True, "items": answer.get("items", {}), "request_id": request_id, "record": position})
 
 
-@app.post("/provide")
-def provide():
-    """A brokered query for the providing tenant, signed by the broker with that tenant's key."""
+def signed_by_broker() -> tuple[str, dict]:
+    """The tenant a broker's request is for (it signs with that tenant's key) and its JSON body;
+    401 when the signature does not hold."""
     raw = request.get_data()
     try:
         code = verify(KEYS, request.headers, request.path, raw, NONCES)
     except Refused as refusal:
-        log.warning("refused an unsigned or bad provision request: %s", refusal)
+        log.warning("refused an unsigned or bad request on %s: %s", request.path, refusal)
         raise Answer(401, str(refusal)) from None
-    body = json_body(raw)
+    return code, json_body(raw)
+
+
+@app.post("/provide")
+def provide():
+    """A brokered query for the providing tenant, signed by the broker with that tenant's key."""
+    code, body = signed_by_broker()
     request_id = field(body, "request_id", REQUEST_ID, "the requester's UUID")
     token = field(body, "fugo", FUGO, "the provider's 符号 of the person")
     office = field(body, "office", ITEM, "the requesting 事務")
@@ -368,7 +375,6 @@ def provide():
     return jsonify({"items": found, "record": position})
 
 
-CARD_SERIAL = re.compile(r"[0-9a-f]{1,40}")
 PORTAL = "マイナポータル"  # the requester a 自己情報表示 is recorded under
 SELF_DISCLOSURE = "自己情報表示"
 
@@ -394,13 +400,7 @@ def register_card():
 @app.post("/portal-held")
 def portal_held():
     """What the tenant holds of the person the broker names, for the person themself."""
-    raw = request.get_data()
-    try:
-        code = verify(KEYS, request.headers, request.path, raw, NONCES)
-    except Refused as refusal:
-        log.warning("refused an unsigned or bad 自己情報表示 request: %s", refusal)
-        raise Answer(401, str(refusal)) from None
-    body = json_body(raw)
+    code, body = signed_by_broker()
     request_id = field(body, "request_id", REQUEST_ID, "the portal request's UUID")
     token = field(body, "fugo", FUGO, "the tenant's 符号 of the person")
     with tenant_db(code) as cur:

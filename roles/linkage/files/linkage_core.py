@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "CARD_SERIAL",
     "CLOCK_SKEW",
     "FUGO",
     "GENESIS",
@@ -50,6 +51,7 @@ __all__ = [
 RESIDENT_CODE = re.compile(r"[0-9]{11}")
 FUGO = re.compile(r"[A-Z2-7]{32}")  # what fugo() gives
 REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # a UUID, as a requester draws it
+CARD_SERIAL = re.compile(r"[0-9a-f]{1,40}")  # a 利用者証明用電子証明書's serial, lowercase hex
 BODY_CODE = re.compile(r"[0-9]{6}")  # a 地方公共団体コード (or a national body's code of the same form)
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 CLOCK_SKEW = 60  # seconds a request's timestamp may differ from the receiver's clock
