@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from flask import Flask, abort, g, render_template, request
+from flask import Flask, abort, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 SETTINGS = json.loads(Path(os.environ.get("PORTAL_CONFIG", "/etc/portal/portal.json")).read_text(encoding="utf-8"))
