@@ -10,8 +10,12 @@ A service address is a /32 on the interface of its access segment (Docker's own 
 the segment's prefix, so a /32 is always one of ours). Taking one announces it with gratuitous
 ARP so the offices' ARP caches follow at once instead of after their stale timer. The file
 (/etc/lgcloud/service-addresses, one address per line) is what `hold` restores at boot.
+Each run holds a lock on the file's directory: failover runbooks of several municipalities
+take addresses on the same gateway at once, and each must add to the record, not overwrite it.
 """
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import socket
@@ -84,10 +88,26 @@ def release(address: str) -> None:
         subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", device], check=True)
 
 
+@contextlib.contextmanager
+def locked():
+    os.makedirs(os.path.dirname(RECORD), exist_ok=True)
+    fd = os.open(os.path.dirname(RECORD), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str]) -> int:
     verb, addresses = (argv[0] if argv else ""), argv[1:]
     for address in addresses:
         ipaddress.IPv4Address(address)
+    with locked():
+        return apply(verb, addresses)
+
+
+def apply(verb: str, addresses: list[str]) -> int:
     if verb == "hold" and not addresses:
         wanted = recorded()
         for address in held():
