@@ -6,8 +6,13 @@ import argparse
 
 from ..engine import running_vms
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, OperatorError
+from ..model.schema import StackConfig
+from ..observe.prometheus import Prometheus
+from ..observe.slm import verify_service
 from ..ops.configure import configure
+from ..state.facts import lab_facts
 from ..state.failover import served_from_backup
+from ..state.slm import in_service_since, planned_work, record_in_service
 from .options import Options, wait_flag
 
 __all__ = ["add"]
@@ -42,8 +47,16 @@ def _configure(opts: Options) -> int:
                 err.print(f" [yellow]~[/] {host}: {task}")
             status.update(f"configuring {len(running)} VMs: {host}: {task}")
 
-        summary = configure(cfg, running, opts.args.limit, opts.args.check, show)
+        if opts.args.check:
+            summary = configure(cfg, running, opts.args.limit, opts.args.check, show)
+        else:
+            with planned_work(cfg.stack, "configure", "lgcloud configure") as work:
+                summary = configure(cfg, running, opts.args.limit, opts.args.check, show)
+                if summary.succeeded and not summary.total("changed"):
+                    work.nothing_done()
     code = 0 if summary.succeeded else EXIT_FAILED
+    if summary.succeeded and not opts.args.check and not opts.args.limit:
+        _put_into_service(opts, cfg)
     if opts.flag("json"):
         opts.output.json(summary.to_json())
         return code
@@ -74,6 +87,25 @@ def _configure(opts: Options) -> int:
         f"{summary.total('unreachable')} unreachable ({summary.seconds:.1f}s); artifacts in {summary.artifacts}"
     )
     return code
+
+
+def _put_into_service(opts: Options, cfg: StackConfig) -> None:
+    """Record when each municipality's service first passed verification: every system it runs
+    answered its office's probes. Its availability is measured from then (bring-up excluded)."""
+    waiting = [m.id for m in cfg.municipalities if m.id not in in_service_since(cfg.stack)]
+    if not waiting:
+        return
+    facts = lab_facts(cfg.stack)
+    with opts.output.err.status(f"verifying from the offices: {', '.join(waiting)} …"):
+        verified, failing = verify_service(cfg, Prometheus(facts.prometheus_url), facts.probed_systems, waiting)
+    if verified:
+        record_in_service(cfg.stack, verified)
+        opts.output.note(f"in service from now (availability is measured from here): {', '.join(verified)}")
+    if failing:
+        opts.output.note(
+            f"not yet in service, their offices' probes still fail: {'; '.join(failing)}; "
+            "the next `lgcloud configure` verifies them again"
+        )
 
 
 def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

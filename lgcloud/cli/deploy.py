@@ -16,6 +16,7 @@ from ..model.topology import Topology, VmPlan, plan
 from ..ops.access import wait_for_ssh, write_ssh_config
 from ..ops.lab import Lab
 from ..state.failover import fenced_vms
+from ..state.slm import PlannedWork, planned_work
 from .options import Options, wait_flag
 
 __all__ = ["add", "show_change"]
@@ -67,7 +68,7 @@ def _summary(opts: Options, changes: list[Change], seconds: float, preview: bool
         opts.output.done(f"{'would change' if preview else 'changed'}: {parts}; {unchanged} unchanged ({seconds:.1f}s)")
 
 
-def _deploy(opts: Options, preview: bool) -> int:
+def _deploy(opts: Options, preview: bool, work: PlannedWork | None = None) -> int:
     started = time.monotonic()
     values = opts.values()
     cfg = opts.config(values)
@@ -80,6 +81,8 @@ def _deploy(opts: Options, preview: bool) -> int:
         outcome = realise_stack(
             cfg, values, show_change(opts, plan(cfg)), preview=preview, allow_data_loss=opts.flag("allow_data_loss")
         )
+    if work is not None and all(c.action == "unchanged" for c in outcome.changes):
+        work.nothing_done()
     deferred = [lab_name(cfg.stack, c.name) for c in outcome.changes if c.action == "deferred"]
     if deferred:
         opts.output.note(
@@ -128,8 +131,8 @@ def _deploy(opts: Options, preview: bool) -> int:
 
 
 def _up(opts: Options) -> int:
-    with opts.hold("up"):
-        return _deploy(opts, preview=False)
+    with opts.hold("up"), planned_work(opts.stack, "up", "lgcloud up") as work:
+        return _deploy(opts, preview=False, work=work)
 
 
 def _preview(opts: Options) -> int:

@@ -9,6 +9,7 @@ from ..errors import EXIT_FAILED
 from ..ops.drill import SCENARIOS, LabError, run_drill, write_report
 from ..ops.drill.runbook import Step
 from ..state.failover import served_from_backup
+from ..state.slm import planned_work
 from .options import Options, wait_flag
 
 __all__ = ["add"]
@@ -32,8 +33,13 @@ def _drill(opts: Options) -> int:
             highlight=False,
         )
 
+    scenario = opts.args.scenario
+    kind = "failback" if scenario == "failback" else "drill"
+    # A drill of one municipality is planned work for it only; an unknown one is the drill's to refuse.
+    scope = [m.id for m in cfg.municipalities if opts.args.municipality in (m.id, m.code)]
     try:
-        report = run_drill(cfg, opts.args.scenario, opts.args.municipality, show)
+        with planned_work(cfg.stack, kind, f"lgcloud drill {scenario}", scope):
+            report = run_drill(cfg, scenario, opts.args.municipality, show)
     except (LabError, KeyboardInterrupt) as exc:
         moved = served_from_backup(cfg.stack)
         output.fail(

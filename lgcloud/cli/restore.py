@@ -8,6 +8,7 @@ from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..ops.backup import RestoreTarget
 from ..ops.drill.runbook import Step
 from ..ops.restore import discard, restore, restore_in_place
+from ..state.slm import planned_work
 from .options import Options, wait_flag
 
 __all__ = ["add"]
@@ -65,7 +66,10 @@ def _in_place(opts: Options, target: RestoreTarget) -> int:
     def show(step: Step) -> None:
         opts.output.err.print(f" [green]✓[/] {step.name} [dim]{step.seconds:.1f}s  {step.detail}[/]", highlight=False)
 
-    steps = restore_in_place(opts.config(), args.municipality, target, show)
+    cfg = opts.config()
+    municipality = cfg.municipality_named(args.municipality).id
+    with planned_work(cfg.stack, "restore", f"in-place restore to {target.describe()}", [municipality]):
+        steps = restore_in_place(cfg, args.municipality, target, show)
     total = sum(s.seconds for s in steps)
     opts.output.done(f"{args.municipality} serves its data as of {target.describe()} again ({total:.1f}s)")
     return 0

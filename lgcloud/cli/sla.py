@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 
+from ..model.calendar import JST
 from ..model.schema import SLA_SERVICES
 from ..observe.prometheus import Prometheus
 from ..observe.sla import (
@@ -11,6 +13,7 @@ from ..observe.sla import (
     MET,
     MISSED,
     NO_DATA,
+    NOT_ENOUGH,
     NOT_SERVED,
     UNKNOWN,
     UNREACHABLE,
@@ -19,12 +22,36 @@ from ..observe.sla import (
     evaluate,
     probed_systems,
 )
+from ..observe.slm import Incident
 from ..state.facts import lab_facts
 from .options import Options
 
-__all__ = ["add"]
+__all__ = ["add", "show_incidents"]
 
-_COLOURS = {MET: "green", MISSED: "red", NO_DATA: "yellow", UNREACHABLE: "red", UNKNOWN: "magenta", NOT_SERVED: "dim"}
+_COLOURS = {
+    MET: "green",
+    MISSED: "red",
+    NO_DATA: "yellow",
+    NOT_ENOUGH: "yellow",
+    UNREACHABLE: "red",
+    UNKNOWN: "magenta",
+    NOT_SERVED: "dim",
+}
+
+
+COLUMNS = (
+    "municipality",
+    "system",
+    "objective",
+    "window",
+    "target",
+    "measured",
+    "raw",
+    "status",
+    "margin",
+    "budget left",
+    "note",
+)
 
 
 def _number(value: float | None, unit: str) -> str:
@@ -52,17 +79,39 @@ def _show(opts: Options, report: SlaReport) -> None:
                 else {"rto": "last"}.get(r.objective, "now"),
                 _number(r.target, r.unit),
                 _number(r.measured, r.unit),
+                _number(r.raw_percent, r.unit) if r.objective == "availability" else "",
                 f"[{_COLOURS[r.status]}]{r.status}[/]",
                 margin,
+                "" if r.budget_left_minutes is None else f"{r.budget_left_minutes:,.1f} min",
                 "" if r.status == UNREACHABLE else r.detail,
             )
         )
     opts.output.table(
         f"SLA of stack {report.stack} ({report.prometheus})",
-        ("municipality", "system", "objective", "window", "target", "measured", "status", "margin", "note"),
+        (
+            "municipality",
+            "system",
+            "objective",
+            "window",
+            "target",
+            "measured",
+            "raw",
+            "status",
+            "margin",
+            "budget left",
+            "note",
+        ),
         rows,
-        right=("target", "measured", "margin"),
+        right=("target", "measured", "raw", "margin", "budget left"),
+        caption="availability: contractual (service hours, in service, planned work excluded); raw: every probe",
     )
+    show_incidents(opts, report.incidents, f"incidents in the window ({len(report.incidents)})")
+    for w in report.orphaned_windows:
+        opts.output.fail(
+            f"maintenance window {w.id} ({w.reason}) is still open, but the {w.kind} that opened it is gone: "
+            "it keeps excluding time from contractual availability",
+            f"close it: `lgcloud maintenance end --stack {report.stack} --id {w.id}`",
+        )
     unreachable = next((r.detail for r in report.evaluations if r.status == UNREACHABLE), "")
     if unreachable:
         opts.output.fail(unreachable, f"is stack {report.stack} up and configured (`make up`)?")
@@ -72,6 +121,31 @@ def _show(opts: Options, report: SlaReport) -> None:
     counts = {s: sum(r.status == s for r in report.evaluations) for s in _COLOURS if s != NOT_SERVED}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     opts.output.note(f"{'✓' if report.exit_code == 0 else '✗'} {summary}")
+
+
+def show_incidents(opts: Options, found: list[Incident], title: str) -> None:
+    """The incidents as an operator reads them: one line each, with the alert that fired."""
+    if not found:
+        opts.output.note(f"{title}: none")
+        return
+    opts.output.table(
+        title,
+        ("id", "municipality", "system", "start (JST)", "minutes", "counted", "alerts", "notes"),
+        [
+            (
+                i.id,
+                i.municipality,
+                i.system,
+                dt.datetime.fromtimestamp(i.start, JST).strftime("%Y-%m-%d %H:%M:%S"),
+                f"{i.seconds / 60:.1f}" + ("" if i.end is not None else " (ongoing)"),
+                f"{i.counted_seconds / 60:.1f}",
+                ", ".join(i.alerts) or "none fired",
+                " / ".join(i.notes),
+            )
+            for i in found
+        ],
+        right=("minutes", "counted"),
+    )
 
 
 def run(opts: Options) -> int:

@@ -30,8 +30,10 @@ __all__ = [
     "Allocation",
     "Allocations",
     "Municipality",
+    "ServiceHours",
     "Site",
     "SlaTarget",
+    "SlmPolicy",
     "StackConfig",
     "duration_seconds",
 ]
@@ -159,6 +161,41 @@ def _duration(value: Any) -> str:
 Duration = Annotated[str, BeforeValidator(_duration)]
 
 
+def _clock(value: Any) -> str:
+    text = str(value).strip()
+    hours, _, minutes = text.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2) or not (
+        0 <= int(hours) < 24 and 0 <= int(minutes) < 60 or text == "24:00"
+    ):
+        raise ValueError(f"a time of day is HH:MM, 00:00 to 24:00, e.g. '08:30' (got {value!r})")
+    return f"{int(hours):02d}:{minutes}"
+
+
+Clock = Annotated[str, BeforeValidator(_clock)]
+
+
+class ServiceHours(_Strict):
+    """When a system is agreed to be in service, in Japan's time (JST). `days`: `every day`, or
+    `office days` (開庁日: not Saturday, Sunday, a 国民の祝日 or 休日, nor 29 December to 3 January,
+    the 行政機関の休日). Time outside them is neither availability nor outage."""
+
+    days: Literal["every day", "office days"] = "every day"
+    start: Clock = "00:00"
+    end: Clock = "24:00"
+
+    @field_validator("end")
+    @classmethod
+    def _end(cls, end: str, info: ValidationInfo) -> str:
+        start = info.data.get("start", "00:00")
+        if end <= start:
+            raise ValueError(f"service hours end ({end}) before they start ({start}); write e.g. 08:30 to 17:15")
+        return end
+
+    @property
+    def always(self) -> bool:
+        return self.days == "every day" and (self.start, self.end) == ("00:00", "24:00")
+
+
 class SlaTarget(_Strict):
     """Service levels of one business system. The defaults are the standard levels that the
     guidelines for municipal systems ask of core systems (稼働率 99.5 %, RTO 12 h, RPO one business
@@ -166,6 +203,7 @@ class SlaTarget(_Strict):
 
     availability_percent: float = Field(99.5, gt=0, le=100)
     window: Duration = "30d"  # the period the availability is contracted over
+    service_hours: ServiceHours = ServiceHours()
     latency_p95_ms: int = Field(3000, gt=0)
     rto_seconds: float = Field(12 * 3600, gt=0)
     rpo_seconds: float = Field(24 * 3600, ge=0)
@@ -187,6 +225,15 @@ class BackupPolicy(_Strict):
         return value
 
 
+class SlmPolicy(_Strict):
+    """How service levels are managed (SLM): whether an announced drill is planned work (its own
+    RTO and RPO are reported either way), and how much of a window must have been measured, in
+    service, before a target is judged met (`lgcloud sla` says "not enough data" below it)."""
+
+    drills_are_planned: bool = True
+    minimum_data_percent: float = Field(90, gt=0, le=100)
+
+
 class LinkagePolicy(_Strict):
     """How the 情報提供等記録 of 番号連携 are kept: 番号法 keeps them seven years, so a stack may
     keep them longer, never shorter (`lgcloud linkage purge-records` removes only older ones)."""
@@ -206,6 +253,7 @@ class SlaOverride(_Strict):
 
     availability_percent: float | None = Field(None, gt=0, le=100)
     window: Duration | None = None
+    service_hours: ServiceHours | None = None
     latency_p95_ms: int | None = Field(None, gt=0)
     rto_seconds: float | None = Field(None, gt=0)
     rpo_seconds: float | None = Field(None, ge=0)
@@ -293,6 +341,7 @@ class StackConfig(_Strict):
     municipalities: tuple[Municipality, ...] = Field(min_length=1)
     sla: SlaTarget = SlaTarget.model_validate({})  # every system of every municipality, unless it states its own
     backup: BackupPolicy = BackupPolicy.model_validate({})
+    slm: SlmPolicy = SlmPolicy.model_validate({})
     linkage: LinkagePolicy = LinkagePolicy.model_validate({})
     portal: PortalPolicy = PortalPolicy()
 

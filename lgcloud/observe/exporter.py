@@ -41,6 +41,7 @@ from ..model.schema import SLA_SERVICES, StackConfig, duration_seconds
 from ..model.topology import plan
 from ..state.cards import cards
 from ..state.directory import state_dir
+from ..state.slm import maintenance_windows
 
 __all__ = [
     "LabCollector",
@@ -153,6 +154,21 @@ class LabCollector(Collector):
         yield from self._sla()
         yield from self._drills()
         yield from self._cards()
+        yield from self._maintenance()
+
+    def _maintenance(self) -> Iterable[GaugeMetricFamily]:
+        """Planned work open now, per municipality it covers: an annotation for dashboards and rules."""
+        active = GaugeMetricFamily(
+            "lgcloud_maintenance_active",
+            "1 while planned work covers the municipality (kind: operator, up, configure, restore, failback, drill).",
+            labels=["municipality", "kind", "window"],
+        )
+        for w in maintenance_windows(self.cfg.stack):
+            if w.end is None:
+                for m in self.cfg.municipalities:
+                    if w.covers(m.id):
+                        active.add_metric([m.id, w.kind, str(w.id)], 1)
+        yield active
 
     def _cards(self) -> Iterable[GaugeMetricFamily]:
         """公的個人認証's cards by issuing municipality: wrong PINs counted on them, locked ones."""

@@ -14,9 +14,10 @@ import urllib.request
 
 from ..errors import EXIT_NOT_EVALUATED, OperatorError
 
-__all__ = ["Prometheus", "PrometheusError", "PrometheusRefused", "PrometheusUnreachable", "Sample"]
+__all__ = ["Prometheus", "PrometheusError", "PrometheusRefused", "PrometheusUnreachable", "Sample", "Series"]
 
 Sample = tuple[dict[str, str], float]  # a series' labels and its value
+Series = tuple[dict[str, str], list[tuple[float, float]]]  # a series' labels and its (time, value) samples
 
 
 class PrometheusError(OperatorError):
@@ -42,15 +43,27 @@ class Prometheus:
 
     def query(self, expr: str, at: float | None = None) -> list[Sample]:
         """An instant query (at `at`, epoch seconds, or now): every series' labels and value."""
+        return [(r["metric"], float(r["value"][1])) for r in self._ask("query", expr, at)]
+
+    def samples(self, expr: str, at: float | None = None) -> list[Series]:
+        """The raw samples of a range selector such as ``probe_success[1h]`` (ending at `at`)."""
+        return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in self._ask("query", expr, at)]
+
+    def _ask(self, api: str, expr: str, at: float | None) -> list[dict]:
+        # POST: the service-level queries name many spans of time and outgrow a URL.
         params = {"query": expr, **({"time": f"{at:.3f}"} if at is not None else {})}
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}"
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/{api}",
+            data=urllib.parse.urlencode(params).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body = json.load(response)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
             raise PrometheusRefused(
-                f"Prometheus at {self.url} refused {expr!r} (HTTP {exc.code}): {detail}",
+                f"Prometheus at {self.url} refused {expr[:200]!r} (HTTP {exc.code}): {detail}",
                 "check the Prometheus version on the monitor VM (`lgcloud configure`)",
             ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -58,4 +71,5 @@ class Prometheus:
             raise PrometheusUnreachable(
                 f"Prometheus at {self.url} does not answer ({reason})", "is the stack up and configured (`make up`)?"
             ) from None
-        return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+        result: list[dict] = body["data"]["result"]
+        return result

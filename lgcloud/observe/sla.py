@@ -23,35 +23,42 @@ import functools
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_EVALUATED, OperatorError
 from ..model.naming import DRILL_SYSTEM
-from ..model.schema import LINKAGE, StackConfig, duration_seconds
-from .prometheus import Prometheus, PrometheusUnreachable, Sample
+from ..model.schema import LINKAGE, Municipality, StackConfig, duration_seconds
+from ..state.slm import MaintenanceWindow, in_service_since, incident_notes, maintenance_windows
+from .prometheus import Prometheus, PrometheusUnreachable
+from .slm import Availability, Incident, incidents, measure_availability
 
 __all__ = [
     "DATABASE",
     "MET",
     "MISSED",
+    "NOT_ENOUGH",
     "NOT_SERVED",
     "NO_DATA",
     "UNKNOWN",
     "UNREACHABLE",
     "Evaluation",
+    "Measurements",
     "SlaReport",
     "check_request",
     "evaluate",
     "judge",
+    "judge_all",
+    "measure",
     "probed_systems",
     "queries",
 ]
 
-MET, MISSED, NO_DATA, UNREACHABLE, NOT_SERVED, UNKNOWN = (
+MET, MISSED, NO_DATA, NOT_ENOUGH, UNREACHABLE, NOT_SERVED, UNKNOWN = (
     "met",
     "missed",
     "no data",
+    "not enough data",
     "Prometheus unreachable",
     "not served",
     "unknown municipality",
@@ -85,6 +92,10 @@ class Evaluation:
     measured: float | None = None
     margin: float | None = None  # headroom in the target's unit; negative when missed
     detail: str = ""
+    # Availability only: every probe of the window, the error budget left, the share measured.
+    raw_percent: float | None = None
+    budget_left_minutes: float | None = None
+    coverage_percent: float | None = None
 
 
 def judge(objective: str, target: float, measured: float | None) -> tuple[str, float | None]:
@@ -133,10 +144,6 @@ def probed_systems(prometheus: Prometheus) -> tuple[str, ...]:
     )
 
 
-def _by(results: list[Sample], *keys: str) -> dict[tuple[str, ...], float]:
-    return {tuple(labels.get(k, "") for k in keys): value for labels, value in results}
-
-
 def check_request(cfg: StackConfig, window: str | None, municipalities: Iterable[str]) -> None:
     """Refuse (exit 2) a bad window or an unknown municipality, before anything is asked."""
     if window is not None:
@@ -154,6 +161,53 @@ def check_request(cfg: StackConfig, window: str | None, municipalities: Iterable
         )
 
 
+@dataclass(frozen=True)
+class Measurements:
+    """What the lab's Prometheus holds over one window, by municipality id (and system)."""
+
+    availability: dict[tuple[str, str], Availability] = field(default_factory=dict)
+    latency_p95: dict[tuple[str, str], float] = field(default_factory=dict)
+    rpo: dict[str, float] = field(default_factory=dict)
+    rto: dict[str, float] = field(default_factory=dict)
+    linkage_rto: dict[str, float] = field(default_factory=dict)
+    backup_age: dict[str, float] = field(default_factory=dict)
+    undeclared: dict[tuple[str, str], float] = field(default_factory=dict)  # raw availability
+    incidents: list[Incident] = field(default_factory=list)
+
+
+def measure(
+    cfg: StackConfig, prometheus: Prometheus, served: Iterable[str], window: str, chosen: list[Municipality], at: float
+) -> Measurements:
+    """Ask Prometheus everything one window needs (PrometheusUnreachable when it does not answer)."""
+    q = queries(window)
+    start = at - duration_seconds(window)
+    windows, since = maintenance_windows(cfg.stack), in_service_since(cfg.stack)
+    served = tuple(served)
+    ids = {m.id for m in cfg.municipalities}
+
+    def by_municipality(expr: str) -> dict[str, float]:
+        return {labels.get("municipality", ""): v for labels, v in prometheus.query(expr, at)}
+
+    def by_system(expr: str) -> dict[tuple[str, str], float]:
+        return {
+            (labels.get("municipality", ""), labels.get("system", "")): v for labels, v in prometheus.query(expr, at)
+        }
+
+    return Measurements(
+        availability={
+            (a.municipality, a.system): a
+            for a in measure_availability(cfg, prometheus, served, start, at, windows, since, chosen)
+        },
+        latency_p95=by_system(q["latency_p95"]),
+        rpo=by_municipality(q["rpo"]),
+        rto=by_municipality(q["rto"]),
+        linkage_rto=by_municipality(q["linkage_rto"]),
+        backup_age=by_municipality(q["backup_age"]),
+        undeclared={key: v for key, v in by_system(q["availability"]).items() if key[0] not in ids},
+        incidents=incidents(cfg, prometheus, served, start, at, windows, since, incident_notes(cfg.stack), chosen),
+    )
+
+
 def evaluate(
     cfg: StackConfig,
     prometheus: Prometheus,
@@ -166,90 +220,130 @@ def evaluate(
     wanted = list(municipalities)
     check_request(cfg, window, wanted)
     chosen = [m for m in cfg.municipalities if not wanted or m.id in wanted or m.code in wanted]
-    served = set(served)
+    served = tuple(served)
     at = time.time()  # one instant for every query, so the rows agree with each other
-
-    targets = [(m, system, cfg.sla_for(m, system)) for m in chosen for system in m.services]
-    windows = {window or t.window for _, _, t in targets}
-    measured: dict[str, dict[str, dict[tuple[str, ...], float]]] = {}
-    failure = ""
+    windows = {window or cfg.sla_for(m, system).window for m in chosen for system in m.services}
     try:
-        for w in windows:
-            q = queries(w)
-            measured[w] = {
-                "availability": _by(prometheus.query(q["availability"], at), "municipality", "system"),
-                "probes": _by(prometheus.query(q["probes"], at), "municipality", "system"),
-                "latency_p95": _by(prometheus.query(q["latency_p95"], at), "municipality", "system"),
-                "rpo": _by(prometheus.query(q["rpo"], at), "municipality"),
-                "rto": _by(prometheus.query(q["rto"], at), "municipality"),
-                "linkage_rto": _by(prometheus.query(q["linkage_rto"], at), "municipality"),
-                "backup_age": _by(prometheus.query(q["backup_age"], at), "municipality"),
-            }
+        measured: dict[str, Measurements] | str = {w: measure(cfg, prometheus, served, w, chosen, at) for w in windows}
     except PrometheusUnreachable as exc:
-        failure = str(exc)
+        measured = str(exc)
+    rows = judge_all(cfg, chosen, served, window, measured, show_undeclared=not wanted)
+    found = [] if isinstance(measured, str) else measured[max(windows, key=duration_seconds)].incidents
+    orphans = [w for w in maintenance_windows(cfg.stack) if w.orphaned]
+    return SlaReport(cfg.stack, prometheus.url, rows, found, orphans)
 
+
+def spoken(seconds: float) -> str:
+    """A duration as an operator says it.
+
+    >>> spoken(42), spoken(270), spoken(3 * 3600), spoken(30 * 86400)
+    ('42 s', '4.5 min', '3.0 h', '30.0 d')
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size or (unit == "min" and seconds >= 120):
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _availability_row(row: functools.partial, a: Availability | None, minimum: float) -> Evaluation:
+    """Contractual availability judged: missed once the downtime is beyond the whole window's
+    budget, otherwise met or missed only on enough data."""
+    if a is None or a.contractual_percent is None:
+        why = "not in service yet (`lgcloud configure` verifies it)" if a and not a.measured_seconds else "no probes"
+        return row(NO_DATA, detail=why)
+    left = a.budget_left_seconds / 60
+    extra = {"raw_percent": a.raw_percent, "budget_left_minutes": left, "coverage_percent": a.coverage_percent}
+    status, margin = judge("availability", a.target_percent, a.contractual_percent)
+    detail = f"{a.probes} probes, {a.coverage_percent:.0f} % of the service hours measured"
+    if a.downtime_seconds > a.budget_seconds:
+        status = MISSED
+    elif a.coverage_percent < minimum:
+        status = NOT_ENOUGH
+        detail = (
+            f"in service for {spoken(a.measured_seconds)} of {spoken(a.service_seconds)} of service hours "
+            f"in the window ({a.coverage_percent:.1f} %); judged from {minimum:g} %"
+        )
+    return row(status, a.contractual_percent, margin, detail, **extra)
+
+
+def judge_all(
+    cfg: StackConfig,
+    chosen: list[Municipality],
+    served: Iterable[str],
+    window: str | None,
+    measured: dict[str, Measurements] | str,
+    show_undeclared: bool = True,
+) -> list[Evaluation]:
+    """Every target of the chosen municipalities against what was measured (a str: why nothing was)."""
+    served = set(served)
+    failure = measured if isinstance(measured, str) else ""
     rows: list[Evaluation] = []
     backup_goal = BACKUP_SLACK * duration_seconds(cfg.backup.interval)
     for m in chosen:
         row = functools.partial(
             Evaluation, m.id, m.name, DATABASE, "backup_age", OBJECTIVES["backup_age"][0], "now", backup_goal
         )
-        if failure:
+        if isinstance(measured, str):
             rows.append(row(UNREACHABLE, detail=failure))
             continue
-        age = next(iter(measured.values()))["backup_age"].get((m.id,)) if measured else None
+        age = next(iter(measured.values())).backup_age.get(m.id) if measured else None
         status, margin = judge("backup_age", backup_goal, age)
         rows.append(row(status, age, margin, "newest backup" if age is not None else "no backup metrics yet"))
-    for m, system, target in targets:
-        w = window or target.window
-        goals = {
-            "availability": target.availability_percent,
-            "latency_p95": target.latency_p95_ms,
-            "rpo": target.rpo_seconds,
-            "rto": target.rto_seconds,
-        }
-        for objective, goal in goals.items():
-            row = functools.partial(Evaluation, m.id, m.name, system, objective, OBJECTIVES[objective][0], w, goal)
-            if system not in served:
-                rows.append(row(NOT_SERVED, detail="the lab runs no service for this system; nothing to measure"))
-                continue
-            if failure:
-                rows.append(row(UNREACHABLE, detail=failure))
-                continue
-            if objective == "rto" and system not in (DRILL_SYSTEM, LINKAGE):
-                rows.append(row(NO_DATA, detail=f"the drills measure {DRILL_SYSTEM}'s recovery, not {system}'s"))
-                continue
-            key = (m.id, system) if objective in ("availability", "latency_p95") else (m.id,)
-            measure = "linkage_rto" if (objective, system) == ("rto", LINKAGE) else objective
-            value = measured[w][measure].get(key)
-            if value is not None and math.isinf(value):  # a drill in which the service never came back
-                rows.append(row(MISSED, detail="did not recover within the last drill"))
-                continue
-            status, margin = judge(objective, goal, value)
-            detail = ""
-            if objective == "availability" and value is not None:
-                detail = f"{measured[w]['probes'].get(key, 0):.0f} probes"
-            elif objective == "rto" and system == LINKAGE:
-                detail = (
-                    "last site-loss drill, as 税 saw it" if value is not None else "no site-loss drill asked it yet"
-                )
-            elif objective == "rto":
-                detail = "last drills" if value is not None else "no drill result yet (lgcloud drill)"
-            elif value is None:
-                detail = f"no samples in the last {w}"
-            rows.append(row(status, value, margin, detail))
-
-    if not failure and not wanted:  # series of municipalities the stack no longer declares
-        ids = {m.id for m in cfg.municipalities}
-        for w in windows:
-            for municipality, system in sorted(measured[w]["availability"]):
-                if municipality not in ids:
-                    seen = measured[w]["availability"][(municipality, system)]
-                    detail = f"Prometheus has probes of {municipality!r}, which stack {cfg.stack} does not declare"
+    for m in chosen:
+        for system in m.services:
+            target = cfg.sla_for(m, system)
+            w = window or target.window
+            goals = {
+                "availability": target.availability_percent,
+                "latency_p95": target.latency_p95_ms,
+                "rpo": target.rpo_seconds,
+                "rto": target.rto_seconds,
+            }
+            for objective, goal in goals.items():
+                row = functools.partial(Evaluation, m.id, m.name, system, objective, OBJECTIVES[objective][0], w, goal)
+                if system not in served:
+                    rows.append(row(NOT_SERVED, detail="the lab runs no service for this system; nothing to measure"))
+                    continue
+                if isinstance(measured, str):
+                    rows.append(row(UNREACHABLE, detail=failure))
+                    continue
+                seen = measured[w]
+                if objective == "availability":
                     rows.append(
-                        Evaluation(municipality, "", system, "availability", "%", w, None, UNKNOWN, seen, detail=detail)
+                        _availability_row(row, seen.availability.get((m.id, system)), cfg.slm.minimum_data_percent)
                     )
-    return SlaReport(cfg.stack, prometheus.url, rows)
+                    continue
+                if objective == "rto" and system not in (DRILL_SYSTEM, LINKAGE):
+                    rows.append(row(NO_DATA, detail=f"the drills measure {DRILL_SYSTEM}'s recovery, not {system}'s"))
+                    continue
+                value = {
+                    "latency_p95": seen.latency_p95.get((m.id, system)),
+                    "rpo": seen.rpo.get(m.id),
+                    "rto": (seen.linkage_rto if system == LINKAGE else seen.rto).get(m.id),
+                }[objective]
+                if value is not None and math.isinf(value):  # a drill in which the service never came back
+                    rows.append(row(MISSED, detail="did not recover within the last drill"))
+                    continue
+                status, margin = judge(objective, goal, value)
+                detail = ""
+                if objective == "rto" and system == LINKAGE:
+                    detail = (
+                        "last site-loss drill, as 税 saw it" if value is not None else "no site-loss drill asked it yet"
+                    )
+                elif objective == "rto":
+                    detail = "last drills" if value is not None else "no drill result yet (lgcloud drill)"
+                elif value is None:
+                    detail = f"no samples in the last {w}"
+                rows.append(row(status, value, margin, detail))
+
+    if not isinstance(measured, str) and show_undeclared:  # series of municipalities the stack no longer declares
+        for w, seen in measured.items():
+            for (municipality, system), value in sorted(seen.undeclared.items()):
+                detail = f"Prometheus has probes of {municipality!r}, which stack {cfg.stack} does not declare"
+                rows.append(
+                    Evaluation(municipality, "", system, "availability", "%", w, None, UNKNOWN, value, detail=detail)
+                )
+    return rows
 
 
 @dataclass(frozen=True)
@@ -259,6 +353,8 @@ class SlaReport:
     stack: str
     prometheus: str
     evaluations: list[Evaluation]
+    incidents: list[Incident] = field(default_factory=list)  # in the longest window evaluated
+    orphaned_windows: list[MaintenanceWindow] = field(default_factory=list)  # open, their process gone
 
     @property
     def exit_code(self) -> int:
@@ -267,7 +363,7 @@ class SlaReport:
         statuses = {e.status for e in self.evaluations}
         if MISSED in statuses:
             return EXIT_FAILED
-        if statuses & {NO_DATA, UNREACHABLE, UNKNOWN}:
+        if statuses & {NO_DATA, NOT_ENOUGH, UNREACHABLE, UNKNOWN}:
             return EXIT_NOT_EVALUATED
         return 0
 
@@ -277,4 +373,6 @@ class SlaReport:
             "prometheus": self.prometheus,
             "exit_code": self.exit_code,
             "results": [asdict(e) for e in self.evaluations],
+            "incidents": [asdict(i) for i in self.incidents],
+            "orphaned_windows": [asdict(w) for w in self.orphaned_windows],
         }

@@ -1,0 +1,319 @@
+"""Service levels as an agreement defines them, from the office probes in Prometheus.
+
+Contractual availability (稼働率) is measured over the agreed service hours
+(``lgcloud:sla.service_hours``), from when the municipality was put into service, with planned
+work taken out: (successful probes) / (probes) in what is left. Raw availability is every probe of
+the window. The error budget is what the target allows of the window's service hours, less the
+unplanned downtime so far. A target is judged met only on ``lgcloud:slm.minimum_data_percent``
+of the window measured; it is missed as soon as the downtime exceeds the whole window's budget.
+
+An incident is a run of failed probes of one municipality's system that is not planned work,
+after the municipality was put into service: when it began (first failed probe) and ended (first
+probe that succeeded again), and the alerts that fired for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..model.calendar import JST, Span, duration, intersect, service_spans, subtract
+from ..model.schema import Municipality, StackConfig
+from ..state.slm import MaintenanceWindow
+from .prometheus import Prometheus
+
+__all__ = [
+    "Availability",
+    "Incident",
+    "ServiceLevels",
+    "incident_id",
+    "incidents",
+    "measure_availability",
+    "planned_spans",
+]
+
+PROBES = 'probe_success{job="probe"}'
+# Failed probes closer than this to each other are one incident (a flapping service).
+INCIDENT_GAP = 30.0
+# How long after an incident's end an alert may still be the one it fired (alerts wait `for:`).
+ALERT_LATENESS = 300.0
+
+
+@dataclass(frozen=True)
+class Availability:
+    """One municipality's system over one window."""
+
+    municipality: str
+    system: str
+    target_percent: float
+    start: float
+    end: float
+    service_seconds: float  # agreed service hours in the window, planned work taken out
+    measured_seconds: float  # of which the municipality was in service (what was measured)
+    contractual_percent: float | None  # None: no probe in what was measured
+    raw_percent: float | None  # every probe in the window
+    downtime_seconds: float  # unplanned, within service hours, in service
+    probes: int
+
+    @property
+    def coverage_percent(self) -> float:
+        return 100 * self.measured_seconds / self.service_seconds if self.service_seconds else 0.0
+
+    @property
+    def budget_seconds(self) -> float:
+        return (1 - self.target_percent / 100) * self.service_seconds
+
+    @property
+    def budget_left_seconds(self) -> float:
+        return self.budget_seconds - self.downtime_seconds
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: str
+    municipality: str
+    system: str
+    start: float
+    end: float | None  # None: still failing
+    counted_seconds: float  # within service hours and outside planned work: what the budget pays
+    alerts: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def seconds(self) -> float:
+        return (self.end if self.end is not None else time.time()) - self.start
+
+
+@dataclass(frozen=True)
+class ServiceLevels:
+    availability: list[Availability] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+
+
+def incident_id(municipality: str, system: str, start: float) -> str:
+    """``b-town-jumin-20261202-173015``: readable, and the same however often it is derived."""
+    return f"{municipality}-{system}-{dt.datetime.fromtimestamp(start, JST):%Y%m%d-%H%M%S}"
+
+
+def planned_spans(
+    windows: Iterable[MaintenanceWindow], municipality: str, drills_are_planned: bool, now: float
+) -> list[Span]:
+    """The planned work that covered `municipality` (an open window runs until now)."""
+    return [
+        (w.start, w.end if w.end is not None else now)
+        for w in windows
+        if w.covers(municipality) and (drills_are_planned or w.kind != "drill")
+    ]
+
+
+def _eligible(
+    cfg: StackConfig, m: Municipality, system: str, start: float, end: float, planned: list[Span]
+) -> list[Span]:
+    hours = cfg.sla_for(m, system).service_hours
+    return subtract(service_spans(hours, start, end), planned)
+
+
+def _sums(prometheus: Prometheus, municipalities: Iterable[str], spans: list[Span]) -> dict[tuple[str, str], tuple]:
+    """(municipality, system) -> (successful probes, probes) over `spans`, asked in one query each."""
+    spans = [(math.ceil(a), math.floor(b)) for a, b in spans if math.floor(b) - math.ceil(a) >= 1]
+    if not spans:
+        return {}
+    selector = PROBES[:-1] + f', municipality=~"{"|".join(sorted(set(municipalities)))}"}}'
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for column, function in enumerate(("sum_over_time", "count_over_time")):
+        # `or` keeps every span's series apart (a "span" label each); they are added up here.
+        per_span = 'label_replace(sum by (municipality, system) ({}({}[{}s] @ {})), "span", "{}", "", "")'
+        terms = [per_span.format(function, selector, b - a, b, i) for i, (a, b) in enumerate(spans)]
+        for labels, value in prometheus.query(" or ".join(terms)):
+            totals[(labels.get("municipality", ""), labels.get("system", ""))][column] += value
+    return {key: (s, c) for key, (s, c) in totals.items()}
+
+
+def measure_availability(
+    cfg: StackConfig,
+    prometheus: Prometheus,
+    systems: Iterable[str],
+    start: float,
+    end: float,
+    windows: list[MaintenanceWindow],
+    in_service: dict[str, float],
+    municipalities: Iterable[Municipality] | None = None,
+) -> list[Availability]:
+    """Contractual and raw availability of each municipality's `systems` between `start` and `end`."""
+    chosen = list(cfg.municipalities if municipalities is None else municipalities)
+    systems = tuple(systems)
+    now = time.time()
+    eligible: dict[tuple[str, str], tuple[list[Span], list[Span]]] = {}
+    for m in chosen:
+        planned = planned_spans(windows, m.id, cfg.slm.drills_are_planned, now)
+        since = in_service.get(m.id, math.inf)
+        for system in m.services:
+            if system in systems:
+                window = _eligible(cfg, m, system, start, end, planned)
+                eligible[(m.id, system)] = (window, intersect(window, since, end))
+    # One query pair per set of spans shared by several municipalities (the usual case).
+    groups: dict[tuple[Span, ...], list[str]] = defaultdict(list)
+    for (municipality, _), (_, measured) in eligible.items():
+        if municipality not in groups[tuple(measured)]:
+            groups[tuple(measured)].append(municipality)
+    contractual: dict[tuple[str, str], tuple] = {}
+    for spans, members in groups.items():
+        for key, value in _sums(prometheus, members, list(spans)).items():
+            if key in eligible and tuple(eligible[key][1]) == spans:
+                contractual[key] = value
+    raw = _sums(prometheus, [m.id for m in chosen], [(start, end)])
+    results = []
+    for m in chosen:
+        for system in m.services:
+            if (m.id, system) not in eligible:
+                continue
+            window, measured = eligible[(m.id, system)]
+            good, count = contractual.get((m.id, system), (0.0, 0.0))
+            raw_good, raw_count = raw.get((m.id, system), (0.0, 0.0))
+            share = good / count if count else None
+            results.append(
+                Availability(
+                    municipality=m.id,
+                    system=system,
+                    target_percent=cfg.sla_for(m, system).availability_percent,
+                    start=start,
+                    end=end,
+                    service_seconds=duration(window),
+                    measured_seconds=duration(measured) if count else 0.0,
+                    contractual_percent=None if share is None else 100 * share,
+                    raw_percent=100 * raw_good / raw_count if raw_count else None,
+                    downtime_seconds=0.0 if share is None else (1 - share) * duration(measured),
+                    probes=int(count),
+                )
+            )
+    return results
+
+
+def _failed_hours(prometheus: Prometheus, start: float, end: float, selector: str) -> dict[tuple[str, str], list]:
+    """(municipality, system) -> the hours (as spans) in which at least one probe failed: one
+    subquery over the window reads each sample once, then only those hours are read sample by sample."""
+    step = 3600
+    upto = math.ceil(end / step) * step
+    expr = f"min_over_time({selector}[{step}s])[{upto - math.floor(start / step) * step}s:{step}s]"
+    found: dict[tuple[str, str], list[Span]] = defaultdict(list)
+    for labels, values in prometheus.samples(expr, upto):
+        key = (labels.get("municipality", ""), labels.get("system", ""))
+        found[key].extend((t - step, t) for t, v in values if v == 0)
+    return found
+
+
+def _runs(samples: list[tuple[float, float]], start: float, end: float, ongoing: bool) -> list[tuple]:
+    """Runs of failed probes as (first failed, first succeeded again or None while failing)."""
+    runs: list[list] = []
+    for t, v in sorted(samples):
+        if not start <= t < end:
+            continue
+        failing = bool(runs) and runs[-1][1] is None
+        if v == 0 and not failing:
+            if runs and t - runs[-1][1] < INCIDENT_GAP:
+                runs[-1][1] = None  # flapping: the same incident goes on
+            else:
+                runs.append([t, None])
+        elif v != 0 and failing:
+            runs[-1][1] = t
+    if runs and runs[-1][1] is None and not ongoing:  # cut by the end of the window
+        runs[-1][1] = end
+    return [(a, b) for a, b in runs]
+
+
+def incidents(
+    cfg: StackConfig,
+    prometheus: Prometheus,
+    systems: Iterable[str],
+    start: float,
+    end: float,
+    windows: list[MaintenanceWindow],
+    in_service: dict[str, float],
+    notes: dict[str, list] | None = None,
+    municipalities: Iterable[Municipality] | None = None,
+) -> list[Incident]:
+    """Every unplanned outage the office probes saw between `start` and `end`, oldest first."""
+    chosen = {m.id: m for m in (cfg.municipalities if municipalities is None else municipalities)}
+    systems = set(systems)
+    now = time.time()
+    selector = PROBES[:-1] + f', municipality=~"{"|".join(sorted(chosen))}"}}'
+    found = []
+    for (municipality, system), hours in sorted(_failed_hours(prometheus, start, end, selector).items()):
+        m = chosen.get(municipality)
+        if m is None or system not in systems:
+            continue
+        planned = planned_spans(windows, municipality, cfg.slm.drills_are_planned, now)
+        since = in_service.get(municipality, math.inf)
+        one = f'{PROBES[:-1]}, municipality="{municipality}", system="{system}"}}'
+        for a, b in _merged(hours):
+            upto = min(b + 60, now)
+            samples = [
+                s for _, values in prometheus.samples(f"{one}[{math.ceil(upto - a) + 60}s]", upto) for s in values
+            ]
+            for run_start, run_end in _runs(samples, max(start, a - 60), min(end, upto), ongoing=upto >= now - 1):
+                stop = run_end if run_end is not None else now
+                counted = _eligible(cfg, m, system, run_start, stop, planned)
+                if run_start < since or (not counted and any(p <= run_start and stop <= q for p, q in planned)):
+                    continue  # bring-up, or wholly planned work
+                ident = incident_id(municipality, system, run_start)
+                found.append(
+                    Incident(
+                        id=ident,
+                        municipality=municipality,
+                        system=system,
+                        start=run_start,
+                        end=run_end,
+                        counted_seconds=duration(counted),
+                        alerts=_alerts(prometheus, municipality, system, run_start, stop),
+                        notes=tuple(n.text for n in (notes or {}).get(ident, ())),
+                    )
+                )
+    return sorted(found, key=lambda i: (i.start, i.municipality, i.system))
+
+
+def _merged(spans: list[Span]) -> list[Span]:
+    merged: list[list[float]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def _alerts(prometheus: Prometheus, municipality: str, system: str, start: float, end: float) -> tuple[str, ...]:
+    """The alerts that fired for the municipality (and this system, where they name one) during it."""
+    upto = min(end + ALERT_LATENESS, time.time())
+    expr = f'ALERTS{{alertstate="firing", municipality="{municipality}"}}[{math.ceil(upto - start) + 1}s]'
+    names = {
+        labels["alertname"]
+        for labels, values in prometheus.samples(expr, upto)
+        if labels.get("system", system) == system and values
+    }
+    return tuple(sorted(names))
+
+
+def verify_service(
+    cfg: StackConfig, prometheus: Prometheus, systems: Iterable[str], municipalities: Iterable[str], timeout: float = 90
+) -> tuple[list[str], list[str]]:
+    """Wait until every system each municipality runs has answered its office's probe since now.
+    Returns the municipalities verified, and for the others what still failed."""
+    started = time.time()
+    wanted = {m: {s for s in cfg.municipality(m).services if s in set(systems)} for m in municipalities}
+    while True:
+        fresh = {
+            (labels.get("municipality", ""), labels.get("system", ""))
+            for labels, at in prometheus.query(f"timestamp({PROBES} == 1)")
+            if at >= started
+        }
+        missing = {m: sorted(s for s in need if (m, s) not in fresh) for m, need in wanted.items()}
+        if not any(missing.values()) or time.time() - started > timeout:
+            break
+        time.sleep(2)
+    verified = [m for m, left in missing.items() if not left]
+    failing = [f"{m} ({', '.join(left)})" for m, left in missing.items() if left]
+    return verified, failing
