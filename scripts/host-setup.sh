@@ -14,6 +14,8 @@ fc-list :lang=ja 2>/dev/null | grep -q . || missing="$missing fonts-ipafont-goth
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
 # マイ・ポータル's browser test: Playwright drives Debian's Chromium (it downloads no browser here).
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+# The monthly SLM report's test turns its PDF into pictures to see every page drawn.
+command -v pdftoppm >/dev/null 2>&1 || missing="$missing poppler-utils"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then

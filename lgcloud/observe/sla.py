@@ -49,6 +49,7 @@ __all__ = [
     "evaluate",
     "judge",
     "judge_all",
+    "judge_availability",
     "measure",
     "probed_systems",
     "queries",
@@ -245,24 +246,37 @@ def spoken(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _availability_row(row: functools.partial, a: Availability | None, minimum: float) -> Evaluation:
-    """Contractual availability judged: missed once the downtime is beyond the whole window's
-    budget, otherwise met or missed only on enough data."""
-    if a is None or a.contractual_percent is None:
-        why = "not in service yet (`lgcloud configure` verifies it)" if a and not a.measured_seconds else "no probes"
-        return row(NO_DATA, detail=why)
-    left = a.budget_left_seconds / 60
-    extra = {"raw_percent": a.raw_percent, "budget_left_minutes": left, "coverage_percent": a.coverage_percent}
-    status, margin = judge("availability", a.target_percent, a.contractual_percent)
-    detail = f"{a.probes} probes, {a.coverage_percent:.0f} % of the service hours measured"
+def judge_availability(a: Availability, minimum: float) -> tuple[str, str]:
+    """Contractual availability judged, and why: missed once the downtime is beyond the whole
+    window's budget; otherwise met or missed only on `minimum` percent of the window measured."""
+    if a.contractual_percent is None:
+        return (
+            NO_DATA,
+            "not in service yet (`lgcloud configure` verifies it)" if not a.measured_seconds else "no probes",
+        )
     if a.downtime_seconds > a.budget_seconds:
-        status = MISSED
-    elif a.coverage_percent < minimum:
-        status = NOT_ENOUGH
-        detail = (
+        return MISSED, f"{spoken(a.downtime_seconds)} down, beyond the window's budget of {spoken(a.budget_seconds)}"
+    if a.coverage_percent < minimum:
+        return NOT_ENOUGH, (
             f"in service for {spoken(a.measured_seconds)} of {spoken(a.service_seconds)} of service hours "
             f"in the window ({a.coverage_percent:.1f} %); judged from {minimum:g} %"
         )
+    status, _ = judge("availability", a.target_percent, a.contractual_percent)
+    return status, f"{a.probes} probes, {a.coverage_percent:.0f} % of the service hours measured"
+
+
+def _availability_row(row: functools.partial, a: Availability | None, minimum: float) -> Evaluation:
+    if a is None:
+        return row(NO_DATA, detail="no probes")
+    status, detail = judge_availability(a, minimum)
+    if a.contractual_percent is None:
+        return row(status, detail=detail)
+    _, margin = judge("availability", a.target_percent, a.contractual_percent)
+    extra = {
+        "raw_percent": a.raw_percent,
+        "budget_left_minutes": a.budget_left_seconds / 60,
+        "coverage_percent": a.coverage_percent,
+    }
     return row(status, a.contractual_percent, margin, detail, **extra)
 
 

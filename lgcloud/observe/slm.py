@@ -28,12 +28,17 @@ from .prometheus import Prometheus
 
 __all__ = [
     "Availability",
+    "Day",
     "Incident",
     "ServiceLevels",
+    "daily",
+    "days_between",
+    "eligible_spans",
     "incident_id",
     "incidents",
     "measure_availability",
     "planned_spans",
+    "verify_service",
 ]
 
 PROBES = 'probe_success{job="probe"}'
@@ -110,27 +115,48 @@ def planned_spans(
     ]
 
 
-def _eligible(
+def eligible_spans(
     cfg: StackConfig, m: Municipality, system: str, start: float, end: float, planned: list[Span]
 ) -> list[Span]:
     hours = cfg.sla_for(m, system).service_hours
     return subtract(service_spans(hours, start, end), planned)
 
 
-def _sums(prometheus: Prometheus, municipalities: Iterable[str], spans: list[Span]) -> dict[tuple[str, str], tuple]:
-    """(municipality, system) -> (successful probes, probes) over `spans`, asked in one query each."""
-    spans = [(math.ceil(a), math.floor(b)) for a, b in spans if math.floor(b) - math.ceil(a) >= 1]
-    if not spans:
+def _sums(
+    prometheus: Prometheus, municipalities: Iterable[str], spans: list[tuple[str, Span]]
+) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(municipality, system, label) -> (successful probes, probes) over the labelled `spans`
+    (a label may name several), in one query per figure."""
+    whole = [(label, (math.ceil(a), math.floor(b))) for label, (a, b) in spans if math.floor(b) - math.ceil(a) >= 1]
+    if not whole:
         return {}
     selector = PROBES[:-1] + f', municipality=~"{"|".join(sorted(set(municipalities)))}"}}'
-    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    # `or` keeps every span's series apart (a label each); they are added up here.
+    term = 'label_replace(sum by (municipality, system) ({}({}[{}s] @ {})), "span", "{}", "", "")'
     for column, function in enumerate(("sum_over_time", "count_over_time")):
-        # `or` keeps every span's series apart (a "span" label each); they are added up here.
-        per_span = 'label_replace(sum by (municipality, system) ({}({}[{}s] @ {})), "span", "{}", "", "")'
-        terms = [per_span.format(function, selector, b - a, b, i) for i, (a, b) in enumerate(spans)]
-        for labels, value in prometheus.query(" or ".join(terms)):
-            totals[(labels.get("municipality", ""), labels.get("system", ""))][column] += value
-    return {key: (s, c) for key, (s, c) in totals.items()}
+        expr = " or ".join(term.format(function, selector, b - a, b, i) for i, (_, (a, b)) in enumerate(whole))
+        for labels, value in prometheus.query(expr):
+            label = whole[int(labels["span"])][0]
+            totals[(labels.get("municipality", ""), labels.get("system", ""), label)][column] += value
+    return {key: (good, count) for key, (good, count) in totals.items()}
+
+
+def _labelled(
+    prometheus: Prometheus, spans: dict[tuple[str, str], list[tuple[str, Span]]]
+) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """`_sums` for each (municipality, system)'s own labelled spans: one query pair per set of
+    spans that several share (the usual case: the same calendar, no planned work of their own)."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for (municipality, _), own in spans.items():
+        if municipality not in groups[tuple(own)]:
+            groups[tuple(own)].append(municipality)
+    found: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for shared, members in groups.items():
+        for (m, system, label), value in _sums(prometheus, members, list(shared)).items():
+            if tuple(spans.get((m, system), ())) == shared:
+                found[(m, system, label)] = value
+    return found
 
 
 def measure_availability(
@@ -153,27 +179,20 @@ def measure_availability(
         since = in_service.get(m.id, math.inf)
         for system in m.services:
             if system in systems:
-                window = _eligible(cfg, m, system, start, end, planned)
+                window = eligible_spans(cfg, m, system, start, end, planned)
                 eligible[(m.id, system)] = (window, intersect(window, since, end))
-    # One query pair per set of spans shared by several municipalities (the usual case).
-    groups: dict[tuple[Span, ...], list[str]] = defaultdict(list)
-    for (municipality, _), (_, measured) in eligible.items():
-        if municipality not in groups[tuple(measured)]:
-            groups[tuple(measured)].append(municipality)
-    contractual: dict[tuple[str, str], tuple] = {}
-    for spans, members in groups.items():
-        for key, value in _sums(prometheus, members, list(spans)).items():
-            if key in eligible and tuple(eligible[key][1]) == spans:
-                contractual[key] = value
-    raw = _sums(prometheus, [m.id for m in chosen], [(start, end)])
+    contractual = _labelled(
+        prometheus, {key: [("", span) for span in measured] for key, (_, measured) in eligible.items()}
+    )
+    raw = _sums(prometheus, [m.id for m in chosen], [("", (start, end))])
     results = []
     for m in chosen:
         for system in m.services:
             if (m.id, system) not in eligible:
                 continue
             window, measured = eligible[(m.id, system)]
-            good, count = contractual.get((m.id, system), (0.0, 0.0))
-            raw_good, raw_count = raw.get((m.id, system), (0.0, 0.0))
+            good, count = contractual.get((m.id, system, ""), (0.0, 0.0))
+            raw_good, raw_count = raw.get((m.id, system, ""), (0.0, 0.0))
             share = good / count if count else None
             results.append(
                 Availability(
@@ -256,7 +275,7 @@ def incidents(
             ]
             for run_start, run_end in _runs(samples, max(start, a - 60), min(end, upto), ongoing=upto >= now - 1):
                 stop = run_end if run_end is not None else now
-                counted = _eligible(cfg, m, system, run_start, stop, planned)
+                counted = eligible_spans(cfg, m, system, run_start, stop, planned)
                 if run_start < since or (not counted and any(p <= run_start and stop <= q for p, q in planned)):
                     continue  # bring-up, or wholly planned work
                 ident = incident_id(municipality, system, run_start)
@@ -317,3 +336,85 @@ def verify_service(
     verified = [m for m, left in missing.items() if not left]
     failing = [f"{m} ({', '.join(left)})" for m, left in missing.items() if left]
     return verified, failing
+
+
+@dataclass(frozen=True)
+class Day:
+    """One day (JST) of one municipality's system, as the monthly report draws it."""
+
+    day: dt.date
+    contractual_percent: float | None
+    raw_percent: float | None
+    downtime_seconds: float  # unplanned, in service hours
+    p95_ms: float | None  # of every probe of the day
+
+
+def days_between(start: float, end: float) -> list[tuple[dt.date, float, float]]:
+    """The JST days between `start` and `end`, each with its own start and end."""
+    found: list[tuple[dt.date, float, float]] = []
+    day = dt.datetime.fromtimestamp(start, JST).date()
+    while True:
+        a = max(start, dt.datetime.combine(day, dt.time(0), JST).timestamp())
+        b = min(end, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), JST).timestamp())
+        if a >= end:
+            return found
+        found.append((day, a, b))
+        day += dt.timedelta(days=1)
+
+
+def daily(
+    cfg: StackConfig,
+    prometheus: Prometheus,
+    systems: Iterable[str],
+    start: float,
+    end: float,
+    windows: list[MaintenanceWindow],
+    in_service: dict[str, float],
+    municipalities: Iterable[Municipality],
+) -> dict[tuple[str, str], list[Day]]:
+    """Each day's contractual and raw availability, downtime and p95 latency, asked of Prometheus
+    a handful of queries at a time whatever the number of days and municipalities."""
+    chosen, systems, now = list(municipalities), tuple(systems), time.time()
+    days = days_between(start, end)
+    measured: dict[tuple[str, str], list[tuple[str, Span]]] = {}
+    for m in chosen:
+        planned = planned_spans(windows, m.id, cfg.slm.drills_are_planned, now)
+        since = in_service.get(m.id, math.inf)
+        for system in m.services:
+            if system in systems:
+                eligible = intersect(eligible_spans(cfg, m, system, start, end, planned), since, end)
+                measured[(m.id, system)] = [(str(d), span) for d, a, b in days for span in intersect(eligible, a, b)]
+    contractual = _labelled(prometheus, measured)
+    ids = [m.id for m in chosen]
+    raw = _sums(prometheus, ids, [(str(d), (a, b)) for d, a, b in days])
+    selector = f'probe_duration_seconds{{job="probe", municipality=~"{"|".join(ids)}"}}'
+    term = (
+        "label_replace(1000 * max by (municipality, system) (quantile_over_time(0.95, {}[{}s] @ {})),"
+        ' "span", "{}", "", "")'
+    )
+    whole = [(str(d), math.ceil(a), math.floor(b)) for d, a, b in days if math.floor(b) - math.ceil(a) >= 1]
+    p95: dict[tuple[str, str, str], float] = {}
+    if whole:
+        expr = " or ".join(term.format(selector, b - a, b, i) for i, (_, a, b) in enumerate(whole))
+        for labels, value in prometheus.query(expr):
+            p95[(labels.get("municipality", ""), labels.get("system", ""), whole[int(labels["span"])][0])] = value
+    found: dict[tuple[str, str], list[Day]] = {}
+    for (m_id, system), labelled in measured.items():
+        rows = []
+        for d, _, _ in days:
+            label = str(d)
+            good, count = contractual.get((m_id, system, label), (0.0, 0.0))
+            raw_good, raw_count = raw.get((m_id, system, label), (0.0, 0.0))
+            seconds = duration(span for lab, span in labelled if lab == label)
+            share = good / count if count else None
+            rows.append(
+                Day(
+                    day=d,
+                    contractual_percent=None if share is None else 100 * share,
+                    raw_percent=100 * raw_good / raw_count if raw_count else None,
+                    downtime_seconds=0.0 if share is None else (1 - share) * seconds,
+                    p95_ms=p95.get((m_id, system, label)),
+                )
+            )
+        found[(m_id, system)] = rows
+    return found
