@@ -11,6 +11,7 @@ from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.calendar import JST
 from ..model.schema import duration_seconds
 from ..observe.prometheus import Prometheus
+from ..observe.sla import probed_systems
 from ..observe.slm import Incident, incidents
 from ..state.facts import lab_facts
 from ..state.slm import in_service_since, incident_notes, maintenance_windows, note_incident
@@ -23,11 +24,16 @@ __all__ = ["add"]
 def _found(opts: Options, start: float, end: float, municipalities: list[str]) -> list[Incident]:
     cfg = opts.config()
     chosen = [cfg.municipality_named(m) for m in municipalities] or list(cfg.municipalities)
-    facts = lab_facts(cfg.stack)
+    if opts.args.prometheus:  # another Prometheus than the monitor's: what it probes is what is served
+        prometheus = Prometheus(opts.args.prometheus)
+        served = probed_systems(prometheus)
+    else:
+        facts = lab_facts(cfg.stack)
+        prometheus, served = Prometheus(facts.prometheus_url), facts.probed_systems
     return incidents(
         cfg,
-        Prometheus(facts.prometheus_url),
-        facts.probed_systems,
+        prometheus,
+        served,
         start,
         end,
         maintenance_windows(cfg.stack),
@@ -84,3 +90,5 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
     note.add_argument("incident", metavar="ID", help="the incident's id, as `lgcloud incident list` shows it")
     note.add_argument("text", metavar="TEXT", help="the cause, the action taken")
     note.set_defaults(run=run_note)
+    for action in (listing, note):
+        action.add_argument("--prometheus", help="Prometheus URL (default: the monitor's, as configure set it up)")

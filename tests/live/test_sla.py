@@ -4,13 +4,16 @@ met, and the utilization report agreeing with `docker stats`."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import subprocess
 import sys
 import time
 
 import pytest
 
+from lgcloud.model.calendar import JST
 from lgcloud.model.config import load_stack
 from lgcloud.model.naming import DRILL_SYSTEM, vm_resource
 from lgcloud.observe.prometheus import Prometheus
@@ -335,3 +338,43 @@ def test_the_utilization_report_agrees_with_docker_stats(prometheus, tmp_path):
             memory,
         )
     assert report[busy]["cpu_avg_vcpus"] > report[idle]["cpu_avg_vcpus"], (report[busy], report[idle])
+
+
+def test_the_monthly_report_renders_every_section_on_pages_that_are_not_blank(prometheus, tmp_path):
+    from matplotlib import image
+
+    month = datetime.datetime.now(JST).strftime("%Y-%m")
+    result = lgcloud("report", "sla", "--month", month, "--municipality", VICTIM, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / f"sla-{month}-{VICTIM}.html").read_text(encoding="utf-8")
+    for section in (
+        "サービスレベルの概要",
+        "日別の推移",
+        "障害",
+        "計画停止",
+        "災害対策訓練",
+        "バックアップ",
+        "利用状況と費用按分",
+    ):
+        assert section in html, section
+    listed = [i["id"] for i in incidents(VICTIM, "31d") if i["start"] >= month_start(month)]
+    assert all(i in html for i in listed), listed
+    pdf = tmp_path / f"sla-{month}-{VICTIM}.pdf"
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "サービスレベル月次報告書" in text and "稼働率（契約）" in text, text[:500]
+    subprocess.run(["pdftoppm", "-png", "-r", "40", str(pdf), str(tmp_path / "page")], check=True)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert pages, "no page rendered"
+    for page in pages:
+        pixels = image.imread(page)[..., :3]
+        drawn = (pixels.mean(axis=2) < 0.9).mean()  # share of pixels that are not paper
+        assert drawn > 0.01, f"{page.name} is blank ({drawn:.2%} drawn)"
+    # No number of a person in what goes to the 参加団体 (a 住民票コード is 11 digits, a 個人番号 12).
+    for path in tmp_path.glob(f"sla-{month}-{VICTIM}.*"):
+        if path.suffix in (".html", ".json"):
+            text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", path.read_text(encoding="utf-8"))  # the chart
+            assert not re.search(r"(?<![\d.])\d{11,12}(?![\d.])", text), path.name
+
+
+def month_start(month: str) -> float:
+    return datetime.datetime(int(month[:4]), int(month[5:]), 1, tzinfo=JST).timestamp()

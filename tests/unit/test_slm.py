@@ -179,3 +179,36 @@ def test_a_flapping_service_is_one_incident_and_one_still_failing_is_ongoing():
 
 def test_an_incident_id_names_municipality_system_and_start_in_jst():
     assert incident_id("b-town", "jumin", jst(2026, 12, 2, 17, 30, 15)) == "b-town-jumin-20261202-173015"
+
+
+# --- the monthly report's bad input ----------------------------------------------------------------
+
+
+@pytest.fixture
+def stack_file_copy(tmp_path):
+    path = tmp_path / f"Pulumi.{STACK}.yaml"
+    shutil.copy(stack_file("dev"), path)
+    shutil.rmtree(state_dir(STACK), ignore_errors=True)
+    record_in_service(STACK, ["a-city"], at=jst(2026, 11, 20, 10, 0))
+    yield path
+    shutil.rmtree(state_dir(STACK), ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--month", "2026-13"], "not a month"),
+        (["--month", "12/2026"], "not a month"),
+        (["--month", "2999-01"], "has not begun"),
+        (["--month", "2026-10"], "did not exist in 2026-10: its first record is of 2026-11-20"),
+        (["--month", "2026-11", "--municipality", "d-town"], "no municipality 'd-town'"),
+        ([], "needs --month"),
+    ],
+)
+def test_the_monthly_report_refuses_bad_input_with_exit_2_and_writes_nothing(
+    stack_file_copy, tmp_path, capsys, args, message
+):
+    out = tmp_path / "reports"
+    assert main(["report", "sla", "--file", str(stack_file_copy), "--out", str(out), *args]) == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+    assert not out.exists()
