@@ -33,6 +33,7 @@ from common import LGCLOUD, print_table, run, save
 
 from lgcloud.model.calendar import JST
 from lgcloud.model.config import load_stack, stack_file
+from lgcloud.model.naming import municipality_ids
 from lgcloud.model.topology import plan
 from lgcloud.state.directory import state_dir
 from lgcloud.state.slm import end_maintenance, record_in_service, start_maintenance
@@ -111,14 +112,18 @@ def backfill(stacks: list[str], path: Path, start: int, end: int, step: int) -> 
             ("vm:lgcloud_vm_memory_used_bytes:sum", 2e8),
         ):
             out.write(f"# TYPE {metric} gauge\n")
+            # The shared VMs (gateway, monitor, …) have the same names in every stack: one series each.
+            vms = {}
             for stack in stacks:
-                for vm in plan(load_stack(stack)).vms:
-                    labels = (
-                        f'{metric}{{vm="{vm.name}",site="{vm.site}",role="{vm.role}",municipality="{vm.municipality}"}}'
-                    )
-                    out.write(
-                        "".join(f"{labels} {base * (1 + (t // 3600) % 5 / 10):g} {t}\n" for t in range(start, end, 60))
-                    )
+                cfg = load_stack(stack)
+                ids = municipality_ids(cfg.municipalities)  # metrics name a municipality by its id
+                vms.update({vm.name: (vm, ids[vm.municipality]) for vm in plan(cfg).vms})
+            for vm, municipality in vms.values():
+                labels = f'{metric}{{vm="{vm.name}",site="{vm.site}",role="{vm.role}",municipality="{municipality}"}}'
+
+                out.write(
+                    "".join(f"{labels} {base * (1 + (t // 3600) % 5 / 10):g} {t}\n" for t in range(start, end, 60))
+                )
         out.write("# EOF\n")
     return planned
 

@@ -9,6 +9,7 @@ from ..engine import destroy
 from ..state.chains import forget_anchors
 from ..state.failover import forget_failovers
 from ..state.restores import forget_restores
+from ..state.slm import forget_in_service
 from .deploy import show_change
 from .options import Options, wait_flag
 
@@ -24,6 +25,7 @@ def run(opts: Options) -> int:
         forget_restores(cfg.stack)  # and the restore VMs with theirs
         if opts.args.delete_data:
             forget_anchors(cfg.stack)  # the chains they anchored are deleted with the databases
+            forget_in_service(cfg.stack)  # its time series too: the service begins again at its next verification
     removed = [c for c in changes if c.action == "delete"]
     kept = [c.name for c in changes if c.action == "kept"]
     opts.output.done(f"stack {cfg.stack}: removed {len(removed)} resources ({time.monotonic() - started:.1f}s)")

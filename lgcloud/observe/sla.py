@@ -117,10 +117,9 @@ def judge(objective: str, target: float, measured: float | None) -> tuple[str, f
 
 def queries(window: str) -> dict[str, str]:
     """The PromQL of each measurement over `window`, one series per municipality (and system)."""
-    probes = f'probe_success{{job="probe"}}[{window}]'
     return {
-        "availability": f"100 * avg by (municipality, system) (avg_over_time({probes}))",
-        "probes": f"sum by (municipality, system) (count_over_time({probes}))",
+        # Which offices probe now (availability itself: lgcloud.observe.slm).
+        "probing": 'count by (municipality, system) (probe_success{job="probe"})',
         "latency_p95": (
             "1000 * max by (municipality, system) "
             f'(quantile_over_time(0.95, probe_duration_seconds{{job="probe"}}[{window}]))'
@@ -172,7 +171,7 @@ class Measurements:
     rto: dict[str, float] = field(default_factory=dict)
     linkage_rto: dict[str, float] = field(default_factory=dict)
     backup_age: dict[str, float] = field(default_factory=dict)
-    undeclared: dict[tuple[str, str], float] = field(default_factory=dict)  # raw availability
+    undeclared: dict[tuple[str, str], float] = field(default_factory=dict)  # probes now, of undeclared ones
     incidents: list[Incident] = field(default_factory=list)
 
 
@@ -204,7 +203,7 @@ def measure(
         rto=by_municipality(q["rto"]),
         linkage_rto=by_municipality(q["linkage_rto"]),
         backup_age=by_municipality(q["backup_age"]),
-        undeclared={key: v for key, v in by_system(q["availability"]).items() if key[0] not in ids},
+        undeclared={key: v for key, v in by_system(q["probing"]).items() if key[0] not in ids},
         incidents=incidents(cfg, prometheus, served, start, at, windows, since, incident_notes(cfg.stack), chosen),
     )
 
@@ -352,11 +351,9 @@ def judge_all(
 
     if not isinstance(measured, str) and show_undeclared:  # series of municipalities the stack no longer declares
         for w, seen in measured.items():
-            for (municipality, system), value in sorted(seen.undeclared.items()):
+            for municipality, system in sorted(seen.undeclared):
                 detail = f"Prometheus has probes of {municipality!r}, which stack {cfg.stack} does not declare"
-                rows.append(
-                    Evaluation(municipality, "", system, "availability", "%", w, None, UNKNOWN, value, detail=detail)
-                )
+                rows.append(Evaluation(municipality, "", system, "availability", "%", w, None, UNKNOWN, detail=detail))
     return rows
 
 

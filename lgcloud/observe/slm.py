@@ -184,7 +184,13 @@ def measure_availability(
     contractual = _labelled(
         prometheus, {key: [("", span) for span in measured] for key, (_, measured) in eligible.items()}
     )
-    raw = _sums(prometheus, [m.id for m in chosen], [("", (start, end))])
+    selector = PROBES[:-1] + f', municipality=~"{"|".join(m.id for m in chosen)}"}}'
+    raw = {
+        (labels.get("municipality", ""), labels.get("system", "")): value
+        for labels, value in prometheus.query(
+            f"100 * avg by (municipality, system) (avg_over_time({selector}[{max(1, int(end - start))}s] @ {int(end)}))"
+        )
+    }
     results = []
     for m in chosen:
         for system in m.services:
@@ -192,7 +198,7 @@ def measure_availability(
                 continue
             window, measured = eligible[(m.id, system)]
             good, count = contractual.get((m.id, system, ""), (0.0, 0.0))
-            raw_good, raw_count = raw.get((m.id, system, ""), (0.0, 0.0))
+
             share = good / count if count else None
             results.append(
                 Availability(
@@ -204,7 +210,7 @@ def measure_availability(
                     service_seconds=duration(window),
                     measured_seconds=duration(measured) if count else 0.0,
                     contractual_percent=None if share is None else 100 * share,
-                    raw_percent=100 * raw_good / raw_count if raw_count else None,
+                    raw_percent=raw.get((m.id, system)),
                     downtime_seconds=0.0 if share is None else (1 - share) * duration(measured),
                     probes=int(count),
                 )

@@ -34,6 +34,7 @@ __all__ = [
     "MaintenanceWindow",
     "PlannedWork",
     "end_maintenance",
+    "forget_in_service",
     "in_service_since",
     "incident_notes",
     "maintenance_windows",
@@ -206,6 +207,10 @@ def planned_work(stack: str, kind: str, reason: str, municipalities: Iterable[st
     work = PlannedWork(start_maintenance(stack, reason, municipalities, kind=kind, pid=os.getpid()))
     try:
         yield work
+    except OperatorError as exc:
+        if exc.exit_code == EXIT_BAD_INPUT:  # refused before anything was changed: no work was done
+            work.nothing_done()
+        raise
     finally:
         if work.done:
             end_maintenance(stack, work.window.id)
@@ -217,6 +222,11 @@ def planned_work(stack: str, kind: str, reason: str, municipalities: Iterable[st
 def in_service_since(stack: str) -> dict[str, float]:
     """Municipality id -> when its service first passed verification after `configure`."""
     return {m: float(t) for m, t in _read(stack, "in-service.json", {}).items()}
+
+
+def forget_in_service(stack: str) -> None:
+    with file_lock(_lock(stack)):
+        _path(stack, "in-service.json").unlink(missing_ok=True)
 
 
 def record_in_service(stack: str, municipalities: Iterable[str], at: float | None = None) -> dict[str, float]:

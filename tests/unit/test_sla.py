@@ -120,7 +120,7 @@ def test_no_measurement_is_no_data_never_met():
 def test_every_query_covers_the_window_asked_for():
     for name, expr in queries("17m").items():
         # the last drills; the age now
-        assert "[17m]" in expr or name in ("rto", "linkage_rto", "backup_age"), (name, expr)
+        assert "[17m]" in expr or name in ("probing", "rto", "linkage_rto", "backup_age"), (name, expr)
 
 
 # --- judging what was measured -------------------------------------------------------------------

@@ -212,3 +212,26 @@ def test_the_monthly_report_refuses_bad_input_with_exit_2_and_writes_nothing(
     assert main(["report", "sla", "--file", str(stack_file_copy), "--out", str(out), *args]) == EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_planned_work_refused_as_bad_input_leaves_no_window(stack):
+    with pytest.raises(OperatorError), planned_work(stack, "up", "lgcloud up"):
+        raise OperatorError("lgcloud:sites.center: bad", exit_code=EXIT_BAD_INPUT)
+    assert maintenance_windows(stack) == []
+
+
+def test_the_exporter_publishes_open_planned_work_for_each_municipality_it_covers(stack):
+    from prometheus_client import CollectorRegistry
+
+    from lgcloud.model.config import load_stack
+    from lgcloud.observe.exporter import LabCollector
+
+    cfg = load_stack("dev").model_copy(update={"stack": stack})
+    registry = CollectorRegistry()
+    registry.register(LabCollector(cfg, state_dir(stack) / "drills"))
+    window = start_maintenance(stack, "OS patching", ["b-town"])
+    labels = {"municipality": "b-town", "kind": "operator", "window": str(window.id)}
+    assert registry.get_sample_value("lgcloud_maintenance_active", labels) == 1
+    assert registry.get_sample_value("lgcloud_maintenance_active", {**labels, "municipality": "a-city"}) is None
+    end_maintenance(stack, window.id)
+    assert registry.get_sample_value("lgcloud_maintenance_active", labels) is None
