@@ -69,6 +69,15 @@ def _series(out, labels: str, start: int, end: int, step: int, down: list[tuple[
     out.write("".join(f"{labels} 1 {u}\n" for u in range(t, end, step)))
 
 
+def _p95(durations: list[str], probed: range, i: int) -> str:
+    """quantile_over_time(0.95) of the minute's probe durations, as Prometheus interpolates it."""
+    values = sorted(float(durations[(u + i) % 997]) for u in probed)
+    rank = 0.95 * (len(values) - 1)
+    low = int(rank)
+    high = min(low + 1, len(values) - 1)
+    return f"{values[low] + (rank - low) * (values[high] - values[low]):.4f}"
+
+
 def backfill(stacks: list[str], path: Path, start: int, end: int, step: int) -> dict[str, list[tuple]]:
     """Write the OpenMetrics text; returns each bench stack's planned work (start, end, municipality)."""
     first = dt.datetime.fromtimestamp(start, JST).date() + dt.timedelta(days=1)
@@ -93,6 +102,42 @@ def backfill(stacks: list[str], path: Path, start: int, end: int, step: int) -> 
                 for system in SYSTEMS:
                     labels = f'probe_duration_seconds{{job="probe",municipality="{m.id}",system="{system}"}}'
                     out.write("".join(f"{labels} {durations[(t + i) % 997]} {t}\n" for t in range(start, end, step)))
+        # What the monitor's minute rules (monitoring/rules/sla.yml) record from those probes, each
+        # minute 2.5 s after a probe (the lab's evaluations and scrapes never fall together).
+        minutes = range(start + 60 - start % 60 + 2, end, 60)
+
+        def probed(t: int) -> range:  # the probes a rule evaluated at t + 0.5 reads: [t - 59.5, t + 0.5]
+            return range(start + -(-(t - 59 - start) // step) * step, t + 1, step)
+
+        per_minute = len(probed(minutes[0]))
+        failures: dict[tuple[int, str, str], dict[int, int]] = {}
+        for stack in stacks:
+            for i, m in enumerate(load_stack(stack).municipalities):
+                down_at = _at(first + dt.timedelta(days=i % 28), 10, i % 60)
+                work_at = _at(first + dt.timedelta(days=(i + 7) % 28), 2, 0)
+                for system in SYSTEMS:
+                    down = [(work_at, work_at + PLANNED)] + ([(down_at, down_at + OUTAGE)] if system == "jumin" else [])
+                    failures[(i, m.id, system)] = {
+                        t: sum(1 for u in probed(t) if any(a <= u < b for a, b in down))
+                        for t in minutes
+                        if any(a - 60 <= t < b + 60 for a, b in down)
+                    }
+        for name, changes, usual in (
+            ("sum1m", lambda failed: {t: per_minute - n for t, n in failed.items()}, per_minute),
+            ("count1m", lambda failed: {}, per_minute),
+            ("min1m", lambda failed: {t: 0 for t, n in failed.items() if n}, 1),
+        ):
+            out.write(f"# TYPE municipality_system:probe_success:{name} gauge\n")
+            for (_, municipality, system), failed in failures.items():
+                labels = f'municipality_system:probe_success:{name}{{municipality="{municipality}",system="{system}"}}'
+                changed = changes(failed)
+                out.write("".join(f"{labels} {changed.get(t, usual)} {t}.5\n" for t in minutes))
+        out.write("# TYPE municipality_system:probe_duration_seconds:p95_1m gauge\n")
+        for i, municipality, system in failures:
+            labels = (
+                f'municipality_system:probe_duration_seconds:p95_1m{{municipality="{municipality}",system="{system}"}}'
+            )
+            out.write("".join(f"{labels} {_p95(durations, probed(t), i)} {t}.5\n" for t in minutes))
         out.write("# TYPE ALERTS gauge\n")
         for stack in stacks:
             for i, m in enumerate(load_stack(stack).municipalities):
@@ -151,7 +196,8 @@ def serve(data: Path, tsdb: Path) -> str:
     deadline = time.monotonic() + 1800
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/api/v1/query?query=count(probe_success)", timeout=5) as answer:
+            ready = f"{url}/api/v1/query?query=count(last_over_time(probe_success%5B1h%5D))"
+            with urllib.request.urlopen(ready, timeout=5) as answer:
                 if json.load(answer)["data"]["result"]:
                     return url
         except OSError:

@@ -31,7 +31,7 @@ from ..model.naming import DRILL_SYSTEM
 from ..model.schema import LINKAGE, Municipality, StackConfig, duration_seconds
 from ..state.slm import MaintenanceWindow, in_service_since, incident_notes, maintenance_windows
 from .prometheus import Prometheus, PrometheusUnreachable
-from .slm import Availability, Incident, incidents, measure_availability
+from .slm import Availability, Incident, Probes, incidents, measure_availability
 
 __all__ = [
     "DATABASE",
@@ -119,10 +119,9 @@ def queries(window: str) -> dict[str, str]:
     """The PromQL of each measurement over `window`, one series per municipality (and system)."""
     return {
         # Which offices probe now (availability itself: lgcloud.observe.slm).
-        "probing": 'count by (municipality, system) (probe_success{job="probe"})',
-        "latency_p95": (
-            "1000 * max by (municipality, system) "
-            f'(quantile_over_time(0.95, probe_duration_seconds{{job="probe"}}[{window}]))'
+        "probing": 'count by (municipality, system) (last_over_time(probe_success{job="probe"}[1h]))',
+        "latency_p95": "1000 * max by (municipality, system) ({})".format(
+            Probes.over(duration_seconds(window)).p95.format(match='municipality!=""', range=f"[{window}]")
         ),
         "rpo": f"max by (municipality) (max_over_time(municipality:postgresql_rpo_seconds:max[{window}]))",
         "rto": "max by (municipality) (lgcloud_drill_rto_seconds)",
@@ -137,7 +136,8 @@ def probed_systems(prometheus: Prometheus) -> tuple[str, ...]:
         sorted(
             {
                 labels.get("system", "")
-                for labels, _ in prometheus.query('count by (system) (probe_success{job="probe"})')
+                # probed within the last hour: a system a drill has just stopped is still served
+                for labels, _ in prometheus.query('count by (system) (last_over_time(probe_success{job="probe"}[1h]))')
             }
             - {""}
         )

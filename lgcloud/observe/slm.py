@@ -42,6 +42,53 @@ __all__ = [
 ]
 
 PROBES = 'probe_success{job="probe"}'
+# Over a window longer than this the minute series the monitor records (monitoring/rules/sla.yml)
+# are read instead of every probe: a month of 5 s probes of 30 municipalities is 50 million
+# samples, seconds of Prometheus's time for each pass. Spans are then counted in whole minutes.
+EVERY_PROBE_UP_TO = 86400.0
+
+
+@dataclass(frozen=True)
+class Probes:
+    """How each figure is read from Prometheus over a ``{range}`` such as ``[3600s] @ 1796000000``
+    for the offices matching ``{match}``: from every probe, or from the monitor's minute series."""
+
+    good: str
+    count: str
+    lowest: str
+    p95: str
+
+    @staticmethod
+    def over(seconds: float) -> Probes:
+        return MINUTES if seconds > EVERY_PROBE_UP_TO else EVERY_PROBE
+
+
+_RANGE = '{{job="probe", {match}}}{range}'
+EVERY_PROBE = Probes(
+    good=f"sum_over_time(probe_success{_RANGE})",
+    count=f"count_over_time(probe_success{_RANGE})",
+    lowest=f"min_over_time(probe_success{_RANGE})",
+    p95=f"quantile_over_time(0.95, probe_duration_seconds{_RANGE})",
+)
+_MINUTE_RANGE = "{{{match}}}{range}"
+MINUTES = Probes(
+    good=f"sum_over_time(municipality_system:probe_success:sum1m{_MINUTE_RANGE})",
+    count=f"sum_over_time(municipality_system:probe_success:count1m{_MINUTE_RANGE})",
+    lowest=f"min_over_time(municipality_system:probe_success:min1m{_MINUTE_RANGE})",
+    # The 95th percentile of each minute's: an upper estimate of the window's, never a lower one.
+    p95=f"quantile_over_time(0.95, municipality_system:probe_duration_seconds:p95_1m{_MINUTE_RANGE})",
+)
+
+
+def _match(municipalities: Iterable[str]) -> str:
+    return f'municipality=~"{"|".join(sorted(set(municipalities)))}"'
+
+
+def _until(a: float, b: float) -> str:
+    """The range from `a` to `b` (whole seconds)."""
+    return f"[{int(b - a)}s] @ {int(b)}"
+
+
 # Failed probes closer than this to each other are one incident (a flapping service).
 INCIDENT_GAP = 30.0
 # How long after an incident's end an alert may still be the one it fired (alerts wait `for:`).
@@ -123,19 +170,21 @@ def eligible_spans(
 
 
 def _sums(
-    prometheus: Prometheus, municipalities: Iterable[str], spans: list[tuple[str, Span]]
+    prometheus: Prometheus, probes: Probes, municipalities: Iterable[str], spans: list[tuple[str, Span]]
 ) -> dict[tuple[str, str, str], tuple[float, float]]:
     """(municipality, system, label) -> (successful probes, probes) over the labelled `spans`
     (a label may name several), in one query per figure."""
     whole = [(label, (math.ceil(a), math.floor(b))) for label, (a, b) in spans if math.floor(b) - math.ceil(a) >= 1]
     if not whole:
         return {}
-    selector = PROBES[:-1] + f', municipality=~"{"|".join(sorted(set(municipalities)))}"}}'
+    match = _match(municipalities)
     totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     # `or` keeps every span's series apart (a label each); they are added up here.
-    term = 'label_replace(sum by (municipality, system) ({}({}[{}s] @ {})), "span", "{}", "", "")'
-    for column, function in enumerate(("sum_over_time", "count_over_time")):
-        expr = " or ".join(term.format(function, selector, b - a, b, i) for i, (_, (a, b)) in enumerate(whole))
+    term = 'label_replace(sum by (municipality, system) ({}), "span", "{}", "", "")'
+    for column, figure in enumerate((probes.good, probes.count)):
+        expr = " or ".join(
+            term.format(figure.format(match=match, range=_until(a, b)), i) for i, (_, (a, b)) in enumerate(whole)
+        )
         for labels, value in prometheus.query(expr):
             label = whole[int(labels["span"])][0]
             totals[(labels.get("municipality", ""), labels.get("system", ""), label)][column] += value
@@ -143,7 +192,7 @@ def _sums(
 
 
 def _labelled(
-    prometheus: Prometheus, spans: dict[tuple[str, str], list[tuple[str, Span]]]
+    prometheus: Prometheus, probes: Probes, spans: dict[tuple[str, str], list[tuple[str, Span]]]
 ) -> dict[tuple[str, str, str], tuple[float, float]]:
     """`_sums` for each (municipality, system)'s own labelled spans: one query pair per set of
     spans that several share (the usual case: the same calendar, no planned work of their own)."""
@@ -153,7 +202,7 @@ def _labelled(
             groups[tuple(own)].append(municipality)
     found: dict[tuple[str, str, str], tuple[float, float]] = {}
     for shared, members in groups.items():
-        for (m, system, label), value in _sums(prometheus, members, list(shared)).items():
+        for (m, system, label), value in _sums(prometheus, probes, members, list(shared)).items():
             if tuple(spans.get((m, system), ())) == shared:
                 found[(m, system, label)] = value
     return found
@@ -181,15 +230,16 @@ def measure_availability(
             if system in systems:
                 window = eligible_spans(cfg, m, system, start, end, planned)
                 eligible[(m.id, system)] = (window, intersect(window, since, end))
+    probes = Probes.over(end - start)
     contractual = _labelled(
-        prometheus, {key: [("", span) for span in measured] for key, (_, measured) in eligible.items()}
+        prometheus, probes, {key: [("", span) for span in measured] for key, (_, measured) in eligible.items()}
     )
-    selector = PROBES[:-1] + f', municipality=~"{"|".join(m.id for m in chosen)}"}}'
     raw = {
-        (labels.get("municipality", ""), labels.get("system", "")): value
-        for labels, value in prometheus.query(
-            f"100 * avg by (municipality, system) (avg_over_time({selector}[{max(1, int(end - start))}s] @ {int(end)}))"
-        )
+        (m, system): 100 * good / count
+        for (m, system, _), (good, count) in _sums(
+            prometheus, probes, [m.id for m in chosen], [("", (start, end))]
+        ).items()
+        if count
     }
     results = []
     for m in chosen:
@@ -218,12 +268,13 @@ def measure_availability(
     return results
 
 
-def _failed_hours(prometheus: Prometheus, start: float, end: float, selector: str) -> dict[tuple[str, str], list]:
+def _failed_hours(prometheus: Prometheus, start: float, end: float, match: str) -> dict[tuple[str, str], list]:
     """(municipality, system) -> the hours (as spans) in which at least one probe failed: one
     subquery over the window reads each sample once, then only those hours are read sample by sample."""
     step = 3600
     upto = math.ceil(end / step) * step
-    expr = f"min_over_time({selector}[{step}s])[{upto - math.floor(start / step) * step}s:{step}s]"
+    lowest = Probes.over(end - start).lowest.format(match=match, range=f"[{step}s]")
+    expr = f"{lowest}[{upto - math.floor(start / step) * step}s:{step}s]"
     found: dict[tuple[str, str], list[Span]] = defaultdict(list)
     for labels, values in prometheus.samples(expr, upto):
         key = (labels.get("municipality", ""), labels.get("system", ""))
@@ -265,9 +316,8 @@ def incidents(
     chosen = {m.id: m for m in (cfg.municipalities if municipalities is None else municipalities)}
     systems = set(systems)
     now = time.time()
-    selector = PROBES[:-1] + f', municipality=~"{"|".join(sorted(chosen))}"}}'
     found = []
-    for (municipality, system), hours in sorted(_failed_hours(prometheus, start, end, selector).items()):
+    for (municipality, system), hours in sorted(_failed_hours(prometheus, start, end, _match(chosen)).items()):
         m = chosen.get(municipality)
         if m is None or system not in systems:
             continue
@@ -390,18 +440,18 @@ def daily(
             if system in systems:
                 eligible = intersect(eligible_spans(cfg, m, system, start, end, planned), since, end)
                 measured[(m.id, system)] = [(str(d), span) for d, a, b in days for span in intersect(eligible, a, b)]
-    contractual = _labelled(prometheus, measured)
+    probes = Probes.over(end - start)
+    contractual = _labelled(prometheus, probes, measured)
     ids = [m.id for m in chosen]
-    raw = _sums(prometheus, ids, [(str(d), (a, b)) for d, a, b in days])
-    selector = f'probe_duration_seconds{{job="probe", municipality=~"{"|".join(ids)}"}}'
-    term = (
-        "label_replace(1000 * max by (municipality, system) (quantile_over_time(0.95, {}[{}s] @ {})),"
-        ' "span", "{}", "", "")'
-    )
+    raw = _sums(prometheus, probes, ids, [(str(d), (a, b)) for d, a, b in days])
+    term = 'label_replace(1000 * max by (municipality, system) ({}), "span", "{}", "", "")'
     whole = [(str(d), math.ceil(a), math.floor(b)) for d, a, b in days if math.floor(b) - math.ceil(a) >= 1]
     p95: dict[tuple[str, str, str], float] = {}
     if whole:
-        expr = " or ".join(term.format(selector, b - a, b, i) for i, (_, a, b) in enumerate(whole))
+        match = _match(ids)
+        expr = " or ".join(
+            term.format(probes.p95.format(match=match, range=_until(a, b)), i) for i, (_, a, b) in enumerate(whole)
+        )
         for labels, value in prometheus.query(expr):
             p95[(labels.get("municipality", ""), labels.get("system", ""), whole[int(labels["span"])][0])] = value
     found: dict[tuple[str, str], list[Day]] = {}
