@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from ..model.calendar import JST, Span, duration, intersect, service_spans, subtract
 from ..model.schema import Municipality, StackConfig
 from ..state.slm import MaintenanceWindow
-from .prometheus import Prometheus
+from .prometheus import Prometheus, Series
 
 __all__ = [
     "Availability",
@@ -57,6 +57,9 @@ class Probes:
     count: str
     lowest: str
     p95: str
+    # A minute's record speaks for the minute before it: within a span only the minutes wholly
+    # inside it are read, so that a span never takes the probes of the planned work beside it.
+    edge: float = 0.0
 
     @staticmethod
     def over(seconds: float) -> Probes:
@@ -77,6 +80,7 @@ MINUTES = Probes(
     lowest=f"min_over_time(municipality_system:probe_success:min1m{_MINUTE_RANGE})",
     # The 95th percentile of each minute's: an upper estimate of the window's, never a lower one.
     p95=f"quantile_over_time(0.95, municipality_system:probe_duration_seconds:p95_1m{_MINUTE_RANGE})",
+    edge=60.0,
 )
 
 
@@ -170,40 +174,47 @@ def eligible_spans(
 
 
 def _sums(
-    prometheus: Prometheus, probes: Probes, municipalities: Iterable[str], spans: list[tuple[str, Span]]
-) -> dict[tuple[str, str, str], tuple[float, float]]:
-    """(municipality, system, label) -> (successful probes, probes) over the labelled `spans`
-    (a label may name several), in one query per figure."""
-    whole = [(label, (math.ceil(a), math.floor(b))) for label, (a, b) in spans if math.floor(b) - math.ceil(a) >= 1]
-    if not whole:
-        return {}
-    match = _match(municipalities)
-    totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    # `or` keeps every span's series apart (a label each); they are added up here.
+    prometheus: Prometheus, probes: Probes, groups: list[tuple[Iterable[str], list[tuple[str, Span]]]]
+) -> list[dict[tuple[str, str, str], tuple[float, float]]]:
+    """For each group of municipalities over its labelled spans (a label may name several):
+    (municipality, system, label) -> (successful probes, probes). One query per figure for all."""
+    terms: list[tuple[int, str, str, int, int]] = []  # group, label, match, start, end
+    for group, (members, spans) in enumerate(groups):
+        match = _match(members)
+        for label, (a, b) in spans:
+            if math.floor(b) - math.ceil(a + probes.edge) >= 1:
+                terms.append((group, label, match, math.ceil(a + probes.edge), math.floor(b)))
+    totals: list[dict[tuple[str, str, str], list[float]]] = [defaultdict(lambda: [0.0, 0.0]) for _ in groups]
+    # `or` keeps every term's series apart (a label each); they are added up here.
     term = 'label_replace(sum by (municipality, system) ({}), "span", "{}", "", "")'
     for column, figure in enumerate((probes.good, probes.count)):
+        if not terms:
+            break
         expr = " or ".join(
-            term.format(figure.format(match=match, range=_until(a, b)), i) for i, (_, (a, b)) in enumerate(whole)
+            term.format(figure.format(match=match, range=_until(a, b)), i)
+            for i, (_, _, match, a, b) in enumerate(terms)
         )
         for labels, value in prometheus.query(expr):
-            label = whole[int(labels["span"])][0]
-            totals[(labels.get("municipality", ""), labels.get("system", ""), label)][column] += value
-    return {key: (good, count) for key, (good, count) in totals.items()}
+            group, label, *_ = terms[int(labels["span"])]
+            totals[group][(labels.get("municipality", ""), labels.get("system", ""), label)][column] += value
+    return [{key: (good, count) for key, (good, count) in found.items()} for found in totals]
 
 
 def _labelled(
     prometheus: Prometheus, probes: Probes, spans: dict[tuple[str, str], list[tuple[str, Span]]]
 ) -> dict[tuple[str, str, str], tuple[float, float]]:
-    """`_sums` for each (municipality, system)'s own labelled spans: one query pair per set of
-    spans that several share (the usual case: the same calendar, no planned work of their own)."""
+    """`_sums` for each (municipality, system)'s own labelled spans, grouped by the spans that
+    several share (the usual case: the same calendar, no planned work of their own)."""
     groups: dict[tuple, list[str]] = defaultdict(list)
     for (municipality, _), own in spans.items():
         if municipality not in groups[tuple(own)]:
             groups[tuple(own)].append(municipality)
     found: dict[tuple[str, str, str], tuple[float, float]] = {}
-    for shared, members in groups.items():
-        for (m, system, label), value in _sums(prometheus, probes, members, list(shared)).items():
-            if tuple(spans.get((m, system), ())) == shared:
+    shared = list(groups.items())
+    asked: list[tuple[Iterable[str], list[tuple[str, Span]]]] = [(members, list(key)) for key, members in shared]
+    for (key, _), sums in zip(shared, _sums(prometheus, probes, asked)):
+        for (m, system, label), value in sums.items():
+            if tuple(spans.get((m, system), ())) == key:
                 found[(m, system, label)] = value
     return found
 
@@ -234,13 +245,8 @@ def measure_availability(
     contractual = _labelled(
         prometheus, probes, {key: [("", span) for span in measured] for key, (_, measured) in eligible.items()}
     )
-    raw = {
-        (m, system): 100 * good / count
-        for (m, system, _), (good, count) in _sums(
-            prometheus, probes, [m.id for m in chosen], [("", (start, end))]
-        ).items()
-        if count
-    }
+    (whole,) = _sums(prometheus, probes, [([m.id for m in chosen], [("", (start, end))])])
+    raw = {(m, system): 100 * good / count for (m, system, _), (good, count) in whole.items() if count}
     results = []
     for m in chosen:
         for system in m.services:
@@ -317,7 +323,9 @@ def incidents(
     systems = set(systems)
     now = time.time()
     found = []
-    for (municipality, system), hours in sorted(_failed_hours(prometheus, start, end, _match(chosen)).items()):
+    failed = _failed_hours(prometheus, start, end, _match(chosen))
+    fired = _fired(prometheus, [m for m, _ in failed], start, end) if failed else []
+    for (municipality, system), hours in sorted(failed.items()):
         m = chosen.get(municipality)
         if m is None or system not in systems:
             continue
@@ -343,7 +351,7 @@ def incidents(
                         start=run_start,
                         end=run_end,
                         counted_seconds=duration(counted),
-                        alerts=_alerts(prometheus, municipality, system, run_start, stop),
+                        alerts=_alerts(fired, municipality, system, run_start, stop),
                         notes=tuple(n.text for n in (notes or {}).get(ident, ())),
                     )
                 )
@@ -360,14 +368,22 @@ def _merged(spans: list[Span]) -> list[Span]:
     return [(a, b) for a, b in merged]
 
 
-def _alerts(prometheus: Prometheus, municipality: str, system: str, start: float, end: float) -> tuple[str, ...]:
-    """The alerts that fired for the municipality (and this system, where they name one) during it."""
+def _fired(prometheus: Prometheus, municipalities: Iterable[str], start: float, end: float) -> list[Series]:
+    """Every alert that fired for the municipalities between `start` and `end` (and a little after:
+    alerts wait their `for:`), with when: one query for every incident of the window."""
     upto = min(end + ALERT_LATENESS, time.time())
-    expr = f'ALERTS{{alertstate="firing", municipality="{municipality}"}}[{math.ceil(upto - start) + 1}s]'
+    expr = f'ALERTS{{alertstate="firing", {_match(municipalities)}}}[{math.ceil(upto - start) + 1}s]'
+    return prometheus.samples(expr, upto)
+
+
+def _alerts(fired: list[Series], municipality: str, system: str, start: float, end: float) -> tuple[str, ...]:
+    """The alerts that fired for the municipality (and this system, where they name one) during it."""
     names = {
         labels["alertname"]
-        for labels, values in prometheus.samples(expr, upto)
-        if labels.get("system", system) == system and values
+        for labels, values in fired
+        if labels.get("municipality") == municipality
+        and labels.get("system", system) == system
+        and any(start <= t <= end + ALERT_LATENESS for t, _ in values)
     }
     return tuple(sorted(names))
 
@@ -443,7 +459,7 @@ def daily(
     probes = Probes.over(end - start)
     contractual = _labelled(prometheus, probes, measured)
     ids = [m.id for m in chosen]
-    raw = _sums(prometheus, probes, ids, [(str(d), (a, b)) for d, a, b in days])
+    (raw,) = _sums(prometheus, probes, [(ids, [(str(d), (a, b)) for d, a, b in days])])
     term = 'label_replace(1000 * max by (municipality, system) ({}), "span", "{}", "", "")'
     whole = [(str(d), math.ceil(a), math.floor(b)) for d, a, b in days if math.floor(b) - math.ceil(a) >= 1]
     p95: dict[tuple[str, str, str], float] = {}

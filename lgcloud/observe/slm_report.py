@@ -14,9 +14,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,17 @@ from ..state.directory import state_dir
 from ..state.slm import MaintenanceWindow, in_service_since, incident_notes, maintenance_windows
 from .prometheus import Prometheus
 from .sla import BACKUP_SLACK, MET, MISSED, NO_DATA, NOT_ENOUGH, judge_availability
-from .slm import Availability, Day, Incident, daily, eligible_spans, incidents, measure_availability, planned_spans
+from .slm import (
+    Availability,
+    Day,
+    Incident,
+    Probes,
+    daily,
+    eligible_spans,
+    incidents,
+    measure_availability,
+    planned_spans,
+)
 from .utilization import FONT, VmUse
 from .utilization import measure as measure_use
 
@@ -179,27 +192,28 @@ def monthly_reports(
     windows, since = maintenance_windows(cfg.stack), in_service_since(cfg.stack)
     now = time.time()
     ids = [m.id for m in chosen]
-    months = {
-        (a.municipality, a.system): a
-        for a in measure_availability(cfg, prometheus, served, start, end, windows, since, chosen)
-    }
-    days = daily(cfg, prometheus, served, start, end, windows, since, chosen)
-    found = incidents(cfg, prometheus, served, start, end, windows, since, incident_notes(cfg.stack), chosen)
     seconds = int(end - start)
-    selector = f'{{job="probe", municipality=~"{"|".join(ids)}"}}'
-    p95 = {
-        (labels.get("municipality", ""), labels.get("system", "")): value
-        for labels, value in prometheus.query(
-            f"1000 * max by (municipality, system) "
-            f"(quantile_over_time(0.95, probe_duration_seconds{selector}[{seconds}s] @ {int(end)}))"
-        )
-    }
+    match = f'municipality=~"{"|".join(ids)}"'
+    month_p95 = Probes.over(seconds).p95.format(match=match, range=f"[{seconds}s] @ {int(end)}")
     age = "municipality:backup_age_seconds:min"
-    newest = {lab.get("municipality", ""): v for lab, v in prometheus.query(f"{age} @ {int(end)}")}
     # Before its first backup a municipality's age counts from 1970: not an age of any backup.
     worst_expr = f"max_over_time(({age} < {YEAR})[{seconds}s:5m] @ {int(end)})"
-    worst = {lab.get("municipality", ""): v for lab, v in prometheus.query(worst_expr)}
-    use = measure_use(cfg, prometheus, f"{seconds}s", at=end)
+
+    def by(expr: str, *keys: str) -> dict[tuple[str, ...], float]:
+        return {tuple(labels.get(k, "") for k in keys): v for labels, v in prometheus.query(expr)}
+
+    # Prometheus answers side by side: the month's figures are asked at once.
+    with ThreadPoolExecutor(4) as pool:
+        months_asked = pool.submit(measure_availability, cfg, prometheus, served, start, end, windows, since, chosen)
+        days_asked = pool.submit(daily, cfg, prometheus, served, start, end, windows, since, chosen)
+        notes = incident_notes(cfg.stack)
+        found_asked = pool.submit(incidents, cfg, prometheus, served, start, end, windows, since, notes, chosen)
+        use_asked = pool.submit(measure_use, cfg, prometheus, f"{seconds}s", end)
+        p95 = by(f"1000 * max by (municipality, system) ({month_p95})", "municipality", "system")
+        newest = by(f"{age} @ {int(end)}", "municipality")
+        worst = by(worst_expr, "municipality")
+        months = {(a.municipality, a.system): a for a in months_asked.result()}
+        days, found, use = days_asked.result(), found_asked.result(), use_asked.result()
     measured_use = any(v.cpu_avg_vcpus is not None for v in use.vms)
     goal = BACKUP_SLACK * duration_seconds(cfg.backup.interval)
     reports = []
@@ -249,7 +263,7 @@ def monthly_reports(
                 incidents=[i for i in found if i.municipality == m.id],
                 planned=planned,
                 drills=_drills(cfg.stack, start, end, m.id),
-                backup=BackupStatus(newest.get(m.id), worst.get(m.id), goal),
+                backup=BackupStatus(newest.get((m.id,)), worst.get((m.id,)), goal),
                 usage=Usage(share.by_allocation, share.by_use, [v for v in use.vms if v.municipality == m.id])
                 if share and measured_use
                 else None,
@@ -518,19 +532,23 @@ def _pdf(r: MonthlyReport, chart: Path, path: Path) -> None:
     ).build(story)
 
 
+def _write(r: MonthlyReport, out: Path) -> Path:
+    stem = out / f"sla-{r.month}-{r.municipality}"
+    chart = stem.with_suffix(".png")
+    _chart(r, chart)
+    stem.with_suffix(".html").write_text(_html(r, chart), encoding="utf-8")
+    _pdf(r, chart, stem.with_suffix(".pdf"))
+    stem.with_suffix(".json").write_text(
+        json.dumps(r.to_json(), indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+    )
+    return stem.with_suffix(".pdf")
+
+
 def write_reports(reports: list[MonthlyReport], out: Path) -> list[Path]:
     """For each report: ``sla-<month>-<municipality>.html`` (chart embedded), ``.pdf``, ``.png``
-    and ``.json`` in `out`. Returns the PDFs."""
+    and ``.json`` in `out`, drawn on every core. Returns the PDFs."""
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for r in reports:
-        stem = out / f"sla-{r.month}-{r.municipality}"
-        chart = stem.with_suffix(".png")
-        _chart(r, chart)
-        stem.with_suffix(".html").write_text(_html(r, chart), encoding="utf-8")
-        _pdf(r, chart, stem.with_suffix(".pdf"))
-        stem.with_suffix(".json").write_text(
-            json.dumps(r.to_json(), indent=2, ensure_ascii=False, default=str), encoding="utf-8"
-        )
-        written.append(stem.with_suffix(".pdf"))
-    return written
+    if len(reports) < 2:
+        return [_write(r, out) for r in reports]
+    with ProcessPoolExecutor(min(len(reports), os.cpu_count() or 1), mp_context=get_context("fork")) as pool:
+        return list(pool.map(_write, reports, [out] * len(reports)))
