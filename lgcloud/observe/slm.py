@@ -19,7 +19,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..model.calendar import JST, Span, duration, intersect, service_spans, subtract
 from ..model.schema import Municipality, StackConfig
@@ -30,7 +30,6 @@ __all__ = [
     "Availability",
     "Day",
     "Incident",
-    "ServiceLevels",
     "daily",
     "days_between",
     "eligible_spans",
@@ -142,12 +141,6 @@ class Incident:
     @property
     def seconds(self) -> float:
         return (self.end if self.end is not None else time.time()) - self.start
-
-
-@dataclass(frozen=True)
-class ServiceLevels:
-    availability: list[Availability] = field(default_factory=list)
-    incidents: list[Incident] = field(default_factory=list)
 
 
 def incident_id(municipality: str, system: str, start: float) -> str:
