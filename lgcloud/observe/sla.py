@@ -257,10 +257,11 @@ def judge_availability(a: Availability, minimum: float) -> tuple[str, str]:
     """Contractual availability judged, and why: missed once the downtime is beyond the whole
     window's budget; otherwise met or missed only on `minimum` percent of the window measured."""
     if a.contractual_percent is None:
-        return (
-            NO_DATA,
-            "not in service yet (`lgcloud configure` verifies it)" if not a.measured_seconds else "no probes",
-        )
+        if not a.measured_seconds:
+            return NO_DATA, "not in service yet (`lgcloud configure` verifies it)"
+        if a.coverage_percent < minimum:  # just put into service: its first minute is not recorded yet
+            return NOT_ENOUGH, f"in service for {spoken(a.measured_seconds)}, no probe recorded yet"
+        return NO_DATA, f"no probes in {spoken(a.measured_seconds)} in service: is the office's prober running?"
     if a.downtime_seconds > a.budget_seconds:
         return MISSED, f"{spoken(a.downtime_seconds)} down, beyond the window's budget of {spoken(a.budget_seconds)}"
     if a.coverage_percent < minimum:

@@ -257,7 +257,7 @@ def measure_availability(
                     start=start,
                     end=end,
                     service_seconds=duration(window),
-                    measured_seconds=duration(measured) if count else 0.0,
+                    measured_seconds=duration(measured),
                     contractual_percent=None if share is None else 100 * share,
                     raw_percent=raw.get((m.id, system)),
                     downtime_seconds=0.0 if share is None else (1 - share) * duration(measured),

@@ -239,6 +239,21 @@ def test_a_municipality_not_yet_in_service_has_no_data(dev):
     assert code == EXIT_NOT_EVALUATED
 
 
+def test_a_municipality_just_put_into_service_without_a_probe_recorded_is_not_enough_data(dev):
+    young = replace(availability("c-village", "jumin", 100.0, measured=20), contractual_percent=None, probes=0)
+    rows, code = rows_of(dev, healthy(dev, availability={("c-village", "jumin"): young}))
+    row = next(r for r in rows if (r.municipality, r.system, r.objective) == ("c-village", "jumin", "availability"))
+    assert row.status == "not enough data" and "no probe recorded yet" in row.detail, row
+    assert code == EXIT_NOT_EVALUATED
+
+
+def test_a_municipality_in_service_without_any_probe_has_no_data(dev):
+    silent = replace(availability("c-village", "jumin", 100.0), contractual_percent=None, probes=0)
+    rows, _ = rows_of(dev, healthy(dev, availability={("c-village", "jumin"): silent}))
+    row = next(r for r in rows if (r.municipality, r.system, r.objective) == ("c-village", "jumin", "availability"))
+    assert row.status == "no data" and "prober" in row.detail, row
+
+
 def test_the_async_municipality_is_held_to_its_own_rpo(dev):
     rows, code = rows_of(dev, healthy(dev, rpo={"c-village": 3.0, "a-city": 3.0}), "1h")
     assert statuses(rows, "c-village", "rpo") == {"met"} and statuses(rows, "a-city", "rpo") == {"missed"}
