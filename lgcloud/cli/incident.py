@@ -10,13 +10,10 @@ import time
 from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.calendar import JST
 from ..model.schema import duration_seconds
-from ..observe.prometheus import Prometheus
-from ..observe.sla import probed_systems
 from ..observe.slm import Incident, incidents
-from ..state.facts import lab_facts
 from ..state.slm import in_service_since, incident_notes, maintenance_windows, note_incident
 from .options import Options
-from .sla import show_incidents
+from .sla import asked_prometheus, show_incidents
 
 __all__ = ["add"]
 
@@ -24,12 +21,7 @@ __all__ = ["add"]
 def _found(opts: Options, start: float, end: float, municipalities: list[str]) -> list[Incident]:
     cfg = opts.config()
     chosen = [cfg.municipality_named(m) for m in municipalities] or list(cfg.municipalities)
-    if opts.args.prometheus:  # another Prometheus than the monitor's: what it probes is what is served
-        prometheus = Prometheus(opts.args.prometheus)
-        served = probed_systems(prometheus)
-    else:
-        facts = lab_facts(cfg.stack)
-        prometheus, served = Prometheus(facts.prometheus_url), facts.probed_systems
+    prometheus, served = asked_prometheus(opts, cfg.stack)
     return incidents(
         cfg,
         prometheus,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..observe.prometheus import Prometheus
-from ..observe.sla import probed_systems
 from ..observe.slm_report import month_bounds, monthly_reports, write_reports
 from ..observe.utilization import write_report
 from ..state.facts import lab_facts
 from .options import Options
+from .sla import asked_prometheus
 
 __all__ = ["add"]
 
@@ -34,12 +34,7 @@ def _sla(opts: Options) -> int:
         raise OperatorError("report sla needs --month YYYY-MM", "e.g. --month 2026-12", EXIT_BAD_INPUT)
     chosen = [cfg.municipality_named(m) for m in opts.args.municipality or ()] or list(cfg.municipalities)
     month_bounds(cfg.stack, opts.args.month)  # refused before Prometheus is asked, and nothing written
-    if opts.args.prometheus:
-        prometheus = Prometheus(opts.args.prometheus)
-        served = probed_systems(prometheus)
-    else:
-        facts = lab_facts(cfg.stack)
-        prometheus, served = Prometheus(facts.prometheus_url), facts.probed_systems
+    prometheus, served = asked_prometheus(opts, cfg.stack)
     with opts.output.err.status(f"measuring {opts.args.month} for {len(chosen)} municipalities …"):
         reports = monthly_reports(cfg, prometheus, served, opts.args.month, chosen)
     with opts.output.err.status("writing the reports …"):

@@ -26,7 +26,7 @@ from ..observe.slm import Incident
 from ..state.facts import lab_facts
 from .options import Options
 
-__all__ = ["add", "show_incidents"]
+__all__ = ["add", "asked_prometheus", "show_incidents"]
 
 _COLOURS = {
     MET: "green",
@@ -88,19 +88,7 @@ def _show(opts: Options, report: SlaReport) -> None:
         )
     opts.output.table(
         f"SLA of stack {report.stack} ({report.prometheus})",
-        (
-            "municipality",
-            "system",
-            "objective",
-            "window",
-            "target",
-            "measured",
-            "raw",
-            "status",
-            "margin",
-            "budget left",
-            "note",
-        ),
+        COLUMNS,
         rows,
         right=("target", "measured", "raw", "margin", "budget left"),
         caption="availability: contractual (service hours, in service, planned work excluded); raw: every probe",
@@ -148,15 +136,20 @@ def show_incidents(opts: Options, found: list[Incident], title: str) -> None:
     )
 
 
+def asked_prometheus(opts: Options, stack: str) -> tuple[Prometheus, tuple[str, ...]]:
+    """The Prometheus a verb asks (the monitor's, as the last configure set it up, or --prometheus)
+    and the systems the lab serves (for another Prometheus: those it holds office probes of)."""
+    if opts.args.prometheus:
+        prometheus = Prometheus(opts.args.prometheus)
+        return prometheus, probed_systems(prometheus)
+    facts = lab_facts(stack)
+    return Prometheus(facts.prometheus_url), facts.probed_systems
+
+
 def run(opts: Options) -> int:
     cfg = opts.config()
     check_request(cfg, opts.args.window, opts.args.municipality or ())
-    if opts.args.prometheus:  # another Prometheus than the monitor's: what it probes is what is served
-        prometheus = Prometheus(opts.args.prometheus)
-        served = probed_systems(prometheus)
-    else:
-        facts = lab_facts(cfg.stack)
-        prometheus, served = Prometheus(facts.prometheus_url), facts.probed_systems
+    prometheus, served = asked_prometheus(opts, cfg.stack)
     report = evaluate(cfg, prometheus, served, opts.args.window, opts.args.municipality or ())
     if opts.flag("json"):
         opts.output.json(report.to_json())
