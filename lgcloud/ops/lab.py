@@ -24,7 +24,16 @@ from docker.models.networks import Network
 
 from ..engine.realise import connect
 from ..errors import OperatorError
-from ..model.naming import endpoint_or_default, replica_slot, segment_resource, service_url, vm_resource
+from ..model.naming import (
+    NAME_LABEL,
+    SITE_LABEL,
+    STACK_LABEL,
+    endpoint_or_default,
+    replica_slot,
+    segment_resource,
+    service_url,
+    vm_resource,
+)
 from ..model.schema import Municipality, StackConfig
 from ..model.topology import Topology, VmPlan, plan
 from ..state.hostkeys import HOST_KEY, PinnedKey, known_hosts_path, pin_host_keys
@@ -38,6 +47,12 @@ SCRIPTS = Path(__file__).with_name("files")  # what operations run on the VMs
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_DATA = "/var/lib/postgresql/15/main"
 REPLICATION_USER = "replicator"  # roles/postgresql/defaults/main.yml
+# sshd runs at most 10 sessions on one connection (MaxSessions) and refuses the 11th channel. The
+# lab keeps one connection per VM, so commands beyond this many on one VM wait for a channel.
+CHANNELS_PER_VM = 8
+# A channel refused anyway (sshd busy starting sessions) is opened again after these pauses: the
+# command never started, so trying again cannot run it twice.
+CHANNEL_RETRIES = (0.1, 0.3, 1.0)
 
 
 class LabError(OperatorError):
@@ -86,8 +101,12 @@ class Lab:
         self.stack = cfg.stack
         # One client per site endpoint; both are the local engine unless the stack says otherwise.
         self._engines = {site: connect(endpoint_or_default(spec.endpoint)) for site, spec in cfg.sites.items()}
+        # Sites whose engine runs on this machine: their VMs' processes are this kernel's to see.
+        self._local = {site for site, spec in cfg.sites.items() if endpoint_or_default(spec.endpoint) is None}
         self._key = paramiko.Ed25519Key.from_private_key_file(str(ensure_keypair(cfg.stack).private))
         self._sessions: dict[str, paramiko.SSHClient] = {}
+        self._channels: dict[str, threading.BoundedSemaphore] = {}
+        self._connecting: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.pairs = {m.id: Pair.of(m, self.topology) for m in cfg.municipalities}
 
@@ -104,9 +123,11 @@ class Lab:
                 return found
         raise LabError(f"no VM {vm!r} in stack {self.stack}")
 
+    def _engine_site(self, site: str) -> str:
+        return site if site in self._engines else "center"  # offices live with the center
+
     def container(self, vm: str) -> Container:
-        site = self.plan(vm).site
-        engine = self._engines.get(site, self._engines["center"])  # offices live with the center
+        engine = self._engines[self._engine_site(self.plan(vm).site)]
         try:
             return engine.containers.get(vm_resource(self.stack, vm))
         except docker.errors.NotFound:
@@ -116,6 +137,30 @@ class Lab:
         c = self.container(vm)
         c.reload()
         return c.status == "running"
+
+    def running_vms(self, site: str) -> set[str]:
+        """The VMs of a site that run now, in one question to its hypervisor (which answers it
+        from its own records even while it is busy stopping them)."""
+        engine = self._engines[self._engine_site(site)]
+        found = engine.api.containers(filters={"label": [f"{STACK_LABEL}={self.stack}", f"{SITE_LABEL}={site}"]})
+        return {c["Labels"][NAME_LABEL] for c in found if c["Labels"].get(NAME_LABEL)}
+
+    def powered_off(self, vm: str) -> bool:
+        """Whether the VM is off. The engine's own record lags a VM killed a moment ago by
+        seconds (it tears down the VM's ports first); on this machine's engine the VM's first
+        process is looked at instead: gone, dead and not yet reaped, or another's, the VM is off."""
+        attrs = self.container(vm).attrs
+        if attrs["State"]["Status"] != "running":
+            return True
+        if self._engine_site(self.plan(vm).site) not in self._local:
+            return False
+        proc = Path(f"/proc/{attrs['State']['Pid']}")
+        try:
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]  # the field after the name
+            ours = attrs["Id"] in (proc / "cgroup").read_text()
+        except FileNotFoundError:
+            return True
+        return state in ("Z", "X") or not ours
 
     def kill(self, vm: str) -> None:
         """Pull the plug: no shutdown, no flush, as a power loss would."""
@@ -138,7 +183,7 @@ class Lab:
     def remove_volume(self, name: str, site: str) -> None:
         """Delete a data volume on a site's engine (gone already: nothing to do)."""
         try:
-            self._engines.get(site, self._engines["center"]).volumes.get(name).remove(force=True)
+            self._engines[self._engine_site(site)].volumes.get(name).remove(force=True)
         except docker.errors.NotFound:
             pass
 
@@ -228,11 +273,19 @@ class Lab:
             time.sleep(0.2)
 
     def session(self, vm: str) -> paramiko.SSHClient:
+        """The VM's kept-open connection; made by one thread while the others wait for it (many
+        connections opened at once to one VM would meet sshd's MaxStartups)."""
         with self._lock:
-            client = self._sessions.get(vm)
-            transport = client.get_transport() if client else None
-            if client and transport and transport.is_active():
-                return client
+            connecting = self._connecting.setdefault(vm, threading.Lock())
+        with connecting:
+            with self._lock:
+                client = self._sessions.get(vm)
+                transport = client.get_transport() if client else None
+                if client and transport and transport.is_active():
+                    return client
+            return self._connect(vm)
+
+    def _connect(self, vm: str) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         known = known_hosts_path(self.stack)
         if known.exists():
@@ -261,23 +314,58 @@ class Lab:
             self._sessions[vm] = client
         return client
 
+    def _forget_if_closed(self, vm: str) -> None:
+        with self._lock:
+            client = self._sessions.get(vm)
+            transport = client.get_transport() if client else None
+            if transport is not None and transport.is_active():
+                return
+        self.forget(vm)
+
     def forget(self, vm: str) -> None:
         with self._lock:
             client = self._sessions.pop(vm, None)
         if client:
             client.close()
 
+    def _channel(self, vm: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            return self._channels.setdefault(vm, threading.BoundedSemaphore(CHANNELS_PER_VM))
+
+    def _open(self, vm: str) -> paramiko.Channel:
+        """A new session channel on the VM's connection, opened again if sshd refuses it."""
+        for pause in (*CHANNEL_RETRIES, None):
+            try:
+                transport = self.session(vm).get_transport()
+                if transport is None:
+                    raise paramiko.SSHException("SSH session not active")
+                return transport.open_session(timeout=10)
+            except paramiko.SSHException:  # ChannelException ("Connect failed") is one
+                if pause is None:
+                    raise
+                self._forget_if_closed(vm)  # the connection itself gone: the next try makes a new one
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
     def run(self, vm: str, command: str, stdin: str = "", timeout: float = 60, check: bool = True) -> str:
         """Run a shell command on a VM; its stdout, or LabError naming the VM and stderr."""
         try:
-            _, out, err = self.session(vm).exec_command(command, timeout=timeout)
-            if stdin:
-                out.channel.sendall(stdin.encode())
-            out.channel.shutdown_write()
-            text, error = out.read().decode(), err.read().decode()
-            status = out.channel.recv_exit_status()
+            with self._channel(vm):
+                channel = self._open(vm)
+                try:
+                    channel.settimeout(timeout)
+                    channel.exec_command(command)
+                    out, err = channel.makefile("rb"), channel.makefile_stderr("rb")
+                    if stdin:
+                        channel.sendall(stdin.encode())
+                    channel.shutdown_write()
+                    text, error = out.read().decode(), err.read().decode()
+                    status = channel.recv_exit_status()
+                finally:
+                    channel.close()
         except (OSError, paramiko.SSHException) as exc:
-            self.forget(vm)
+            # Other commands may share the connection: it is dropped only when it is gone anyway.
+            self._forget_if_closed(vm)
             raise LabError(f"{vm}: {exc.__class__.__name__}: {exc}") from None
         if check and status != 0:
             raise LabError(f"{vm}: `{command[:80]}` exited {status}: {error.strip()[-400:]}")
