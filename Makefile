@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: up test down host images venv lint unit clean
+.PHONY: up test test-region down host images venv lint unit clean
 
 up: host images venv
 	$(VENV)/bin/lgcloud up --stack $(STACK)
@@ -33,9 +33,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The drills of a lab above sshd's 10 sessions per connection (stack `region`, 12 municipalities):
+# brings that lab up beside dev, runs site-loss and failback, removes it. About 12 minutes.
+test-region: host images venv
+	$(VENV)/bin/pytest -p no:cacheprovider -m region
+
 # Tests that need no Docker Engine: unit tests of the program and the config.
 unit: venv
-	$(VENV)/bin/pytest -p no:cacheprovider -m "not live and not engine"
+	$(VENV)/bin/pytest -p no:cacheprovider -m "not live and not engine and not region"
 
 # Everything the lab made, its data volumes included (the keys and passwords in .lgcloud go too,
 # and data without them could not be used).

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 from .records import Records
 
-__all__ = ["Failover", "fenced_vms", "forget_failovers", "record_failback", "record_failover", "served_from_backup"]
+__all__ = [
+    "Failover",
+    "fenced_vms",
+    "forget_failovers",
+    "record_failback",
+    "record_failover",
+    "record_site_failover",
+    "served_from_backup",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,11 @@ def fenced_vms(stack: str) -> set[str]:
 
 def record_failover(stack: str, municipality: str, failover: Failover) -> None:
     _FAILOVERS.put(stack, municipality, failover)
+
+
+def record_site_failover(stack: str, failovers: dict[str, Failover]) -> None:
+    """Many municipalities failed over as one event (a site lost): recorded in one write."""
+    _FAILOVERS.put_all(stack, dict(failovers))
 
 
 def record_failback(stack: str, municipality: str) -> None:

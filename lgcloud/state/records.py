@@ -52,12 +52,17 @@ class Records(Generic[T]):
 
     def put(self, stack: str, municipality: str, record: T | None) -> None:
         """Record `record` for the municipality (None: forget it); the others are kept."""
+        self.put_all(stack, {municipality: record})
+
+    def put_all(self, stack: str, records: dict[str, T | None]) -> None:
+        """`put` of several municipalities in one write: all of them are recorded, or none."""
         with file_lock(self._lock(stack)):
             state = self.all(stack)
-            if record is None:
-                state.pop(municipality, None)
-            else:
-                state[municipality] = record
+            for municipality, record in records.items():
+                if record is None:
+                    state.pop(municipality, None)
+                else:
+                    state[municipality] = record
             document = {m: asdict(r) for m, r in state.items()}  # type: ignore[call-overload]
             write_atomic(self._path(stack), json.dumps(document, indent=2, ensure_ascii=False), 0o600)
 

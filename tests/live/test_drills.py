@@ -20,6 +20,7 @@ import pytest
 from lgcloud.model.naming import segment_resource, vm_resource
 from lgcloud.ops.access import wait_for_ssh
 from lgcloud.ops.drill.runbook import Timeline, failover
+from lgcloud.ops.drill.site import SITE
 from lgcloud.ops.lab import Lab
 from lgcloud.state.directory import state_dir
 from lgcloud.state.failover import served_from_backup
@@ -102,17 +103,27 @@ def test_the_linkage_comes_back_on_the_backup_site_with_no_provided_record_lost(
     assert linkage["answered"] >= 5, linkage  # before the injection and after the recovery
 
 
-def test_site_loss_timeline_runs_detect_fence_promote_move_verify(site_loss):
-    steps = [s["name"] for s in site_loss["timeline"] if s["municipality"] == "a-city"]
-    order = [
-        "detected",
-        "fence the center primary",
-        "promote the backup replica",
-        "release service address at the center",
-        "take service address at the backup",
-        "verify from the office",
+def test_site_loss_runs_one_site_level_runbook(site_loss):
+    """Detected once for the site, fenced at once, each municipality promoted and verified, the
+    three addresses moved by one command per gateway after every promotion."""
+    done = [s for s in site_loss["timeline"] if not s["detail"].startswith("FAILED")]
+    site = [s for s in done if s["municipality"] == SITE]
+    assert [s["name"] for s in site] == [
+        "detected: center lost",
+        "fence the center",
+        "release the service addresses at the center",
+        "take the service addresses at the backup",
+        "seal the fenced primaries",
     ]
-    assert [s for s in steps if s in order] == order
+    for m in ("a-city", "b-town", "c-village"):
+        assert [s["name"] for s in done if s["municipality"] == m] == [
+            "promote the backup replica",
+            "verify from the office",
+        ]
+    take = site[-2]
+    assert {"10.100.1.254", "10.100.1.253", "10.100.2.254"} <= set(take["detail"].split()), take
+    promotions = [s for s in done if s["name"] == "promote the backup replica"]
+    assert all(s["at"] + s["seconds"] <= take["at"] + 0.01 for s in promotions)
 
 
 def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm):

@@ -68,6 +68,7 @@ def _preflight(lab: Lab, scenario: Scenario, pairs: list[Pair]) -> None:
 def _drill(lab: Lab, cfg: StackConfig, scenario: Scenario, municipality: str | None, timeline: Timeline) -> DrillReport:
     pairs = scenario.affected(lab, municipality)
     _preflight(lab, scenario, pairs)
+    scenario.prepare(lab, pairs, timeline)
     started = time.time()
     # 番号連携 watched through the drill: a moved person, asked about every second. Set up first,
     # so that the checksums below count the person's registrations.

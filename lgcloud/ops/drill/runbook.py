@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import docker
+
 from ...model.codes import resident_code_is_valid
 from ...model.naming import CHUKAN_DATABASE, CHUKAN_ROLE, REPLACED_GENERATIONS, identifier
 from ...state.failover import Failover, record_failback, record_failover
@@ -29,14 +31,22 @@ __all__ = [
     "Step",
     "Timeline",
     "Unreplicated",
+    "archive_current_wal",
+    "archived",
+    "center_gateway_record",
     "center_returns",
+    "complete_failover",
     "detect",
     "failback",
     "failover",
+    "fence",
+    "promote",
+    "release_at_center",
     "restart_app",
-    "archive_current_wal",
-    "archived",
     "restore_before",
+    "seal",
+    "sealed",
+    "take_at_backup",
     "verify",
     "wait_promoted",
 ]
@@ -96,47 +106,96 @@ def detect(lab: Lab, vm: str, stop: threading.Event, misses: int = 2, interval: 
 
 
 # --- failover ---
+#
+# Each step is safe to run again on a lab where it (or the whole failover) already ran: a
+# failover cut short is completed by running it again (`complete_failover`, which failback does
+# first), and a site-level runbook (`site`) runs the same steps for many municipalities at once.
 
 _RECORD = "/etc/lgcloud/service-addresses"
-_record_lock = threading.Lock()  # municipalities fail over in parallel; one record per gateway
+_record_lock = threading.Lock()  # a lost gateway's record is rewritten through its disk: one writer
 
 
-def _gateway_release(lab: Lab, pair: Pair, timeline: Timeline) -> None:
-    """The center gateway must not answer on the address again, now or after it comes back."""
-    with timeline.step(pair.id, "release service address at the center") as note:
-        if lab.running("gateway") and lab.alive("gateway"):
-            lab.run("gateway", f"lgcloud-service-address release {pair.service_address}", timeout=10)
-            note(f"{pair.service_address} released by the running center gateway")
-            return
-        # Fence the lost gateway on its disk: at boot it takes back only what its record lists.
-        with _record_lock:
-            held = lab.read_file("gateway", _RECORD).decode().split()
-            kept = [a for a in held if a != pair.service_address]
-            lab.write_file("gateway", _RECORD, "".join(f"{a}\n" for a in sorted(kept)).encode())
-        note(f"{pair.service_address} struck from the lost gateway's record")
+def fence(lab: Lab, pair: Pair) -> str:
+    """STONITH: the center's primary is stopped before anything else is promoted, and sealed so
+    that, powered on again, it can only come up read-only and cut off."""
+    lab.kill(pair.db)
+    seal(lab, pair)
+    return "stopped; standby.signal written to its disk; ports on its closed segment and interconnect cut"
+
+
+def seal(lab: Lab, pair: Pair) -> None:
+    """On a stopped primary's disk and ports, through the hypervisor: standby.signal, and no port
+    on its closed segment or interconnect."""
+    lab.write_file(pair.db, f"{PG_DATA}/standby.signal", b"", 0o600, uid=_postgres_uid(lab, pair.replica))
+    for segment in (f"{pair.id}-center", "interconnect"):
+        lab.cut(pair.db, segment)
+
+
+def sealed(lab: Lab, pair: Pair) -> bool:
+    """Whether the center primary is stopped and sealed (`fence` done)."""
+    if lab.running(pair.db) or any(lab.attached(pair.db, s) for s in (f"{pair.id}-center", "interconnect")):
+        return False
+    try:
+        lab.read_file(pair.db, f"{PG_DATA}/standby.signal")
+    except (LabError, docker.errors.NotFound):
+        return False
+    return True
+
+
+def promote(lab: Lab, pair: Pair) -> str:
+    """The backup replica made primary (already one: nothing to do); what it is now."""
+    if lab.sql(pair.replica, "SELECT pg_is_in_recovery()") == "t":
+        if lab.sql(pair.replica, "SELECT pg_promote(true, 30)") != "t":
+            raise LabError(f"{pair.replica} did not finish promotion within 30 s")
+        done = "is primary"
+    else:
+        done = "was primary already"
+    timeline_id = int(lab.sql(pair.replica, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
+    return f"{pair.replica} {done} (timeline {timeline_id}); no standby until failback"
+
+
+def release_at_center(lab: Lab, addresses: list[str]) -> str:
+    """The center gateway must not answer on the addresses again, now or after it comes back."""
+    listed = " ".join(addresses)
+    if lab.running("gateway") and lab.alive("gateway"):
+        lab.run("gateway", f"lgcloud-service-address release {listed}", timeout=10)
+        return f"{listed} released by the running center gateway"
+    # Fence the lost gateway on its disk: at boot it takes back only what its record lists.
+    with _record_lock:
+        held = center_gateway_record(lab)
+        kept = [a for a in held if a not in addresses]
+        lab.write_file("gateway", _RECORD, "".join(f"{a}\n" for a in sorted(kept)).encode())
+    return f"{listed} struck from the lost gateway's record"
+
+
+def center_gateway_record(lab: Lab) -> list[str]:
+    """The addresses the center gateway holds again whenever it boots, read from its disk."""
+    return lab.read_file("gateway", _RECORD).decode().split()
+
+
+def take_at_backup(lab: Lab, addresses: list[str]) -> str:
+    """The backup gateway holds the addresses: one command, one burst of gratuitous ARP."""
+    lab.run("gateway-standby", f"lgcloud-service-address take {' '.join(addresses)}", timeout=30)
+    return f"{' '.join(addresses)} held by gateway-standby, announced by gratuitous ARP"
 
 
 def failover(lab: Lab, pair: Pair, timeline: Timeline, scenario: str) -> None:
     """Fence the center's primary, promote the backup replica, move the service address, verify."""
     # Recorded first: a failover cut short still leaves a state that `drill failback` repairs.
     record_failover(lab.stack, pair.id, Failover(time.time(), scenario, fenced=(pair.db,)))
+    complete_failover(lab, pair, timeline)
+
+
+def complete_failover(lab: Lab, pair: Pair, timeline: Timeline) -> None:
+    """Every step of a failover recorded for `pair`, each one done again or for the first time."""
     with timeline.step(pair.id, "fence the center primary") as note:
-        lab.kill(pair.db)  # STONITH: a primary that might still run is stopped first
-        # standby.signal on its disk: started again, it can only come up read-only.
-        lab.write_file(pair.db, f"{PG_DATA}/standby.signal", b"", 0o600, uid=_postgres_uid(lab, pair.replica))
-        for segment in (f"{pair.id}-center", "interconnect"):
-            lab.cut(pair.db, segment)
-        note("stopped; standby.signal written to its disk; ports on its closed segment and interconnect cut")
+        note(fence(lab, pair))
     with timeline.step(pair.id, "promote the backup replica") as note:
-        promoted = lab.sql(pair.replica, "SELECT pg_promote(true, 30)")
-        if promoted != "t":
-            raise LabError(f"{pair.replica} did not finish promotion within 30 s")
-        timeline_id = int(lab.sql(pair.replica, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
-        note(f"{pair.replica} is primary (timeline {timeline_id}); no standby until failback")
-    _gateway_release(lab, pair, timeline)
+        note(promote(lab, pair))
+    with timeline.step(pair.id, "release service address at the center") as note:
+        note(release_at_center(lab, [pair.service_address]))
     with timeline.step(pair.id, "take service address at the backup") as note:
-        lab.run("gateway-standby", f"lgcloud-service-address take {pair.service_address}", timeout=10)
-        note(f"{pair.service_address} held by gateway-standby, announced by gratuitous ARP")
+        note(take_at_backup(lab, [pair.service_address]))
     verify(lab, pair, timeline, "primary")
 
 

@@ -22,7 +22,20 @@ from ..backup import RestoreTarget, backups, restore_point
 from ..lab import Lab, LabError, Pair
 from .measure import caught_up
 from .report import MunicipalityResult
-from .runbook import Timeline, Unreplicated, center_returns, detect, failback, failover, restart_app, restore_before
+from .runbook import (
+    Timeline,
+    Unreplicated,
+    center_gateway_record,
+    center_returns,
+    complete_failover,
+    detect,
+    failback,
+    failover,
+    restart_app,
+    restore_before,
+    sealed,
+)
+from .site import POOL, SITE, center_vms, detect_site, site_failover
 
 __all__ = ["PARTITION_SECONDS", "SCENARIOS", "DrillInvalid", "Exercise", "Scenario"]
 
@@ -122,6 +135,9 @@ class Scenario:
         """VMs that must run before the drill starts."""
         return {vm.name for vm in lab.topology.vms}
 
+    def prepare(self, lab: Lab, pairs: list[Pair], timeline: Timeline) -> None:
+        """Bring the lab to the state the scenario starts from, before any checksum or clerk."""
+
     def watch(self, exercise: Exercise) -> None:
         """Start the runbook's watchers, before the injection (they are not told when it comes)."""
 
@@ -143,13 +159,33 @@ class SiteLoss(Scenario):
     watches_linkage = True
 
     def watch(self, exercise: Exercise) -> None:
-        for p in exercise.pairs:
-            exercise.watch(p, p.db, lambda lab, pair, timeline: failover(lab, pair, timeline, self.name))
+        """One watch over the site: its gateway and every primary; one site-level runbook."""
+        lab, pairs, timeline = exercise.lab, exercise.pairs, exercise.timeline
+
+        def task() -> None:
+            watched = ["gateway", *(p.db for p in pairs)]
+            noticed = detect_site(lab, watched, exercise.stop)
+            if noticed is None:
+                return
+            timeline.log(SITE, "detected: center lost", f"{len(watched)} VMs missed their heartbeats", noticed)
+            outcome = site_failover(lab, pairs, timeline, self.name, noticed)
+            for municipality, why in sorted(outcome.failed.items()):
+                exercise.errors.append(
+                    f"{municipality} is not served from the backup site ({why}); it stays recorded as failed "
+                    f"over: `lgcloud drill failback --stack {lab.stack}` completes its failover, then switches back"
+                )
+            for municipality, why in sorted(outcome.unsealed.items()):
+                exercise.errors.append(
+                    f"{municipality}'s fenced primary is stopped but not sealed ({why}); `lgcloud up` keeps it "
+                    f"off, and `lgcloud drill failback --stack {lab.stack}` seals it before the center starts"
+                )
+
+        exercise.run(task)
 
     def inject(self, exercise: Exercise) -> float:
         lab = exercise.lab
         injection = time.time()
-        center = [vm.name for vm in lab.topology.vms if vm.site == "center"]
+        center = center_vms(lab)
         with ThreadPoolExecutor(len(center)) as killers:  # the whole site at once, not one by one
             list(killers.map(lab.kill, center))
         exercise.timeline.log("lab", "injected: center lost", f"{len(center)} VMs powered off", injection)
@@ -292,6 +328,29 @@ class Failback(Scenario):
     def needed(self, lab: Lab) -> set[str]:
         return {vm.name for vm in lab.topology.vms if vm.site != "center"}
 
+    def prepare(self, lab: Lab, pairs: list[Pair], timeline: Timeline) -> None:
+        """A failover cut short (a drill stopped, a step that failed) is completed first: each
+        municipality is served from the backup site before its failback starts."""
+        held = set(lab.run("gateway-standby", "lgcloud-service-address list").split())
+        kept_at_center = set(center_gateway_record(lab))  # what the center gateway takes back at boot
+
+        def complete(p: Pair) -> None:
+            moved = p.service_address in held and p.service_address not in kept_at_center
+            if moved and sealed(lab, p) and lab.sql(p.replica, "SELECT pg_is_in_recovery()") == "f":
+                return
+            timeline.log(p.id, "failover found unfinished", "its steps run again before failback")
+            try:
+                complete_failover(lab, p, timeline)
+            except LabError as exc:
+                raise LabError(
+                    f"{p.id}'s failover could not be completed ({exc}); nothing was switched back: repair "
+                    f"what this names, then run `lgcloud drill failback --stack {lab.stack}` again, or fail "
+                    "the others back one by one with --municipality"
+                ) from None
+
+        with ThreadPoolExecutor(POOL) as pool:
+            list(pool.map(complete, pairs))
+
     def inject(self, exercise: Exercise) -> float:
         injection = time.time()
         exercise.timeline.log("lab", "failback started", ", ".join(p.id for p in exercise.pairs), injection)
@@ -302,8 +361,12 @@ class Failback(Scenario):
         self.unreplicated: dict[str, Unreplicated] = {}
 
     def restore(self, exercise: Exercise) -> None:
+        # Bounded: each failback copies a base backup and runs commands on both gateways.
+        turns = threading.BoundedSemaphore(POOL)
+
         def back(p: Pair) -> None:
-            self.unreplicated[p.id] = failback(exercise.lab, p, exercise.timeline)
+            with turns:
+                self.unreplicated[p.id] = failback(exercise.lab, p, exercise.timeline)
 
         for p in exercise.pairs:
             exercise.run(functools.partial(back, p))

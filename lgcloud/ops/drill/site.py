@@ -1,0 +1,196 @@
+"""The site-level runbook: the center lost is one event, recovered as one.
+
+One watch over the site, one fence of all its VMs, the backup replicas promoted in parallel on a
+bounded pool, the service addresses moved by one command per gateway (one burst of gratuitous
+ARP), the offices verified in parallel. Each municipality's steps are tried again, with backoff,
+until its RTO target has passed since the loss was noticed; one that still fails is named with
+the step and the reason, and stays recorded as failed over, so that `lgcloud drill failback`
+completes its failover before it switches back (`runbook.complete_failover`).
+
+The per-municipality runbook (`runbook.failover`) stays for the loss of one database.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import docker
+
+from ...model.naming import DRILL_SYSTEM
+from ...state.failover import Failover, record_site_failover
+from ..lab import Lab, LabError, Pair
+from .runbook import Timeline, promote, release_at_center, seal, take_at_backup, verify
+
+__all__ = ["POOL", "SITE", "SiteFailover", "center_vms", "detect_site", "site_failover"]
+
+SITE = "center"  # the timeline's name for the steps taken for the whole site
+# Steps at once for as many municipalities: each is a command on a VM of its own, but they all go
+# through this controller and the hypervisor, whose cores the clerks and the backup site share.
+POOL = 8
+
+T = TypeVar("T")
+# What a step that may work when tried again raises: the VM or the engine did not answer in time.
+_TRANSIENT = (LabError, OSError, docker.errors.APIError)
+
+
+@dataclass
+class SiteFailover:
+    """What the site-level runbook achieved: who is served from the backup, who is not and why."""
+
+    served: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # municipality -> "step: reason"
+    unsealed: dict[str, str] = field(default_factory=dict)  # fenced, served, its primary's seal not made
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fail(self, municipality: str, step: str, reason: object) -> None:
+        with self._lock:
+            self.failed[municipality] = f"{step}: {reason}"
+
+
+def center_vms(lab: Lab) -> list[str]:
+    return [vm.name for vm in lab.topology.vms if vm.site == "center"]
+
+
+def detect_site(
+    lab: Lab, vms: list[str], stop: threading.Event, misses: int = 2, interval: float = 0.2
+) -> float | None:
+    """Watch the heartbeats of `vms` together until every one of them has missed `misses` in a
+    row: the time of the first round they all missed, or None if stopped first. Some VMs lost is
+    not a site lost: each of those has a runbook of its own."""
+    missed, first = 0, None
+    with ThreadPoolExecutor(min(32, len(vms))) as probes:
+        while not stop.is_set():
+            began = time.time()
+            if any(probes.map(lambda vm: lab.alive(vm, timeout=0.3), vms)):
+                missed, first = 0, None
+            else:
+                missed, first = missed + 1, first or began
+                if missed >= misses:
+                    return first
+            stop.wait(max(0.0, interval - (time.time() - began)))
+    return None
+
+
+def _until(deadline: float, action: Callable[[], T]) -> T:
+    """`action`, tried again after a growing pause while it fails and `deadline` has not passed."""
+    pause = 0.2
+    while True:
+        try:
+            return action()
+        except _TRANSIENT:
+            if time.time() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+
+
+def site_failover(lab: Lab, pairs: list[Pair], timeline: Timeline, scenario: str, noticed: float) -> SiteFailover:
+    """Fail every municipality in `pairs` over to the backup site, the center being lost."""
+    # Recorded first, all at once: whatever happens next, failback knows every municipality to repair.
+    record_site_failover(lab.stack, {p.id: Failover(time.time(), scenario, fenced=(p.db,)) for p in pairs})
+    result = SiteFailover()
+    deadline = {p.id: noticed + lab.cfg.sla_for(lab.cfg.municipality(p.id), DRILL_SYSTEM).rto_seconds for p in pairs}
+
+    def each(step: str, todo: list[Pair], action: Callable[[Pair], str | None], logged: bool = True) -> list[Pair]:
+        """`action` for every pair in parallel; the pairs it succeeded for, the others named."""
+
+        def one(p: Pair) -> Pair | None:
+            def attempt() -> None:
+                if not logged:
+                    action(p)
+                    return
+                with timeline.step(p.id, step) as note:
+                    note(action(p) or "")
+
+            try:
+                _until(deadline[p.id], attempt)
+                return p
+            except Exception as exc:  # anything: the others go on, this one is named
+                result.fail(p.id, step, exc)
+                return None
+
+        return [p for p in pool.map(one, todo) if p is not None]
+
+    with ThreadPoolExecutor(POOL) as pool, ThreadPoolExecutor(2) as behind:
+        with timeline.step(SITE, "fence the center") as note:
+            fenced, stragglers = _fence(lab, pairs, result, pool)
+            note(f"{len(fenced)} of {len(pairs)} primaries powered off; {len(stragglers)} other VMs of the site next")
+        # The seals matter once a fenced primary is powered on again, which nothing does before
+        # failback (`up` keeps fenced VMs off): they are made beside the promotions, not before.
+        sealing = behind.submit(_seal_all, lab, fenced, stragglers, result)
+        promoted = each("promote the backup replica", fenced, lambda p: promote(lab, p))
+        moved = _move_addresses(lab, promoted, timeline, result, max(deadline.values(), default=noticed))
+        served = each(
+            "verify from the office", moved, lambda p: _verify(lab, p, timeline, deadline[p.id]), logged=False
+        )
+        started = time.time()
+        note_sealed = sealing.result()
+        timeline.log(SITE, "seal the fenced primaries", note_sealed, started)
+    result.served = [p.id for p in served]
+    return result
+
+
+def _fence(lab: Lab, pairs: list[Pair], result: SiteFailover, pool: ThreadPoolExecutor) -> tuple[list[Pair], list[str]]:
+    """STONITH for the whole site: every primary not yet off is powered off, and must then be
+    off; the primaries fenced, and the site's other VMs its hypervisor still shows running."""
+    on = [p for p, off in zip(pairs, pool.map(lambda p: lab.powered_off(p.db), pairs)) if not off]
+    list(pool.map(lambda p: _stopped(lab, p.db), on))
+    for p, off in zip(on, list(pool.map(lambda p: lab.powered_off(p.db), on))):
+        if not off:
+            result.fail(p.id, "fence the center primary", f"{p.db} still runs after it was powered off")
+    fenced = [p for p in pairs if p.id not in result.failed]
+    return fenced, sorted(lab.running_vms(SITE) - {p.db for p in pairs})
+
+
+def _seal_all(lab: Lab, fenced: list[Pair], stragglers: list[str], result: SiteFailover) -> str:
+    """Power off the site's other VMs, and seal each fenced primary (`runbook.seal`)."""
+    off = sum(lab.powered_off(vm) or _stopped(lab, vm) for vm in stragglers)
+    sealed = 0
+    for p in fenced:
+        try:
+            seal(lab, p)
+            sealed += 1
+        except _TRANSIENT as exc:  # failback seals it again before anything starts it
+            result.unsealed[p.id] = str(exc)
+    return (
+        f"{off} of {len(stragglers)} other VMs powered off; {sealed} of {len(fenced)} primaries sealed: "
+        "standby.signal on their disks, ports on their closed segments and interconnect cut"
+    )
+
+
+def _stopped(lab: Lab, vm: str) -> bool:
+    """Power off a VM of the lost site; whether it is off (one that cannot be is left to the note)."""
+    try:
+        lab.kill(vm)
+        return True
+    except _TRANSIENT:
+        return False
+
+
+def _move_addresses(
+    lab: Lab, pairs: list[Pair], timeline: Timeline, result: SiteFailover, deadline: float
+) -> list[Pair]:
+    """The service addresses of `pairs` released at the center and taken at the backup, one
+    command per gateway; the pairs whose address moved."""
+    if not pairs:
+        return []
+    addresses = [p.service_address for p in pairs]
+    try:
+        with timeline.step(SITE, "release the service addresses at the center") as note:
+            note(_until(deadline, lambda: release_at_center(lab, addresses)))
+        with timeline.step(SITE, "take the service addresses at the backup") as note:
+            note(_until(deadline, lambda: take_at_backup(lab, addresses)))
+    except Exception as exc:
+        for p in pairs:
+            result.fail(p.id, "move the service address", exc)
+        return []
+    return pairs
+
+
+def _verify(lab: Lab, pair: Pair, timeline: Timeline, deadline: float) -> None:
+    verify(lab, pair, timeline, "primary", timeout=max(5.0, deadline - time.time()))
