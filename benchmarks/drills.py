@@ -6,9 +6,10 @@
     .venv/bin/python benchmarks/drills.py --scenario data-corruption --runs 5  # restore from the backups
 
 Each run is `lgcloud drill site-loss` then `lgcloud drill failback` on a configured lab (the
-stack's own lab: bring it up and configure it first). Prints RTO min / median / max per run set,
-RPO and lost writes for synchronous and asynchronous municipalities, and the ratio of the median
-RTO to the anchors the issue names (Aurora < 30 s, Patroni with a 30 s TTL ≈ 13 s). With
+stack's own lab: bring it up and configure it first). Prints how many municipalities were served
+again in each run, RTO min / median / max over every municipality of every run against the goals
+(median ≤ 5 s, max ≤ 10 s) and Patroni with a 30 s TTL (≈ 13 s), RPO and lost writes for
+synchronous and asynchronous municipalities, and the failback's switch-back outage. With
 `--scenario data-corruption`, each run is that drill on one municipality: the damage undone in
 place from the backups; RTO (damage to service with good data), RPO and the writes rolled back.
 """
@@ -26,6 +27,8 @@ from pathlib import Path
 from common import LGCLOUD, print_table, save
 
 PATRONI_SECONDS = 13.0  # Patroni with its default 30 s TTL, as measured by others
+# What the lab holds itself to for a site loss at any size: every municipality's RTO, median and worst.
+MEDIAN_GOAL, MAX_GOAL = 5.0, 10.0
 
 
 def drill(where: list[str], scenario: str, *extra: str) -> dict:
@@ -71,17 +74,24 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "site_loss": loss,
                 "failback_passed": back["passed"],
+                "served": len(rtos),
+                "rto_all": rtos,
                 "rto_max": max(rtos) if rtos else None,
                 "failback_rto_max": max((m["rto_seconds"] or 0) for m in back["municipalities"]),
             }
         )
+        slowest = f"{runs[-1]['rto_max']:.2f} s" if rtos else "—"
         print(
-            f"run {i + 1}: site-loss RTO (slowest municipality) {runs[-1]['rto_max']:.2f} s, "
+            f"run {i + 1}: {len(rtos)} of {len(loss['municipalities'])} served again, slowest RTO {slowest}, "
             f"passed {loss['passed']}; failback passed {back['passed']}",
             file=sys.stderr,
         )
+        if not back["passed"] and back["state_after"].startswith("served from the backup"):
+            print("  the lab is left failed over: later runs would be refused; stopping", file=sys.stderr)
+            break
 
-    rto = sorted(r["rto_max"] for r in runs if r["rto_max"] is not None)
+    rto = sorted(r["rto_max"] for r in runs if r["rto_max"] is not None)  # the slowest of each run
+    every = sorted(t for r in runs for t in r["rto_all"])  # every municipality of every run
     # 番号連携 watched through each site-loss: a 税 clerk's brokered query every second.
     linkage = [r["site_loss"].get("linkage") for r in runs if r["site_loss"].get("linkage")]
     linkage_rto = sorted(k["rto_seconds"] for k in linkage if k["rto_seconds"] is not None)
@@ -96,14 +106,27 @@ def main(argv: list[str] | None = None) -> int:
             mode["rpo_max"] = max(mode["rpo_max"], m["rpo_seconds"])
     municipalities = len(runs[0]["site_loss"]["municipalities"]) if runs else 0
     median = statistics.median(rto) if rto else float("nan")
+    every_median = statistics.median(every) if every else float("nan")
     rows = [
         (
             "runs (site-loss + failback)",
             f"{len(runs)}; all passed: {all(r['site_loss']['passed'] and r['failback_passed'] for r in runs)}",
         ),
         ("municipalities", str(municipalities)),
-        ("site-loss RTO min / median / max", f"{rto[0]:.2f} / {median:.2f} / {rto[-1]:.2f} s" if rto else "—"),
-        ("median vs Patroni ≈13 s", f"{median / PATRONI_SECONDS:.2f}x"),
+        ("served again, per run", ", ".join(f"{r['served']} of {municipalities}" for r in runs)),
+        (
+            "site-loss RTO, every municipality: min / median / max",
+            f"{every[0]:.2f} / {every_median:.2f} / {every[-1]:.2f} s "
+            f"({every_median / MEDIAN_GOAL:.2f}x the {MEDIAN_GOAL:g} s median goal, "
+            f"{every[-1] / MAX_GOAL:.2f}x the {MAX_GOAL:g} s max goal)"
+            if every
+            else "—",
+        ),
+        (
+            "slowest municipality per run: min / median / max",
+            f"{rto[0]:.2f} / {median:.2f} / {rto[-1]:.2f} s" if rto else "—",
+        ),
+        ("median vs Patroni ≈13 s", f"{every_median / PATRONI_SECONDS:.2f}x"),
         ("failback switch-back outage, max", f"{max(r['failback_rto_max'] for r in runs):.2f} s"),
         (
             "linkage RTO min / median / max",
@@ -125,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         "stack": args.stack,
         "municipalities": municipalities,
         "rto_seconds": rto,
+        "rto_every_municipality_seconds": every,
+        "served_per_run": [r["served"] for r in runs],
         "rpo": by_mode,
         "failback_outage_max": max(r["failback_rto_max"] for r in runs),
         "linkage_rto_seconds": linkage_rto,
