@@ -177,9 +177,10 @@ class Clerk:
         return any(e.get("code") and e["sent"] >= moment for e in _entries(tail, self.errand.valid))
 
     def wait_served(self, since: float, timeout: float) -> bool:
+        """Whether the office is served again within `timeout` (asked at least once)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.acknowledged_since(since):
-                return True
+        while not self.acknowledged_since(since):
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.3)
-        return False
+        return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from ...model.schema import LINKAGE, StackConfig
 from ...state.failover import Failover, served_from_backup
@@ -18,9 +19,12 @@ from ..lab import Lab, LabError, Pair
 from .clerk import Attempt, Clerk
 from .linkage import LinkageWatch
 from .measure import Outcome, checksum, in_sync, integrity, judge, present, primary_of
-from .report import DrillReport
+from .report import DrillReport, MunicipalityResult
 from .runbook import Step, Timeline
 from .scenarios import SCENARIOS, DrillInvalid, Exercise, Scenario
+from .site import POOL
+
+T = TypeVar("T")
 
 __all__ = ["SERVED_TIMEOUT", "run_drill"]
 
@@ -98,25 +102,24 @@ def _watched(
         )
 
     # Data before: both sides agree (or, on failback, the serving side's rows as they are).
-    before: dict[str, dict[str, str]] = {}
-    for p in pairs:
+    def taken(p: Pair) -> dict[str, str]:
         primary = primary_of(lab, p)
         snapshot = lab.sql(primary, "SELECT now()")
         if scenario.from_backup:
-            before[p.id] = {"at": snapshot, "primary": checksum(lab, primary)}
-        else:
-            a, b = in_sync(lab, p.db, p.replica)
-            before[p.id] = {"at": snapshot, "primary": a, "replica": b}
+            return {"at": snapshot, "primary": checksum(lab, primary)}
+        a, b = in_sync(lab, p.db, p.replica)
+        return {"at": snapshot, "primary": a, "replica": b}
+
+    before = _each(pairs, taken)
     timeline.log("lab", "checksums taken", ", ".join(f"{k}: {v['primary'].split()[0]} rows" for k, v in before.items()))
 
     clerks = {p.id: Clerk(lab, p.id) for p in pairs}
     try:
-        for clerk in clerks.values():
-            clerk.start()
+        _each(pairs, lambda p: clerks[p.id].start())
         injection, errors = _exercise(lab, scenario, pairs, clerks, timeline, linkage)
         time.sleep(1.0)  # a last second of writes on the recovered service
     finally:
-        attempts = {p.id: _stop(clerks[p.id]) for p in pairs}
+        attempts = _each(pairs, lambda p: _stop(clerks[p.id]))
         queries = linkage.stop() if linkage is not None else []
     timeline.log("lab", "clerks stopped", ", ".join(f"{k}: {len(v)} attempts" for k, v in attempts.items()))
     linked = None
@@ -124,8 +127,7 @@ def _watched(
         target = cfg.sla_for(cfg.municipality(linkage.requester.id), LINKAGE).rto_seconds
         linked = linkage.judge(queries, injection, target)
 
-    results = []
-    for p in pairs:
+    def judged(p: Pair) -> MunicipalityResult:
         primary = primary_of(lab, p)
         codes = [a.code for a in attempts[p.id] if a.code]
         outcome = Outcome(p, attempts[p.id], present(lab, primary, codes))
@@ -133,7 +135,9 @@ def _watched(
         resumed = _writes_resumed(timeline, p.id) if scenario.rolls_back else None
         result = judge(cfg, outcome, injection, checked, resumed)
         scenario.judge(result)
-        results.append(result)
+        return result
+
+    results = list(_each(pairs, judged).values())
     return DrillReport(
         scenario=scenario.name,
         description=scenario.description,
@@ -148,6 +152,12 @@ def _watched(
         timeline=list(timeline.steps),
         state_after=_state_after(lab.stack, served_from_backup(lab.stack)),
     )
+
+
+def _each(pairs: list[Pair], work: Callable[[Pair], T]) -> dict[str, T]:
+    """`work` for every municipality, a few at a time (each is SSH to VMs of its own), in order."""
+    with ThreadPoolExecutor(POOL) as pool:
+        return dict(zip((p.id for p in pairs), pool.map(work, pairs)))
 
 
 def _writes_resumed(timeline: Timeline, municipality: str) -> float:
@@ -192,10 +202,16 @@ def _exercise(
             injection = scenario.inject(exercise)
             scenario.restore(exercise)
             if scenario.waits_for_offices:
+                # One deadline for all: an office not served does not add its wait to the next one's.
+                deadline = time.monotonic() + SERVED_TIMEOUT
+
+                def left() -> float:
+                    return max(0.0, deadline - time.monotonic())
+
                 for p in pairs:
-                    if not clerks[p.id].wait_served(injection, SERVED_TIMEOUT):
+                    if not clerks[p.id].wait_served(injection, left()):
                         exercise.errors.append(f"{p.terminal} was not served again within {SERVED_TIMEOUT:.0f} s")
-                if linkage is not None and not linkage.wait_served(injection, SERVED_TIMEOUT):
+                if linkage is not None and not linkage.wait_served(injection, left()):
                     exercise.errors.append(f"the linkage did not answer again within {SERVED_TIMEOUT:.0f} s")
         finally:
             exercise.stop.set()  # watchers that never saw a miss end here, whatever happened

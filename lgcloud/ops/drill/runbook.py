@@ -144,12 +144,13 @@ def sealed(lab: Lab, pair: Pair) -> bool:
 
 def promote(lab: Lab, pair: Pair) -> str:
     """The backup replica made primary (already one: nothing to do); what it is now."""
-    if lab.sql(pair.replica, "SELECT pg_is_in_recovery()") == "t":
-        if lab.sql(pair.replica, "SELECT pg_promote(true, 30)") != "t":
-            raise LabError(f"{pair.replica} did not finish promotion within 30 s")
-        done = "is primary"
-    else:
-        done = "was primary already"
+    done = lab.sql(
+        pair.replica,
+        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'was primary already' "
+        "WHEN pg_promote(true, 30) THEN 'is primary' ELSE 'timed out' END",
+    )
+    if done == "timed out":
+        raise LabError(f"{pair.replica} did not finish promotion within 30 s")
     timeline_id = int(lab.sql(pair.replica, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
     return f"{pair.replica} {done} (timeline {timeline_id}); no standby until failback"
 
