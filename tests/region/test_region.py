@@ -1,5 +1,5 @@
 """The lab above sshd's default of 10 sessions per connection: the `region` stack (12
-municipalities, 69 VMs on 10.102/16) loses its center, every office is served again from the
+municipalities, 69 VMs on 10.120/16) loses its center, every office is served again from the
 backup site with nothing acknowledged lost, and fails back; then a failover cut short half-way is
 completed and failed back by `lgcloud drill failback` alone.
 
