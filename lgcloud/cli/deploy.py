@@ -11,10 +11,10 @@ from typing import Any
 
 from ..engine import Change, EngineError, engine_conflicts, realise_stack, refuse_unowned
 from ..model.config import ConfigInvalid
-from ..model.naming import lab_name, segment_resource, vm_resource, volume_resource
+from ..model.naming import endpoint_or_default, lab_name, segment_resource, vm_resource, volume_resource
 from ..model.topology import Topology, VmPlan, plan
-from ..ops.access import wait_for_ssh, write_ssh_config
-from ..ops.lab import Lab
+from ..ops.access import VmAccess, reach_and_pin, write_ssh_config
+from ..program.site import engine_site
 from ..state.failover import fenced_vms
 from ..state.slm import PlannedWork, planned_work
 from .options import Options, wait_flag
@@ -77,9 +77,10 @@ def _deploy(opts: Options, preview: bool, work: PlannedWork | None = None) -> in
         raise ConfigInvalid(str(opts.path), problems)
     refuse_unowned(cfg)
     fenced = fenced_vms(cfg.stack)
+    topology = plan(cfg)
     with opts.output.err.status(f"{'previewing' if preview else 'bringing up'} stack {cfg.stack} …"):
         outcome = realise_stack(
-            cfg, values, show_change(opts, plan(cfg)), preview=preview, allow_data_loss=opts.flag("allow_data_loss")
+            cfg, values, show_change(opts, topology), preview=preview, allow_data_loss=opts.flag("allow_data_loss")
         )
     if work is not None and all(c.action == "unchanged" for c in outcome.changes):
         work.nothing_done()
@@ -108,15 +109,25 @@ def _deploy(opts: Options, preview: bool, work: PlannedWork | None = None) -> in
     vms: dict[str, Any] = outcome.outputs["vms"]
     ssh_config = write_ssh_config(cfg.stack, vms)
     mgmt = segment_resource(cfg.stack, "mgmt")
+    access = [
+        VmAccess(
+            name,
+            vm["addresses"][mgmt],
+            vm_resource(cfg.stack, name),
+            endpoint_or_default(cfg.sites[engine_site(vm["site"])].endpoint),
+            boots=name not in fenced,
+        )
+        for name, vm in vms.items()
+    ]
+    known = {vm.name for vm in (*topology.vms, *topology.restore_vms)}
     with opts.output.err.status("waiting for every VM to answer SSH …"):
-        silent = wait_for_ssh({name: vm["addresses"][mgmt] for name, vm in vms.items() if name not in fenced})
-    if silent:
+        # Host keys are read from the VMs' disks, so that no other machine passes for them.
+        reached = reach_and_pin(cfg.stack, access, known)
+    if reached.silent:
         raise EngineError(
-            f"VMs up but not answering SSH within 60 s: {', '.join(silent)}",
+            f"VMs up but not answering SSH within 60 s: {', '.join(reached.silent)}",
             f"see `docker logs {vm_resource(cfg.stack, '<vm>')}`",
         )
-    with Lab(cfg) as lab:
-        lab.pin_host_keys(list(vms))  # read from their disks, so that no other machine passes for them
     _summary(opts, outcome.changes, time.monotonic() - started, preview)
     if opts.flag("json"):
         opts.output.json(outcome.outputs)

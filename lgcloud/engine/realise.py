@@ -311,11 +311,10 @@ class Realiser:
         if existing:
             self._carry_over(client, existing, spec)
             client.api.remove_container(existing["Id"], force=True)
-        self._refuse_foreign(client.api.containers(all=True, filters={"name": spec.name}), "container", spec.name)
         container_id = self._create(client, resource, spec, digest)
-        self._start(client, container_id, spec.name)
+        inspected = self._start(client, container_id, spec.name)
         self._record(action, "container", spec.name, started)
-        return container_id, self._outputs(spec, client.api.inspect_container(container_id))
+        return container_id, self._outputs(spec, inspected)
 
     def _image_id(self, client: docker.DockerClient, image: str) -> str:
         key = (client.api.base_url, image)
@@ -363,11 +362,20 @@ class Realiser:
             if spec.uploads:
                 api.put_archive(created["Id"], "/", _tar(spec.uploads))
         except APIError as exc:
+            if exc.status_code == 409:  # the name is taken: whose it is is asked only then, not before every create
+                self._refuse_foreign_container(api, spec.name)
             raise EngineError(
                 f"container {spec.name} could not be created: {exc.explanation}; "
                 "check that its addresses are free and its segments exist"
             ) from None
         return created["Id"]
+
+    def _refuse_foreign_container(self, api: docker.APIClient, name: str) -> None:
+        try:
+            labels = api.inspect_container(name)["Config"]["Labels"] or {}
+        except NotFound:
+            return
+        self._refuse_foreign([{"Name": name, "Labels": labels}], "container", name)
 
     @staticmethod
     def _endpoint(api: docker.APIClient, attachment: Attachment) -> docker.types.EndpointConfig:
@@ -375,20 +383,23 @@ class Realiser:
             ipv4_address=attachment.ipv4_address, aliases=list(attachment.aliases) or None
         )
 
-    def _start(self, client: docker.DockerClient, container_id: str, name: str) -> None:
+    def _start(self, client: docker.DockerClient, container_id: str, name: str) -> dict:
+        """Start a container; returns how the engine then sees it (its addresses for the outputs)."""
         try:
             client.api.start(container_id)
         except APIError as exc:
             raise EngineError(f"container {name} did not start: {exc.explanation}") from None
         # vm-init refuses to run without its firewall; catch that here rather than at SSH time.
         for _ in range(20):
-            state = client.api.inspect_container(container_id)["State"]
+            inspected = client.api.inspect_container(container_id)
+            state = inspected["State"]
             if not state["Running"]:
                 logs = client.api.logs(container_id, tail=5).decode(errors="replace").strip()
                 raise EngineError(f"container {name} exited right after start (code {state['ExitCode']}): {logs}")
             if state.get("Pid"):
-                return
+                break
             time.sleep(0.05)
+        return inspected
 
     @staticmethod
     def _outputs(spec: ContainerSpec, inspected: dict | None) -> dict:

@@ -36,7 +36,7 @@ from ..model.naming import (
 )
 from ..model.schema import Municipality, StackConfig
 from ..model.topology import Topology, VmPlan, plan
-from ..state.hostkeys import HOST_KEY, PinnedKey, known_hosts_path, pin_host_keys
+from ..state.hostkeys import HOST_KEY, PinnedKey, another_key, known_hosts_path, pin_host_keys
 from ..state.hostkeys import pinned_host_keys as _pinned
 from ..state.keys import ensure_keypair
 from ..state.secrets import stack_secrets
@@ -305,11 +305,7 @@ class Lab:
             )
         except paramiko.BadHostKeyException:
             client.close()
-            raise LabError(
-                f"{vm}: the machine at {self.mgmt(vm)} shows another SSH host key than the one pinned in "
-                f"{known}; nothing was sent to it. If {vm} was remade outside lgcloud, `lgcloud up --stack "
-                f"{self.stack}` pins its key again"
-            ) from None
+            raise LabError(another_key(self.stack, vm, self.mgmt(vm))) from None
         with self._lock:
             self._sessions[vm] = client
         return client

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .directory import state_dir, write_atomic
 
-__all__ = ["HOST_KEY", "PinnedKey", "known_hosts_path", "pin_host_keys", "pinned_host_keys"]
+__all__ = ["HOST_KEY", "PinnedKey", "another_key", "known_hosts_path", "pin_host_keys", "pinned_host_keys"]
 
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"  # the one type pinned; clients then ask for it first
 
@@ -34,6 +34,15 @@ class PinnedKey:
 
 def known_hosts_path(stack: str) -> Path:
     return state_dir(stack) / "known_hosts"
+
+
+def another_key(stack: str, vm: str, address: str) -> str:
+    """What every client says when the machine at a VM's address shows another key than the pinned one."""
+    return (
+        f"{vm}: the machine at {address} shows another SSH host key than the one pinned in "
+        f"{known_hosts_path(stack)}; nothing was sent to it. If {vm} was remade outside lgcloud, "
+        f"`lgcloud up --stack {stack}` pins its key again"
+    )
 
 
 def pinned_host_keys(stack: str) -> dict[str, PinnedKey]:
