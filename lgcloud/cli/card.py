@@ -3,7 +3,7 @@
 ``issue --municipality ID --resident REF --pin PIN --out FILE`` writes a card (PKCS#12, opened
 with the PIN) for a current resident, named by the registry's ref; a card the resident had is
 revoked as superseded. ``revoke`` revokes the resident's card. ``list`` shows the cards, after
-revoking those whose resident has moved away (the card's facts changed). ``open --card FILE --pin
+revoking those whose facts changed (the resident moved away or changed name). ``open --card FILE --pin
 PIN`` is the card reader: the certificate and key beside the card for a TLS client (curl), a wrong
 PIN counted against the card, three in a row locking it."""
 
@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT, OperatorError
-from ..ops.cards import check_request, issue, revoke_moved
+from ..ops.cards import check_request, issue, revoke_changed
 from ..ops.lab import Lab
 from ..ops.portal import push_card_revocations
 from ..state.cards import Card, WrongPin, card_authority, cards, read_card, revoke_card
@@ -76,8 +76,8 @@ def run(opts: Options) -> int:
                 )
             opts.output.done(f"card {', '.join(c.serial for c in revoked)} revoked: on the CRL from now on")
             return 0
-        moved = revoke_moved(lab)
-        if moved:
+        changed = revoke_changed(lab)
+        if changed:
             push_card_revocations(lab)
     found = cards(cfg.stack, municipality)
     if opts.flag("json"):
@@ -87,7 +87,7 @@ def run(opts: Options) -> int:
         f"個人番号カード of {cfg.stack}",
         ("serial", "municipality", "resident (registry ref)", "valid until", "state"),
         [(c.serial, c.municipality, c.resident, c.not_after[:10], _state(c)) for c in found],
-        caption=f"{len(moved)} revoked just now: their residents moved away" if moved else None,
+        caption=f"{len(changed)} revoked just now: their facts changed (a move away, a new name)" if changed else None,
     )
     return 0
 

@@ -20,7 +20,7 @@ import argparse
 from dataclasses import asdict
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, OperatorError
-from ..ops.cards import revoke_moved
+from ..ops.cards import revoke_changed
 from ..ops.lab import Lab
 from ..ops.linkage import purge_records, verify_records
 from ..ops.move_in import move_in
@@ -78,7 +78,7 @@ def rehearse(opts: Options) -> int:
     with Lab(cfg) as lab:
         moved = move_in(lab, opts.args.source, opts.args.destination, opts.args.income)
         # 転出 changed the facts of any card the person had: J-LIS revokes it, the portal refuses it.
-        if revoke_moved(lab):
+        if revoke_changed(lab):
             push_card_revocations(lab)
     if opts.flag("json"):
         opts.output.json(asdict(moved))

@@ -1,5 +1,5 @@
 """公的個人認証's cards, against the lab: a card is issued to a resident the registry holds, and a
-card whose resident has moved away (転出: the card's facts changed) is revoked, as J-LIS does.
+card whose facts changed (転出, a change of name) is revoked, as J-LIS does.
 
 The registry is asked as postgres on the municipality's serving database, by the row's `ref`
 (what the registry's own URLs carry): no 住民票コード or 個人番号 passes through here. A new card
@@ -23,11 +23,13 @@ from .lab import Lab, LabError
 from .move_in import office_call
 from .portal import push_card_revocations
 
-__all__ = ["CARD_YEARS", "RESIDENT_REF", "card_expiry", "check_request", "issue", "revoke_moved"]
+__all__ = ["CARD_YEARS", "RESIDENT_REF", "card_expiry", "check_request", "issue", "revoke_changed"]
 
 RESIDENT_REF = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-LINK_WAIT = 30.0  # seconds a card's registration waits for a new resident's 符号
-NOT_LINKED_YET = "has no 符号 yet"  # what the 中間サーバー answers until then
+LINK_WAIT = 30.0  # seconds a card's registration waits for the linkage to know the person as they are now
+# What the linkage answers until then: a new resident has no 符号 yet (the 中間サーバー), or a change
+# of name has yet to reach the 中間サーバー (the registry).
+NOT_READY = ("has no 符号 yet", "has not reached the 中間サーバー yet")
 CARD_YEARS = 5  # a 利用者証明用電子証明書 lasts five years unless the stack says until when
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -45,15 +47,19 @@ def card_expiry(valid_until: dt.date | None, now: dt.datetime) -> dt.datetime:
     return end.astimezone(dt.UTC)
 
 
-def _residence(lab: Lab, municipality: str, ref: str) -> str | None:
-    """'current' or 'former' for the registry's row `ref`, None when the registry has no such row."""
+def _residence(lab: Lab, municipality: str, ref: str, issued_at: str | None = None) -> str | None:
+    """'current' or 'former' for the registry's row `ref`, None when the registry has no such row;
+    'renamed' for a current resident whose name changed after `issued_at` (a card's issue)."""
     if not RESIDENT_REF.fullmatch(ref):  # it is pasted into SQL that runs as postgres
         raise OperatorError(
             f"--resident {ref!r} is not a registry ref (the UUID in /api/residents/<ref>)", exit_code=EXIT_BAD_INPUT
         )
+    since = dt.datetime.fromisoformat(issued_at).isoformat() if issued_at else None  # ours, parsed all the same
+    renamed = f"WHEN facts_changed_at > '{since}'::timestamptz THEN 'renamed' " if since else ""
     found = lab.sql(
         primary_of(lab, lab.pair(municipality)),
-        f"SELECT CASE WHEN moved_out_on IS NULL THEN 'current' ELSE 'former' END FROM residents WHERE ref = '{ref}'",
+        f"SELECT CASE WHEN moved_out_on IS NOT NULL THEN 'former' {renamed}ELSE 'current' END"
+        f" FROM residents WHERE ref = '{ref}'",
     )
     return found or None
 
@@ -91,8 +97,10 @@ def issue(lab: Lab, municipality: str, ref: str, pin: str, out: Path) -> Card:
             status, answer = office_call(
                 lab, session, "jumin", "POST", f"/api/residents/{ref}/card", {"serial": card.serial}
             )
-            # A resident registered a moment ago gets their 符号 within seconds (atena-link).
-            if status != 409 or NOT_LINKED_YET not in str(answer.get("error")) or time.monotonic() > deadline:
+            # Within seconds a resident registered a moment ago gets their 符号, and a change of
+            # name reaches the 中間サーバー (atena-link).
+            ready = not any(reason in str(answer.get("error")) for reason in NOT_READY)
+            if status != 409 or ready or time.monotonic() > deadline:
                 break
             time.sleep(1)
         if status != 201:
@@ -109,11 +117,15 @@ def issue(lab: Lab, municipality: str, ref: str, pin: str, out: Path) -> Card:
     return card
 
 
-def revoke_moved(lab: Lab) -> list[Card]:
-    """Revoke every unrevoked card whose resident has moved away from the issuing municipality,
-    or whose row the registry no longer holds; the cards it revoked."""
+def revoke_changed(lab: Lab) -> list[Card]:
+    """Revoke every unrevoked card whose facts changed: its resident moved away from the issuing
+    municipality (or the registry no longer holds the row), or changed name since; the cards it revoked."""
     revoked: list[Card] = []
     for card in issued_cards(lab.stack):
-        if card.revoked_at is None and _residence(lab, card.municipality, card.resident) != "current":
-            revoked += revoke_card(lab.stack, card.municipality, card.resident, "moved")
+        if card.revoked_at is not None:
+            continue
+        residence = _residence(lab, card.municipality, card.resident, card.issued_at)
+        if residence != "current":
+            reason = "renamed" if residence == "renamed" else "moved"
+            revoked += revoke_card(lab.stack, card.municipality, card.resident, reason)
     return revoked

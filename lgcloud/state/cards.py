@@ -57,6 +57,7 @@ REASONS = {
     "revoked": x509.ReasonFlags.unspecified,  # by the operator: `lgcloud card revoke`
     "superseded": x509.ReasonFlags.superseded,  # a new card for the same resident
     "moved": x509.ReasonFlags.affiliation_changed,  # 転出: the card's facts changed
+    "renamed": x509.ReasonFlags.affiliation_changed,  # 氏名の変更: so did they
     "unregistered": x509.ReasonFlags.cessation_of_operation,  # the registry could not register it
 }
 

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 import secrets
+import shlex
 import uuid
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -66,12 +67,14 @@ def rows(configured, vm):
     """Rows of the residents table on a municipality's primary, counted as the superuser."""
 
     def count(municipality: str) -> int:
-        out = vm(f"{municipality}-db").check_output(
-            "runuser -u postgres -- psql -XAtq -d jumin -c 'SELECT count(*) FROM residents'"
-        )
-        return int(out)
+        return int(primary_sql(vm, municipality, "SELECT count(*) FROM residents"))
 
     return count
+
+
+def primary_sql(vm, municipality: str, sql: str) -> str:
+    """What `sql` reads from the registry on the municipality's primary, as the superuser."""
+    return vm(f"{municipality}-db").check_output(f"runuser -u postgres -- psql -XAtq -d jumin -c {shlex.quote(sql)}")
 
 
 def register(terminal, municipality: str, body: dict) -> dict:
@@ -307,6 +310,77 @@ def test_a_bad_move_out_is_refused_and_nothing_written(terminal, body, field, a_
     assert call(host, a_city.id, "GET", f"/api/residents/{ref}").json()["resident"]["status"] == "resident"
 
 
+def test_a_change_of_name_is_written_and_the_name_before_kept(terminal, vm, a_city):
+    host = terminal(a_city.id)
+    ref = register(terminal, a_city.id, person(name="旧姓 花子", kana="キュウセイ ハナコ"))["ref"]
+    change = {"name": "新姓 花子", "kana": "シンセイ ハナコ", "event_date": TODAY.isoformat()}
+    response = call(host, a_city.id, "POST", f"/api/residents/{ref}/name-change", change)
+    assert response.status == 200, response.body
+    read = call(host, a_city.id, "GET", f"/api/residents/{ref}").json()["resident"]
+    assert (read["name"], read["kana"]) == ("新姓 花子", "シンセイ ハナコ")
+    before = primary_sql(vm, a_city.id, f"SELECT name_before, kana_before FROM name_changes WHERE ref = '{ref}'")
+    assert before == "旧姓 花子|キュウセイ ハナコ"
+    of_person = f"(SELECT resident_code FROM residents WHERE ref = '{ref}')"
+    recorded = primary_sql(
+        vm,
+        a_city.id,
+        f"SELECT count(*) FROM audit.access_records WHERE action = 'name-change' AND resident_code = {of_person}",
+    )
+    assert recorded == "1", "the change of name is not in the アクセス記録"
+    queued = primary_sql(
+        vm,
+        a_city.id,
+        "SELECT value->>'氏名' FROM fuhon_outbox JOIN atena USING (atena_number)"
+        f" WHERE system = 'jumin' AND item = '住民票関係情報' AND resident_code = {of_person}",
+    )
+    assert queued == "新姓 花子", "the 中間サーバー's 住民票関係情報 副本 was not queued"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        pytest.param({"kana": "シンセイ ハナコ", "event_date": TODAY.isoformat()}, 400, "name", id="missing-name"),
+        pytest.param(
+            {"name": "新姓 花子", "kana": "しんせい", "event_date": TODAY.isoformat()}, 400, "kana", id="hiragana"
+        ),
+        pytest.param(
+            {"name": "新姓 花子", "kana": "シンセイ ハナコ", "event_date": (TODAY + dt.timedelta(days=1)).isoformat()},
+            400,
+            "event_date",
+            id="future",
+        ),
+        pytest.param(
+            {"name": "試験 花子", "kana": "シケン ハナコ", "event_date": TODAY.isoformat()}, 409, "name", id="same-name"
+        ),
+        pytest.param({"name": "新姓 花子", "kana": "シンセイ ハナコ", "ref": "x"}, 400, "ref", id="unknown-field"),
+    ],
+)
+def test_a_bad_change_of_name_is_refused_and_nothing_written(terminal, vm, body, status, field, a_city):
+    host = terminal(a_city.id)
+    ref = register(terminal, a_city.id, person(name="試験 花子", kana="シケン ハナコ"))["ref"]
+    response = call(host, a_city.id, "POST", f"/api/residents/{ref}/name-change", body)
+    assert (response.status, response.json()["field"]) == (status, field), response.body
+    assert call(host, a_city.id, "GET", f"/api/residents/{ref}").json()["resident"]["name"] == "試験 花子"
+    kept = primary_sql(vm, a_city.id, f"SELECT count(*) FROM name_changes WHERE ref = '{ref}'")
+    assert kept == "0", "a refused change of name was written"
+
+
+def test_a_resident_who_moved_out_changes_name_where_they_live_now(terminal, a_city):
+    host = terminal(a_city.id)
+    ref = register(terminal, a_city.id, person())["ref"]
+    moved = call(
+        host,
+        a_city.id,
+        "POST",
+        f"/api/residents/{ref}/move-out",
+        {"event_date": TODAY.isoformat(), "destination": "Ｂ町"},
+    )
+    assert moved.status == 200, moved.body
+    change = {"name": "新姓 花子", "kana": "シンセイ ハナコ", "event_date": TODAY.isoformat()}
+    response = call(host, a_city.id, "POST", f"/api/residents/{ref}/name-change", change)
+    assert (response.status, response.json()["field"]) == (409, "status"), response.body
+
+
 @pytest.mark.parametrize(
     "query",
     [pytest.param(quote("試"), id="one-character"), pytest.param("%00", id="nul"), pytest.param("", id="empty")],
@@ -490,7 +564,14 @@ def test_a_registry_keyed_by_the_resident_code_is_rekeyed_in_place(vm, a_city):
         encoded = base64.b64encode(sql.encode()).decode()
         return db.check_output(f"echo {encoded} | base64 -d | {psql} -f -")
 
-    table_sum = "SELECT count(*) || ' ' || md5(string_agg(r::text, '|' ORDER BY resident_code)) FROM residents r"
+    # The older registry's columns, each row's values: the schema step may add columns, never change a value.
+    older = (
+        "resident_code, my_number, name, kana, birth_date, sex, address, event, event_date, previous_address,"
+        " moved_out_on, moved_out_to, recorded_at, ref"
+    )
+    table_sum = (
+        f"SELECT count(*) || ' ' || md5(string_agg(ROW({older})::text, '|' ORDER BY resident_code)) FROM residents"
+    )
     db.check_output(f"runuser -u postgres -- createdb {scratch}")
     try:
         run_sql(_KEYED_BY_CODE)

@@ -15,6 +15,7 @@ import re
 import ssl
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,9 @@ from cryptography.x509.oid import NameOID
 from lgcloud.model.naming import EXPORTER_PORT, PORTAL_METRICS_PORT, vm_resource
 from lgcloud.observe.exporter import exporter_address
 from lgcloud.ops.cards import issue
+from lgcloud.ops.clerks import sign_in
 from lgcloud.ops.lab import Lab
-from lgcloud.ops.move_in import move_in
+from lgcloud.ops.move_in import move_in, office_call
 from lgcloud.state.cards import CardReader, card_authority, cards, issue_card, open_card, read_card
 from lgcloud.state.directory import state_dir
 
@@ -208,7 +210,7 @@ def test_after_the_move_the_old_card_is_refused_and_the_new_one_signs_in(scenari
     serial = f"{open_card(scenario.before.card, PIN).serial_number:x}"
     assert states[serial] == "revoked (moved)"
     # Before the CRL reached the portal, the broker already knew: the card's facts changed.
-    assert status == 403 and "記載事項が変わった" in page
+    assert status == 403 and "が変わったため" in page
     status, page = get(scenario.portal, "/", scenario.before)
     assert status == 401 and "失効しています" in page
     assert get(scenario.portal, "/", scenario.after)[0] == 200
@@ -330,3 +332,44 @@ def test_what_the_portal_shows_is_escaped(scenario, dev):
     assert status == 200
     assert "&lt;i&gt;世帯情報&lt;/i&gt;" in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
     assert "<script>alert" not in page and "<i>世帯情報" not in page
+
+
+def test_a_change_of_name_revokes_the_card_and_the_new_name_is_shown_escaped(scenario, dev, tmp_path):
+    """Ｂ町 writes a change of name (to one holding HTML) into the person's 住民票: the broker refuses
+    the card at once (its facts changed), J-LIS revokes it, the name before is kept, and the card
+    Ｂ町 issues next shows the new name on 自己情報表示 as text."""
+    ref = scenario.moved["refs"]["b-town"]
+    serial = f"{open_card(scenario.after.card, PIN).serial_number:x}"
+    new_name = "<b>山田</b> 花子"
+    change = {"name": new_name, "kana": "ヤマダ ハナコ", "event_date": dt.datetime.now(JST).date().isoformat()}
+    try:
+        with Lab(dev) as ops:
+            session = sign_in(ops, "b-town")
+            status, answer = office_call(ops, session, "jumin", "POST", f"/api/residents/{ref}/name-change", change)
+            assert status == 200, answer
+            assert answer["resident"]["name"] == new_name and "my_number" not in answer["resident"]
+            again = office_call(ops, session, "jumin", "POST", f"/api/residents/{ref}/name-change", change)
+            assert again[0] == 409 and again[1]["field"] == "name", again  # the same name is no change
+            kept = ops.sql(ops.pair("b-town").db, f"SELECT count(*) FROM name_changes WHERE ref = '{ref}'")
+        assert kept == "1", "the name before the change was not kept"
+        # The 住民票関係情報 副本 reaches the 中間サーバー through atena-link within seconds.
+        deadline = time.monotonic() + 30
+        while (seen := get(scenario.portal, "/", scenario.after))[0] == 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert seen[0] == 403 and "が変わったため" in seen[1]
+        listed = card_verb("list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert {c["serial"]: c["state"] for c in json.loads(listed.stdout)}[serial] == "revoked (renamed)"
+        seen = get(scenario.portal, "/", scenario.after)
+        assert seen[0] == 401 and "失効しています" in seen[1]
+    finally:  # whatever happened, the person has a valid card again, and it shows the name as text
+        with Lab(dev) as ops:
+            issue(ops, "b-town", ref, PIN, tmp_path / "renamed.p12")
+        renamed = opened(tmp_path / "renamed.p12")
+        for kept_file, new in zip(
+            (scenario.after.card, scenario.after.certificate, scenario.after.key),
+            (renamed.card, renamed.certificate, renamed.key),
+        ):
+            kept_file.write_bytes(new.read_bytes())
+    status, page = get(scenario.portal, "/self", renamed)
+    assert status == 200 and "&lt;b&gt;山田&lt;/b&gt; 花子" in page and "<b>山田" not in page

@@ -153,6 +153,15 @@ def office() -> str:
     return seen if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", seen) else f"gateway {request.remote_addr}"
 
 
+def queue_fuhon(cur, system: str, atena_number: str, item: str, value: dict) -> None:
+    """A 副本 of `system` ('jumin', 'zei') for the 中間サーバー, sent by atena-link once this
+    transaction is committed."""
+    cur.execute(
+        "INSERT INTO fuhon_outbox (atena_number, item, value, system) VALUES (%s, %s, %s, %s)",
+        (atena_number, item, json.dumps(value, ensure_ascii=False), system),
+    )
+
+
 def record(cur, action: str, resident_code: str, fields, purpose: str | None = None) -> None:
     """An アクセス記録 row in the same transaction as the access: no record, nothing shown."""
     cur.execute(

@@ -53,6 +53,7 @@ from business_app import (
     limit,
     log,
     needs,
+    queue_fuhon,
     record,
     refuse_unknown,
     reply,
@@ -133,7 +134,8 @@ END $$;
 -- person lives here now (the atena-link service); NULL: it has to be told (again).
 ALTER TABLE atena ADD COLUMN IF NOT EXISTS linked_at timestamptz;
 CREATE INDEX IF NOT EXISTS atena_unlinked ON atena (atena_number) WHERE linked_at IS NULL;
--- 副本 the municipality's systems register with the 中間サーバー (税's 所得 and 課税情報): queued in
+-- 副本 the municipality's systems register with the 中間サーバー (税's 所得 and 課税情報, 住民記録's
+-- 住民票関係情報 after a change of name): queued in
 -- the transaction that made them, sent in order by atena-link, and kept with the answer it got.
 CREATE TABLE IF NOT EXISTS fuhon_outbox (
     id           bigserial PRIMARY KEY,
@@ -146,6 +148,26 @@ CREATE TABLE IF NOT EXISTS fuhon_outbox (
     answer       smallint        -- the 中間サーバー's HTTP status: 201 registered, a 4xx refused
 );
 CREATE INDEX IF NOT EXISTS fuhon_outbox_waiting ON fuhon_outbox (id) WHERE answered_at IS NULL;
+-- When a fact a 個人番号カード carries (氏名, 住所) last changed: J-LIS revokes the cards issued
+-- before it. A name change keeps the name before it (a correction of the 住民票 loses nothing).
+-- Added once: even ALTER … IF NOT EXISTS takes the table's lock, at every worker's start.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'residents' AND column_name = 'facts_changed_at'
+    ) THEN
+        ALTER TABLE residents ADD COLUMN facts_changed_at timestamptz;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS name_changes (
+    id            bigserial PRIMARY KEY,
+    ref           uuid NOT NULL REFERENCES residents (ref),
+    name_before   text NOT NULL,
+    kana_before   text NOT NULL,
+    event_date    date NOT NULL,
+    recorded_at   timestamptz NOT NULL DEFAULT now()
+);
 """
 COLUMNS = (
     "ref",
@@ -521,7 +543,8 @@ def move_out(ref: str):
         if event_date < dt.date.fromisoformat(resident["event_date"]):
             raise Refused(400, "event_date", "event_date is before the resident's registration")
         cur.execute(
-            f"UPDATE residents SET moved_out_on = %s, moved_out_to = %s WHERE ref = %s RETURNING {', '.join(COLUMNS)}",
+            "UPDATE residents SET moved_out_on = %s, moved_out_to = %s, facts_changed_at = now()"
+            f" WHERE ref = %s RETURNING {', '.join(COLUMNS)}",
             (event_date, destination, resident["ref"]),
         )
         resident = shown_fields(as_json(cur.fetchone()), None)
@@ -533,7 +556,48 @@ def move_out(ref: str):
     return reply({"resident": resident})
 
 
+@app.post("/api/residents/<ref>/name-change")
+@needs("窓口")
+def change_name(ref: str):
+    """A change of name (婚姻, 離婚, 養子縁組 …) written into a current resident's 住民票: the name
+    before is kept, the card's facts changed (its certificate is revoked), and the 中間サーバー's
+    住民票関係情報 副本 of the person is registered anew (atena-link)."""
+    body = json_body()
+    refuse_unknown(body, ("name", "kana", "event_date"))
+    name = text(body, "name", 100)
+    kana = text(body, "kana", 100)
+    if not KANA.fullmatch(kana):
+        raise Refused(400, "kana", "kana must be written in katakana")
+    event_date = date(body, "event_date")
+    with transaction() as cur:
+        resident = find(cur, ref, lock=True)
+        if resident["status"] == "moved-out":
+            raise Refused(409, "status", "the resident moved out: the municipality they live in now writes the change")
+        if event_date < dt.date.fromisoformat(resident["event_date"]):
+            raise Refused(400, "event_date", "event_date is before the resident's registration")
+        if (name, kana) == (resident["name"], resident["kana"]):
+            raise Refused(409, "name", "the resident's name is this already")
+        cur.execute(
+            "INSERT INTO name_changes (ref, name_before, kana_before, event_date) VALUES (%s, %s, %s, %s)",
+            (resident["ref"], resident["name"], resident["kana"], event_date),
+        )
+        cur.execute(
+            "UPDATE residents SET name = %s, kana = %s, facts_changed_at = now()"
+            f" WHERE ref = %s RETURNING {', '.join(COLUMNS)}",
+            (name, kana, resident["ref"]),
+        )
+        changed = shown_fields(as_json(cur.fetchone()), None)
+        record(cur, "name-change", changed["resident_code"], changed)
+        if resident["atena_number"] is not None:
+            queue_fuhon(
+                cur, "jumin", resident["atena_number"], "住民票関係情報", {"氏名": name, "氏名（フリガナ）": kana}
+            )
+    log.info("changed a resident's name")
+    return reply({"resident": changed})
+
+
 CARD_SERIAL = re.compile(r"[0-9a-f]{1,40}")  # a 利用者証明用電子証明書's serial, hex
+FACTS_NOT_SENT = "the person's 住民票関係情報 has not reached the 中間サーバー yet"
 CARD_TIMEOUT = 15.0  # seconds for the 中間サーバー and the broker to register a card
 
 
@@ -553,6 +617,14 @@ def register_card(ref: str):
             raise Refused(409, "status", "a card is issued to a current resident; this one moved out")
         if resident["atena_number"] is None:
             raise Refused(409, "atena_number", "the resident has no 宛名番号 yet; try again in a moment")
+        # A card is registered after the facts it carries reached the 中間サーバー: the broker refuses
+        # one registered before the person's latest 住民票関係情報 (a change of name) as out of date.
+        cur.execute(
+            "SELECT 1 FROM fuhon_outbox WHERE atena_number = %s AND system = 'jumin' AND answered_at IS NULL",
+            (resident["atena_number"],),
+        )
+        if cur.fetchone():
+            raise Refused(409, "atena_number", f"{FACTS_NOT_SENT}; try again in a moment")
         record(cur, "card", resident["resident_code"], ["serial"])
     status, answer = ask_chukan("/api/cards", {"atena_number": resident["atena_number"], "serial": serial}, CARD_TIMEOUT)
     if status != 201:

@@ -30,6 +30,7 @@ serial from a certificate its TLS front verified, never a number of the person, 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -315,7 +316,9 @@ def query():
     # About the person, the provider is asked all the same (of a 符号 it cannot hold when the
     # broker refuses): a refusal and a provision take the same path, and a provider that is down
     # answers the same whoever is asked about.
-    asked = theirs[0] if reason is None and theirs is not None else fugo(KEY, provider, f"{secrets.randbelow(10**11):011d}")
+    asked = (
+        theirs[0] if reason is None and theirs is not None else fugo(KEY, provider, f"{secrets.randbelow(10**11):011d}")
+    )
     started = time.monotonic()
     status, answer = ask_provider(
         provider,
@@ -380,6 +383,7 @@ def register_card():
 
 
 SELF_DISCLOSURE = "自己情報表示"
+RESIDENCE_FACTS = "住民票関係情報"  # the 副本 the registry registers anew when the card's 氏名 changes
 
 
 def reiwa(year: int) -> str:
@@ -401,6 +405,15 @@ def notices(name: str, held: dict) -> list[dict]:
     ]
 
 
+def changed_since(items: dict, card_registered: str) -> bool:
+    """Whether the issuer registered the person's 住民票関係情報 (氏名) anew after the card: a
+    name change is a change of the card's facts, as a move away is."""
+    facts = items.get(RESIDENCE_FACTS)
+    if not isinstance(facts, dict):
+        return False
+    return dt.datetime.fromisoformat(facts["registered_at"]) > dt.datetime.fromisoformat(card_registered)
+
+
 @app.post("/portal/person")
 def portal_person():
     """The person of the card: their 情報提供等記録, 自己情報 and お知らせ. A card the broker does not
@@ -416,12 +429,14 @@ def portal_person():
         raise Answer(400, "serial must be a certificate serial, lowercase hex")
     db = database()
     card = db.execute(
-        "SELECT cards.body, issued.person FROM cards JOIN issued USING (body, fugo) WHERE serial = ?", (serial,)
+        "SELECT cards.body, issued.person, cards.registered_at FROM cards JOIN issued USING (body, fugo)"
+        " WHERE serial = ?",
+        (serial,),
     ).fetchone()
     empty = {"moved": False, "records": [], "held": [], "notices": []}
     if card is None:
         return jsonify(empty)
-    issuer, person = card
+    issuer, person, card_registered = card
     bodies = db.execute("SELECT body, fugo FROM issued WHERE person = ? ORDER BY body", (person,)).fetchall()
     # Every body at once: a lost site costs one provider timeout, not one per body.
     with ThreadPoolExecutor(max(1, len(bodies))) as pool:
@@ -437,9 +452,9 @@ def portal_person():
                 raise Answer(503, "the card's issuing municipality does not answer now")
             unavailable.append(BODIES[code]["name"])
             continue
-        if code == issuer and answer.get("residence") == "former":
-            moved = True  # the card's facts changed: J-LIS revokes it; until then it shows nothing
         items = answer.get("items") or {}
+        if code == issuer and (answer.get("residence") == "former" or changed_since(items, card_registered)):
+            moved = True  # the card's facts changed: J-LIS revokes it; until then it shows nothing
         if items:
             held.append({"body": code, "name": BODIES[code]["name"], "items": items})
     if moved:

@@ -45,6 +45,7 @@ from business_app import (
     json_body,
     log,
     needs,
+    queue_fuhon,
     record,
     refuse_unknown,
     reply,
@@ -132,14 +133,6 @@ def whole_number(body: dict, field: str, low: int, high: int) -> int:
     return value
 
 
-def queue_fuhon(cur, atena_number: str, item: str, value: dict) -> None:
-    """A 副本 for the 中間サーバー, sent by atena-link once this transaction is committed."""
-    cur.execute(
-        "INSERT INTO fuhon_outbox (atena_number, item, value, system) VALUES (%s, %s, %s, 'zei')",
-        (atena_number, item, json.dumps(value, ensure_ascii=False)),
-    )
-
-
 def income_fuhon(year: int, income: int) -> dict:
     return {"年分": year, "所得": income}
 
@@ -149,7 +142,7 @@ def queue_income_fuhon(cur, atena_number: str, year: int, income: int) -> None:
     per item, and a late 申告 of an earlier year must not take the place of the latest."""
     cur.execute("SELECT max(income_year) AS newest FROM zei.incomes WHERE atena_number = %s", (atena_number,))
     if cur.fetchone()["newest"] == year:
-        queue_fuhon(cur, atena_number, INCOME, income_fuhon(year, income))
+        queue_fuhon(cur, "zei", atena_number, INCOME, income_fuhon(year, income))
 
 
 @app.post("/api/residents/<ref>/income")
@@ -294,7 +287,11 @@ def assess(ref: str):
                 ),
             )
             queue_fuhon(
-                cur, person["atena_number"], TAXATION, {"年度": fiscal_year, "所得": held["income"], "税額": tax["tax"]}
+                cur,
+                "zei",
+                person["atena_number"],
+                TAXATION,
+                {"年度": fiscal_year, "所得": held["income"], "税額": tax["tax"]},
             )
     except psycopg2.errors.UniqueViolation:
         raise Refused(409, "fiscal_year", f"the resident's {fiscal_year}年度 tax is assessed already") from None
