@@ -37,18 +37,30 @@ def impostor(configured, dev):
     """The VICTIM's address answered with another host key (sshd reads its keys for every new
     connection); its own keys written back afterwards, through the hypervisor."""
     with Lab(dev) as ops:
-        original = {path: ops.read_file(VICTIM, path) for path in (PRIVATE, HOST_KEY)}
-        key = Ed25519PrivateKey.generate()
-        encoding, formats = serialization.Encoding, serialization.PrivateFormat
-        private = key.private_bytes(encoding.PEM, formats.OpenSSH, serialization.NoEncryption())
-        public = key.public_key().public_bytes(encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        original = another_key_on_disk(ops)
         try:
-            ops.write_file(VICTIM, PRIVATE, private, 0o600)
-            ops.write_file(VICTIM, HOST_KEY, public)
             yield
         finally:
-            for path, content in original.items():
-                ops.write_file(VICTIM, path, content, 0o600 if path == PRIVATE else 0o644)
+            put_back(ops, original)
+
+
+def another_key_on_disk(ops: Lab) -> dict[str, bytes]:
+    """A new host key written on the VICTIM's disk, through the hypervisor; the files it replaced."""
+    original = {path: ops.read_file(VICTIM, path) for path in (PRIVATE, HOST_KEY)}
+    key = Ed25519PrivateKey.generate()
+    encoding, formats = serialization.Encoding, serialization.PrivateFormat
+    ops.write_file(
+        VICTIM, PRIVATE, key.private_bytes(encoding.PEM, formats.OpenSSH, serialization.NoEncryption()), 0o600
+    )
+    ops.write_file(
+        VICTIM, HOST_KEY, key.public_key().public_bytes(encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    return original
+
+
+def put_back(ops: Lab, original: dict[str, bytes]) -> None:
+    for path, content in original.items():
+        ops.write_file(VICTIM, path, content, 0o600 if path == PRIVATE else 0o644)
 
 
 def test_a_machine_with_another_host_key_is_sent_nothing(impostor, dev):
@@ -75,3 +87,31 @@ def test_the_real_vm_is_reached_again_once_its_key_is_back(configured, dev):
         assert ops.run(VICTIM, "hostname").strip()
     finally:
         ops.close()
+
+
+def up() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "up", "--stack", STACK], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_up_pins_again_the_key_a_vm_remade_outside_lgcloud_holds(configured, dev):
+    """A no-change `up` keeps the pin of a VM whose disk holds the same key, and pins the new key
+    a VM's disk holds after it was remade outside lgcloud (what the mismatch message advises)."""
+    before = pinned_host_keys(STACK)[VICTIM]
+    up()
+    assert pinned_host_keys(STACK)[VICTIM] == before
+    with Lab(dev) as ops:
+        original = another_key_on_disk(ops)
+        written = ops.read_file(VICTIM, HOST_KEY).decode().split()[1]
+    try:
+        up()
+        assert pinned_host_keys(STACK)[VICTIM].key == written
+        with Lab(dev) as ops:
+            assert ops.run(VICTIM, "hostname").strip()
+    finally:
+        with Lab(dev) as ops:
+            put_back(ops, original)
+        up()
+    assert pinned_host_keys(STACK)[VICTIM] == before
