@@ -162,7 +162,7 @@ BEGIN
 END $$;
 CREATE TABLE IF NOT EXISTS name_changes (
     id            bigserial PRIMARY KEY,
-    ref           uuid NOT NULL REFERENCES residents (ref),
+    ref           uuid NOT NULL,  -- no foreign key: the drills' DELETE FROM residents must go through, as a mistake would
     name_before   text NOT NULL,
     kana_before   text NOT NULL,
     event_date    date NOT NULL,
