@@ -291,13 +291,24 @@ REGISTRATION = (
 )
 
 
+def katakana(body: dict, field: str) -> str:
+    value = text(body, field, 100)
+    if not KANA.fullmatch(value):
+        raise Refused(400, field, f"{field} must be written in katakana")
+    return value
+
+
+def not_before_registration(event_date: dt.date, resident: dict) -> None:
+    """Refuse a change to a resident dated before the resident was registered."""
+    if event_date < dt.date.fromisoformat(resident["event_date"]):
+        raise Refused(400, "event_date", "event_date is before the resident's registration")
+
+
 def registration(body: dict) -> dict:
     """The columns of a new resident from a 出生届 or 転入届, or Refused naming the first bad field."""
     refuse_unknown(body, REGISTRATION)
     name = text(body, "name", 100)
-    kana = text(body, "kana", 100)
-    if not KANA.fullmatch(kana):
-        raise Refused(400, "kana", "kana must be written in katakana")
+    kana = katakana(body, "kana")
     birth_date = date(body, "birth_date")
     sex = choice(body, "sex", SEXES)
     address = text(body, "address", 200)
@@ -540,8 +551,7 @@ def move_out(ref: str):
             raise Refused(409, "status", f"the resident moved out on {resident['moved_out_on']} already")
         event_date = date(body, "event_date")
         destination = text(body, "destination", 200)
-        if event_date < dt.date.fromisoformat(resident["event_date"]):
-            raise Refused(400, "event_date", "event_date is before the resident's registration")
+        not_before_registration(event_date, resident)
         cur.execute(
             "UPDATE residents SET moved_out_on = %s, moved_out_to = %s, facts_changed_at = now()"
             f" WHERE ref = %s RETURNING {', '.join(COLUMNS)}",
@@ -565,16 +575,13 @@ def change_name(ref: str):
     body = json_body()
     refuse_unknown(body, ("name", "kana", "event_date"))
     name = text(body, "name", 100)
-    kana = text(body, "kana", 100)
-    if not KANA.fullmatch(kana):
-        raise Refused(400, "kana", "kana must be written in katakana")
+    kana = katakana(body, "kana")
     event_date = date(body, "event_date")
     with transaction() as cur:
         resident = find(cur, ref, lock=True)
         if resident["status"] == "moved-out":
             raise Refused(409, "status", "the resident moved out: the municipality they live in now writes the change")
-        if event_date < dt.date.fromisoformat(resident["event_date"]):
-            raise Refused(400, "event_date", "event_date is before the resident's registration")
+        not_before_registration(event_date, resident)
         if (name, kana) == (resident["name"], resident["kana"]):
             raise Refused(409, "name", "the resident's name is this already")
         cur.execute(
