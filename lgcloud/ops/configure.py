@@ -9,23 +9,21 @@ project root. ansible-runner keeps its artifacts under the stack's state directo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..errors import OperatorError
 from ..model.schema import StackConfig
 from ..paths import PLAYBOOK, PROJECT_ROOT, ROLES_DIR
 from ..state.clerks import first_clerks
@@ -43,32 +41,38 @@ __all__ = ["ConfigureSummary", "HostResult", "configure"]
 
 # A host's result line in an event's stdout: `changed: [host]`, alone or after the task's banner.
 CHANGED_LINE = re.compile(r"^changed: ", re.MULTILINE)
-# Settings chosen for speed (see benchmarks/configure.py):
-# parallel hosts; OpenSSH with one connection per VM kept for the whole run (ControlPersist) and
-# modules piped into its Python (pipelining: one command per module run, nothing written to the VM
-# first). Ansible's paramiko opened a connection per task (a worker process per task keeps none)
-# and cannot pipeline: five round trips and a file per module run.
+# An unreachable host's message when OpenSSH refused its key: Mitogen's words, or OpenSSH's own.
+HOST_KEY_REFUSED = re.compile(r"mismatching host key|REMOTE HOST IDENTIFICATION HAS CHANGED")
+# Settings chosen for speed (see benchmarks/configure.py): parallel hosts, each at its own pace
+# (strategy free), over Mitogen. Ansible alone starts a Python on the VM for every module run and a
+# worker with an ssh client on this host for every task; Mitogen keeps one Python per VM for the
+# whole run, reached over one OpenSSH connection, and runs each module in it. Its connections end
+# with the run, so the next run exchanges keys again and a VM whose host key changed is sent nothing.
 ANSIBLE_SETTINGS = {
     "ANSIBLE_FORKS": "25",
-    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_STRATEGY": "mitogen_free",
     # Host keys are checked against those `up` pinned (lgcloud.state.hostkeys), never added
     # (StrictHostKeyChecking in the ssh arguments, made per stack by _ssh_args).
     "ANSIBLE_HOST_KEY_CHECKING": "True",
     "ANSIBLE_GATHERING": "smart",
     "ANSIBLE_NOCOLOR": "True",
     "ANSIBLE_RETRY_FILES_ENABLED": "False",
-    # No pseudo-terminal per command: one thing less for the VM's sshd to set up, and a script's
-    # stderr stays out of the stdout the roles read.
-    "ANSIBLE_SSH_USETTY": "False",
 }
+
+
+def _strategies() -> str:
+    """Where the installed Mitogen keeps its strategy plugins (found without importing Ansible)."""
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        raise OperatorError("Mitogen for Ansible is not installed", "run `make venv` to install lgcloud's dependencies")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "plugins" / "strategy")
 
 
 def _ssh_args(stack: str) -> str:
     """OpenSSH's options for every connection of a run: the key `up` pinned for each VM and no
-    other, one master connection per VM shared by its tasks, no compression (the segments are local)."""
+    other, no compression (the segments are local)."""
     return " ".join(
         (
-            "-o ControlMaster=auto -o ControlPersist=120s",
             "-o StrictHostKeyChecking=yes",
             f"-o UserKnownHostsFile={known_hosts_path(stack)} -o GlobalKnownHostsFile=/dev/null",
             "-o HostKeyAlgorithms=ssh-ed25519 -o IdentitiesOnly=yes",
@@ -81,22 +85,6 @@ def _ansible_home(stack: str) -> Path:
     home = state_dir(stack) / "ansible" / "home"
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     return home
-
-
-@contextmanager
-def _masters(stack: str) -> Iterator[Path]:
-    """A directory for the run's SSH master connections, closed when the run ends: a master kept
-    past its run would carry the next run's commands without a new key exchange, so a VM whose
-    host key changed in between would still be sent them."""
-    directory = Path(tempfile.mkdtemp(prefix="cp-", dir=state_dir(stack) / "ansible"))
-    try:
-        yield directory
-    finally:
-        for socket in directory.iterdir():
-            subprocess.run(
-                ["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lgcloud-vm"], capture_output=True, timeout=10
-            )
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass
@@ -199,7 +187,7 @@ def configure(
         elif state == "unreachable":
             result.unreachable += 1
             message = str(data.get("res", {}).get("msg", ""))
-            if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message:  # OpenSSH refused the key: say so plainly
+            if HOST_KEY_REFUSED.search(message):  # OpenSSH refused the key: say so plainly
                 pinned = pinned_host_keys(cfg.stack).get(host)
                 message = another_key(cfg.stack, host, pinned.address if pinned else "its mgmt address")
             result.failures.append(f"unreachable: {message}")
@@ -208,8 +196,7 @@ def configure(
         on_event(host, data.get("task", current["task"]), state)
         return True
 
-    with _masters(cfg.stack) as masters:
-        runner = _run(cfg, data_dir, inventory, limit, check, settings, masters, handle)
+    runner = _run(cfg, data_dir, inventory, limit, check, settings, handle)
     if not check:
         record_facts(cfg.stack, published)
     return ConfigureSummary(
@@ -224,7 +211,6 @@ def _run(
     limit: str | None,
     check: bool,
     settings: dict[str, str] | None,
-    masters: Path,
     handle: Callable[[dict], bool],
 ) -> Any:
     """One ansible-playbook run of site.yml through ansible-runner."""
@@ -242,7 +228,7 @@ def _run(
             **(settings or {}),
             "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
             "ANSIBLE_SSH_ARGS": _ssh_args(cfg.stack),
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(masters),
+            "ANSIBLE_STRATEGY_PLUGINS": _strategies(),
             "HOME": str(_ansible_home(cfg.stack)),
             # ansible-playbook of the same environment as lgcloud, activated or not
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",

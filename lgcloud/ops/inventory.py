@@ -117,7 +117,7 @@ def build_inventory(
             "hosts": hosts,
             "vars": {
                 "ansible_user": "root",
-                "ansible_connection": "ssh",  # OpenSSH: see lgcloud.ops.configure.ANSIBLE_SETTINGS
+                "ansible_connection": "ssh",  # OpenSSH under Mitogen: see lgcloud.ops.configure.ANSIBLE_SETTINGS
                 "ansible_ssh_private_key_file": str(key),
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "lgcloud_stack": cfg.stack,
