@@ -51,6 +51,9 @@ HOST_KEY_REFUSED = re.compile(r"mismatching host key|REMOTE HOST IDENTIFICATION 
 ANSIBLE_SETTINGS = {
     "ANSIBLE_FORKS": "25",
     "ANSIBLE_STRATEGY": "mitogen_free",
+    # Mitogen's connect timeout covers the key exchange, the login and its Python's start: on a
+    # loaded lab (159 VMs on 2 cores) Ansible's 10 s left hosts unreachable.
+    "ANSIBLE_TIMEOUT": "60",
     # Host keys are checked against those `up` pinned (lgcloud.state.hostkeys), never added
     # (StrictHostKeyChecking in the ssh arguments, made per stack by _ssh_args).
     "ANSIBLE_HOST_KEY_CHECKING": "True",

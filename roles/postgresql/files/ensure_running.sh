@@ -1,14 +1,21 @@
 #!/bin/sh
 # Ensure runit keeps postgresql up, then wait until it accepts connections; print `started` if it
-# had to be started, `running` if it already was.
-# Usage: ensure_running.sh TIMEOUT SOCKET_DIR PORT
+# had to be started, `running` if it already was. Given a replica's DATA_DIR that holds no cluster
+# (a clone that failed half-way), keep the server down and print `no cluster`: the replica tasks
+# clone it again.
+# Usage: ensure_running.sh TIMEOUT SOCKET_DIR PORT [DATA_DIR]
 set -eu
-timeout=$1 socket_dir=$2 port=$3
+timeout=$1 socket_dir=$2 port=$3 replica_data_dir=${4:-}
 # A service linked a moment ago has no runsv yet: runsvdir looks every 5 s.
 for _ in $(seq "$timeout"); do
   sv status postgresql >/dev/null 2>&1 && break
   sleep 1
 done
+if [ -n "$replica_data_dir" ] && [ ! -e "$replica_data_dir/PG_VERSION" ]; then
+  sv down postgresql >/dev/null
+  echo "no cluster"
+  exit 0
+fi
 case "$(sv status postgresql)" in
   run:*) echo running ;;
   *) sv up postgresql >/dev/null; echo started ;;
