@@ -210,7 +210,9 @@ def is_replica(conn) -> bool:
 def schema_step(lock_name: str, sql: str) -> None:
     """Prepare each request's connection with a system's own tables: `sql` runs once per process,
     only where the database is writable (not on a replica), under an advisory lock named
-    `lock_name` because gunicorn's workers race for it at start."""
+    `lock_name` because gunicorn's workers race for it at start. The lock is waited for 10 s at
+    most: a synchronous primary whose replica is not streaming yet holds the first commit, and
+    the requests of workers killed meanwhile would each leave a session waiting for ever."""
     ready = False
 
     def ensure(conn) -> None:
@@ -218,6 +220,7 @@ def schema_step(lock_name: str, sql: str) -> None:
         if ready or is_replica(conn):
             return
         with conn, conn.cursor() as cur:
+            cur.execute("SET LOCAL lock_timeout = '10s'")
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_name,))
             cur.execute(sql)
         ready = True
