@@ -75,6 +75,16 @@ def test_replica_streams_over_interconnect(configured, vm, lab, m):
     assert query(vm(f"{m.id}-db-replica"), "SELECT pg_is_in_recovery()") == "t"
 
 
+@pytest.mark.municipalities
+def test_the_replica_streams_with_the_labs_wal_timeout_not_its_clones(configured, vm, m):
+    """The clone's 60 s WAL timeout stays with pg_basebackup: a replica that the primary waited a
+    minute for would hold a synchronous primary's commits that long after a site loss."""
+    conninfo = query(vm(f"{m.id}-db-replica"), "SELECT conninfo FROM pg_stat_wal_receiver")
+    assert "host=" in conninfo, conninfo
+    assert "wal_sender_timeout" not in conninfo, conninfo
+    assert query(vm(f"{m.id}-db-replica"), "SHOW wal_receiver_timeout") == "5s"
+
+
 @pytest.mark.hosts("role_db")
 def test_a_lost_standby_cannot_fill_the_primarys_disk(configured, vm, name):
     assert query(vm(name), "SHOW max_slot_wal_keep_size") == "1GB"
