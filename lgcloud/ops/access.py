@@ -6,7 +6,10 @@ ssh -F .lgcloud/dev/ssh_config a-city-app
 from __future__ import annotations
 
 import io
+import os
+import re
 import socket
+import stat
 import tarfile
 import time
 from collections.abc import Set
@@ -22,11 +25,20 @@ from ..state.directory import state_dir
 from ..state.hostkeys import HOST_KEY, PinnedKey, known_hosts_path, pin_host_keys, pinned_host_keys
 from ..state.keys import ensure_keypair
 
-__all__ = ["VmAccess", "Reached", "reach_and_pin", "ssh_config_path", "wait_for_ssh", "write_ssh_config"]
+__all__ = [
+    "Reached",
+    "VmAccess",
+    "reach_and_pin",
+    "read_host_key",
+    "ssh_config_path",
+    "wait_for_ssh",
+    "write_ssh_config",
+]
 
-# Banner waits are sockets sleeping, key reads one archive call each: enough threads to have every
+# Banner waits are sockets sleeping, key reads a file each: enough threads to have every
 # VM of a large stack in flight; the VMs' sshd and the engine, not this process, set the pace.
 REACH_THREADS = 64
+BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 def ssh_config_path(stack: str) -> Path:
@@ -101,17 +113,57 @@ class Reached:
     pinned: int  # host keys pinned
 
 
-def _host_key(engine: docker.DockerClient, vm: VmAccess) -> PinnedKey | None:
-    """The VM's host key as its disk holds it, read through the hypervisor (None: it never booted)."""
+def read_host_key(engine: docker.DockerClient, vm: VmAccess) -> PinnedKey | None:
+    """The VM's host key as its disk holds it, read through the hypervisor (None: it never booted).
+
+    A running VM of this machine's engine is read through its first process's root in /proc (the
+    engine serves archive reads one at a time: 15 s for 159 VMs on a loaded lab, against 0.4 s);
+    any other through the engine's archive API."""
     try:
-        stream, _ = engine.api.get_archive(vm.container, HOST_KEY)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.next()
-            content = tar.extractfile(member) if member else None
-            kind, key = (content.read() if content else b"").decode().split()[:2]
+        content = _key_through_proc(engine, vm) if vm.endpoint is None else None
+        if content is None:
+            stream, _ = engine.api.get_archive(vm.container, HOST_KEY)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.next()  # a link is not followed: a VM's link could name any path
+                extracted = tar.extractfile(member) if member and member.isfile() else None
+                content = extracted.read() if extracted else b""
+        kind, key = content.decode().split()[:2]
     except (docker.errors.NotFound, ValueError):
         return None
+    if kind != "ssh-ed25519" or not BASE64.fullmatch(key):
+        return None  # not a key: nothing is pinned, and no SSH reaches the VM
     return PinnedKey(vm.name, vm.mgmt, kind, key)
+
+
+def _key_through_proc(engine: docker.DockerClient, vm: VmAccess) -> bytes | None:
+    """The host key file from /proc/<pid>/root of the VM's first process; None when it is not
+    running or the file is not a plain file there. The VM's root is hostile: every component of
+    the path is opened without following a link, or a link such as /etc/ssh -> /../.. placed
+    inside the VM would make this host read its own files."""
+    state = engine.api.inspect_container(vm.container)
+    pid, container_id = state["State"].get("Pid") or 0, state["Id"]
+    if not pid:
+        return None
+    descriptors: list[int] = []
+    try:
+        if container_id not in Path(f"/proc/{pid}/cgroup").read_text():
+            return None  # the process is gone and its number another's
+        directory = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+        descriptors.append(directory)
+        *parents, name = HOST_KEY.strip("/").split("/")
+        for part in parents:
+            directory = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            descriptors.append(directory)
+        descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+        descriptors.append(descriptor)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        return os.read(descriptor, 4096)
+    except OSError:
+        return None
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
 
 
 def reach_and_pin(stack: str, vms: list[VmAccess], known: Set[str], timeout: float = 60.0) -> Reached:
@@ -126,7 +178,7 @@ def reach_and_pin(stack: str, vms: list[VmAccess], known: Set[str], timeout: flo
     def reach(vm: VmAccess) -> tuple[bool, PinnedKey | None]:
         if vm.boots and not _answers(vm.mgmt, deadline):
             return False, None
-        return True, _host_key(engines[vm.endpoint], vm)
+        return True, read_host_key(engines[vm.endpoint], vm)
 
     with ThreadPoolExecutor(REACH_THREADS) as pool:
         reached = list(pool.map(reach, vms))

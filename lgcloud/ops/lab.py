@@ -36,10 +36,11 @@ from ..model.naming import (
 )
 from ..model.schema import Municipality, StackConfig
 from ..model.topology import Topology, VmPlan, plan
-from ..state.hostkeys import HOST_KEY, PinnedKey, another_key, known_hosts_path, pin_host_keys
+from ..state.hostkeys import another_key, known_hosts_path, pin_host_keys
 from ..state.hostkeys import pinned_host_keys as _pinned
 from ..state.keys import ensure_keypair
 from ..state.secrets import stack_secrets
+from .access import VmAccess, read_host_key
 
 __all__ = ["SCRIPTS", "Lab", "LabError", "Pair"]
 
@@ -230,8 +231,8 @@ class Lab:
         """Read a file from the VM's disk through the hypervisor: works while the VM is off."""
         stream, _ = self.container(vm).get_archive(path)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.next()
-            content = tar.extractfile(member) if member else None
+            member = tar.next()  # a link is not followed: a VM's link could name any path
+            content = tar.extractfile(member) if member and member.isfile() else None
             if content is None:
                 raise LabError(f"{vm}: {path} is not a file")
             return content.read()
@@ -243,11 +244,11 @@ class Lab:
         SSH reaches it until it is. Pins of VMs the stack no longer has are dropped."""
         keys = []
         for vm in vms:
-            try:
-                kind, key = self.read_file(vm, HOST_KEY).decode().split()[:2]
-            except (docker.errors.NotFound, LabError, ValueError):
-                continue
-            keys.append(PinnedKey(vm, self.mgmt(vm), kind, key))
+            site = self._engine_site(self.plan(vm).site)
+            endpoint = None if site in self._local else endpoint_or_default(self.cfg.sites[site].endpoint)
+            key = read_host_key(self._engines[site], VmAccess(vm, self.mgmt(vm), vm_resource(self.stack, vm), endpoint))
+            if key is not None:
+                keys.append(key)
         known = {v.name for v in (*self.topology.vms, *self.topology.restore_vms)}
         gone = {vm for vm in _pinned(self.stack) if vm not in known}
         return pin_host_keys(self.stack, keys, forget=gone)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.live
 
 VICTIM = "a-city-terminal"
 PRIVATE = HOST_KEY.removesuffix(".pub")
+BAIT_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIGJhaXRiYWl0YmFpdGJhaXRiYWl0YmFpdGJhaXRiYWl0"  # well-formed, nobody's
 
 
 def test_every_vm_has_its_host_key_pinned(configured, lab):
@@ -114,4 +116,25 @@ def test_up_pins_again_the_key_a_vm_remade_outside_lgcloud_holds(configured, dev
         with Lab(dev) as ops:
             put_back(ops, original)
         up()
+    assert pinned_host_keys(STACK)[VICTIM] == before
+
+
+def test_a_link_inside_a_vm_does_not_make_up_read_a_file_of_this_host(configured, dev):
+    """Root in a VM is hostile: its host key file made a link to a path of this machine, `up`
+    pins no key from this machine's file (it reads the VM's disk without following links)."""
+    before = pinned_host_keys(STACK)[VICTIM]
+    bait = Path("/var/tmp/lgcloud-host-key-bait.pub")  # exists on this machine only, not in the VM
+    bait.write_text(f"ssh-ed25519 {BAIT_KEY} bait\n")
+    kept = f"{HOST_KEY}.kept"
+    with Lab(dev) as ops:
+        # Through the hypervisor: once the pin changed, no SSH would reach the VM to put it back.
+        code, said = ops.container(VICTIM).exec_run(["sh", "-c", f"mv {HOST_KEY} {kept} && ln -s {bait} {HOST_KEY}"])
+        assert code == 0, said
+        try:
+            up()
+            assert pinned_host_keys(STACK)[VICTIM] == before
+        finally:
+            ops.container(VICTIM).exec_run(["sh", "-c", f"rm -f {HOST_KEY} && mv {kept} {HOST_KEY}"])
+            bait.unlink()
+    up()
     assert pinned_host_keys(STACK)[VICTIM] == before
