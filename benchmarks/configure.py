@@ -3,7 +3,9 @@
     /tmp/venv/bin/python benchmarks/configure.py
 
 Works on a throwaway copy of the dev stack named `benchcfg` on 10.112/16 (never on `dev`):
-1. a cold `up`, then the first configure and a no-change second one with lgcloud's settings;
+1. a cold `up`, then the first configure and a no-change second one with lgcloud's settings, run
+   twice: every VM's roles (`--full`), and as an operator's plain `configure` (no VM changed:
+   their configured states read and compared, no VM run);
 2. the stack made anew, then the first configure with plain ansible-playbook defaults
    (5 forks, the linear strategy without Mitogen, facts gathered implicitly), for the ratio.
 The second run should take under a third of the first.
@@ -39,15 +41,18 @@ DEFAULTS = {
 CONTROLLER: list[dict[str, float]] = []  # per configure: the controller's CPU seconds and the load before
 
 
-def _configure(path: Path, settings: dict[str, str] | None = None) -> tuple[float, int]:
+def _cpu() -> float:
+    """CPU seconds of this process (the state reads' SSH) and its children (ansible-playbook, workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _configure(path: Path, settings: dict[str, str] | None = None, full: bool = True) -> tuple[float, int]:
     cfg = parse(read_file(path), stack_name(path), str(path))
     load = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # ansible-playbook and its workers
-    outcome = configure(cfg, running=running_vms(cfg), settings=settings)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CONTROLLER.append(
-        {"cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1), "loadavg_before": load}
-    )
+    before = _cpu()
+    outcome = configure(cfg, running=running_vms(cfg), settings=settings, full=full)
+    CONTROLLER.append({"cpu_s": round(_cpu() - before, 1), "loadavg_before": load})
     if outcome.rc != 0:
         raise SystemExit(f"configure failed; see {outcome.artifacts}")
     return outcome.seconds, sum(r.changed for r in outcome.hosts.values())
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             run(LGCLOUD, "up", "--file", str(path))
             first, first_changed = _configure(path)
             second, second_changed = _configure(path)
+            skipped, _ = _configure(path, full=False)
             run(LGCLOUD, "down", "--file", str(path))
             run(LGCLOUD, "up", "--file", str(path))
             plain, _ = _configure(path, DEFAULTS)
@@ -74,18 +80,23 @@ def main(argv: list[str] | None = None) -> int:
         [
             ("first run (lgcloud settings)", f"{first:.1f} s, {first_changed} changes"),
             (
-                "second run, nothing to change",
+                "second run, nothing to change (--full)",
                 f"{second:.1f} s, {second_changed} changes ({second / first:.2f} of the first; target < 0.33)",
             ),
+            ("second run, nothing to change, no VM run", f"{skipped:.1f} s ({skipped / first:.2f} of the first)"),
             ("first run, ansible defaults", f"{plain:.1f} s"),
             ("lgcloud settings / defaults", f"{first / plain:.2f}x"),
-            ("controller CPU (first, second, defaults)", ", ".join(f"{c['cpu_s']:.0f} s" for c in CONTROLLER)),
+            (
+                "controller CPU (first, second, no VM run, defaults)",
+                ", ".join(f"{c['cpu_s']:.0f} s" for c in CONTROLLER),
+            ),
             ("load average before each", ", ".join(f"{c['loadavg_before']:.1f}" for c in CONTROLLER)),
         ],
     )
     figures = {
         "first_s": first,
         "second_s": second,
+        "unchanged_s": skipped,
         "defaults_first_s": plain,
         "second_changed": second_changed,
         "controller": CONTROLLER,

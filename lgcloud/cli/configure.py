@@ -48,10 +48,10 @@ def _configure(opts: Options) -> int:
             status.update(f"configuring {len(running)} VMs: {host}: {task}")
 
         if opts.args.check:
-            summary = configure(cfg, running, opts.args.limit, opts.args.check, show)
+            summary = configure(cfg, running, opts.args.limit, opts.args.check, show, full=opts.args.full)
         else:
             with planned_work(cfg.stack, "configure", "lgcloud configure") as work:
-                summary = configure(cfg, running, opts.args.limit, opts.args.check, show)
+                summary = configure(cfg, running, opts.args.limit, opts.args.check, show, full=opts.args.full)
                 if summary.succeeded and not summary.total("changed"):
                     work.nothing_done()
     code = 0 if summary.succeeded else EXIT_FAILED
@@ -65,22 +65,28 @@ def _configure(opts: Options) -> int:
         r = summary.hosts[host]
         return "red" if r.failed or r.unreachable else ("yellow" if r.changed else "green")
 
-    opts.output.table(
-        f"stack {cfg.stack}: configure{' --check' if summary.check else ''}",
-        ("vm", "ok", "changed", "failed", "unreachable"),
-        [
-            (f"[{colour(host)}]{host}[/]", str(r.ok), str(r.changed), str(r.failed), str(r.unreachable))
-            for host, r in sorted(summary.hosts.items())
-        ],
-        right=("ok", "changed", "failed", "unreachable"),
-    )
+    if summary.hosts:
+        opts.output.table(
+            f"stack {cfg.stack}: configure{' --check' if summary.check else ''}",
+            ("vm", "ok", "changed", "failed", "unreachable"),
+            [
+                (f"[{colour(host)}]{host}[/]", str(r.ok), str(r.changed), str(r.failed), str(r.unreachable))
+                for host, r in sorted(summary.hosts.items())
+            ],
+            right=("ok", "changed", "failed", "unreachable"),
+        )
     for host, r in sorted(summary.hosts.items()):
         for failure in r.failures:
             err.print(f"[red]{host}[/]: ", end="")
             err.print(failure, markup=False, highlight=False)
+    if summary.converged:
+        err.print(f"{len(summary.converged)} VMs unchanged since their last run, not run (`--full` runs them too)")
     if not summary.succeeded and not summary.hosts:
         stdout = (summary.artifacts / "stdout").read_text(errors="replace").strip().splitlines()
         err.print("\n".join(stdout[-15:]), markup=False, highlight=False)
+    if summary.succeeded and not summary.hosts:
+        err.print(f"✓ every VM is as its last run left it ({summary.seconds:.1f}s)")
+        return code
     err.print(
         f"{'✓' if summary.succeeded else '✗'} {len(summary.hosts)} hosts: {summary.total('ok')} ok, "
         f"{summary.total('changed')} changed, {summary.total('failed')} failed, "
@@ -112,6 +118,11 @@ def add(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> N
     sub = verbs.add_parser("configure", parents=[common], help="run the Ansible roles on the stack's VMs")
     sub.add_argument("--limit", help="only hosts matching this Ansible pattern (e.g. municipality_a_city)")
     sub.add_argument("--check", action="store_true", help="report what would change, changing nothing")
+    sub.add_argument(
+        "--full",
+        action="store_true",
+        help="run every VM's roles, also those unchanged since their last successful run",
+    )
     sub.add_argument("-v", "--verbose", action="store_true", help="also list each changed task")
     sub.add_argument("--json", action="store_true", help="per-host results as JSON")
     wait_flag(sub)

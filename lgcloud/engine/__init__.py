@@ -2,7 +2,16 @@
 
 from .realise import Change, EngineError, Realiser, connect
 from .runner import Outcome, realise_stack, run_program
-from .stack import SegmentState, VmState, destroy, engine_conflicts, inventory, refuse_unowned, running_vms
+from .stack import (
+    SegmentState,
+    VmState,
+    destroy,
+    engine_conflicts,
+    inventory,
+    refuse_unowned,
+    running_containers,
+    running_vms,
+)
 
 __all__ = [
     "Change",
@@ -17,6 +26,7 @@ __all__ = [
     "inventory",
     "realise_stack",
     "refuse_unowned",
+    "running_containers",
     "run_program",
     "running_vms",
 ]

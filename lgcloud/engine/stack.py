@@ -124,6 +124,7 @@ class VmState:
     role: str
     state: str
     addresses: dict[str, str]
+    id: str = ""  # the container's ID: a VM made anew has another
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def inventory(cfg: StackConfig) -> tuple[list[VmState], list[SegmentState]]:
                     role=labels.get(ROLE_LABEL, ""),
                     state=c["State"],
                     addresses={lab_name(cfg.stack, net): v.get("IPAddress", "") for net, v in nets.items()},
+                    id=c["Id"],
                 )
             )
         for n in api.networks(filters=_stack_filter(cfg.stack)):
@@ -161,7 +163,12 @@ def inventory(cfg: StackConfig) -> tuple[list[VmState], list[SegmentState]]:
 
 def running_vms(cfg: StackConfig) -> set[str]:
     """Names of the stack's VMs that are running now."""
-    return {vm.name for vm in inventory(cfg)[0] if vm.state == "running"}
+    return set(running_containers(cfg))
+
+
+def running_containers(cfg: StackConfig) -> dict[str, str]:
+    """The stack's VMs that are running now, each with its container's ID."""
+    return {vm.name: vm.id for vm in inventory(cfg)[0] if vm.state == "running"}
 
 
 def _segment_path(cfg: StackConfig, key: str) -> str:

@@ -17,16 +17,19 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..engine import running_containers
 from ..errors import OperatorError
 from ..model.schema import StackConfig
 from ..paths import PLAYBOOK, PROJECT_ROOT, ROLES_DIR
 from ..state.clerks import first_clerks
+from ..state.converged import Converged, converged, forget_converged, inputs_digest, record_converged
 from ..state.directory import state_dir, write_atomic
 from ..state.facts import record_facts
 from ..state.hostkeys import another_key, known_hosts_path, pinned_host_keys
@@ -34,6 +37,7 @@ from ..state.keys import ensure_keypair
 from ..state.secrets import stack_secrets
 from .backup import certify
 from .inventory import build_inventory
+from .lab import Lab
 from .offices import certify_front
 from .portal import certify_portal
 
@@ -43,6 +47,8 @@ __all__ = ["ConfigureSummary", "HostResult", "configure"]
 CHANGED_LINE = re.compile(r"^changed: ", re.MULTILINE)
 # An unreachable host's message when OpenSSH refused its key: Mitogen's words, or OpenSSH's own.
 HOST_KEY_REFUSED = re.compile(r"mismatching host key|REMOTE HOST IDENTIFICATION HAS CHANGED")
+# VMs whose configured state is read at once (each over an SSH connection of its own).
+STATE_READERS = 16
 # Settings chosen for speed (see benchmarks/configure.py): parallel hosts, each at its own pace
 # (strategy free), over Mitogen. Ansible alone starts a Python on the VM for every module run and a
 # worker with an ssh client on this host for every task; Mitogen keeps one Python per VM for the
@@ -112,6 +118,8 @@ class ConfigureSummary:
     artifacts: Path
     seconds: float
     check: bool = False
+    # VMs not run: nothing they are configured from and nothing on them changed since their last run
+    converged: frozenset[str] = frozenset()
 
     @property
     def succeeded(self) -> bool:
@@ -127,6 +135,7 @@ class ConfigureSummary:
             "seconds": round(self.seconds, 2),
             "check": self.check,
             "hosts": {host: asdict(result) for host, result in self.hosts.items()},
+            "converged": sorted(self.converged),
         }
 
 
@@ -137,8 +146,14 @@ def configure(
     check: bool = False,
     on_event: Callable[[str, str, str], None] = lambda host, task, state: None,
     settings: dict[str, str] | None = None,
+    full: bool = False,
 ) -> ConfigureSummary:
-    """Run the site playbook on the stack's running VMs; report per host."""
+    """Run the site playbook on the stack's running VMs; report per host.
+
+    A VM is skipped when the last successful run had the same inputs (inventory, secrets,
+    playbook, roles, modules, settings) and the same containers, and the VM's configured state
+    (files under the roles' trees, its services, its database's start) is what that run left.
+    `full`, `check`, a `limit` and explicit `settings` run every VM they name."""
     started = time.monotonic()
     data_dir = state_dir(cfg.stack) / "ansible"
     (data_dir / "inventory").mkdir(parents=True, exist_ok=True)
@@ -154,7 +169,24 @@ def configure(
         **stack_secrets(cfg.stack).as_extravars(m.code for m in cfg.municipalities),
         "lgcloud_first_clerks": {m: [a.as_first_clerk() for a in accounts] for m, accounts in provided.items()},
     }
-    write_atomic(data_dir / "env" / "extravars", json.dumps(extravars, ensure_ascii=False), 0o600)
+    extravars_text = json.dumps(extravars, ensure_ascii=False)
+    write_atomic(data_dir / "env" / "extravars", extravars_text, 0o600)
+    containers = {vm: cid for vm, cid in running_containers(cfg).items() if vm in running}
+    inputs = inputs_digest((inventory.read_text(encoding="utf-8"), extravars_text), _code(), ANSIBLE_SETTINGS)
+    last = converged(cfg.stack)
+    unchanged: dict[str, str] = {}
+    hosts_run = limit
+    if not (full or check or limit or settings) and last and last.matches(inputs, containers):
+        states = configured_states(cfg, set(containers))
+        unchanged = {vm: state for vm, state in states.items() if state is not None and state == last.states.get(vm)}
+        if len(unchanged) == len(containers):
+            return ConfigureSummary(
+                "converged", 0, {}, data_dir / "artifacts", time.monotonic() - started, converged=frozenset(unchanged)
+            )
+        if unchanged:
+            hosts_run = ",".join(sorted(set(containers) - set(unchanged)))
+    if not check:
+        forget_converged(cfg.stack)  # until this run succeeds
     # Runner reads env/cmdline and env/envvars on every run, over what it is passed: a file left by
     # an earlier run or version would turn every later run into a check, or switch host key
     # checking off. Each run's settings are the ones below, passed whole.
@@ -199,12 +231,48 @@ def configure(
         on_event(host, data.get("task", current["task"]), state)
         return True
 
-    runner = _run(cfg, data_dir, inventory, limit, check, settings, handle)
+    runner = _run(cfg, data_dir, inventory, hosts_run, check, settings, handle)
     if not check:
         record_facts(cfg.stack, published)
+    # Recorded after a run of every VM, or of those that changed: not after a limited, checked or
+    # failed one (the next run then runs every VM), nor a benchmark's settings.
+    if runner.rc == 0 and not (check or settings or limit):
+        states = configured_states(cfg, set(containers) - set(unchanged))
+        if all(states.values()):
+            record_converged(cfg.stack, Converged(inputs, containers, {**unchanged, **states}))  # type: ignore[dict-item]
     return ConfigureSummary(
-        runner.status, runner.rc, dict(hosts), Path(runner.config.artifact_dir), time.monotonic() - started, check
+        runner.status,
+        runner.rc,
+        dict(hosts),
+        Path(runner.config.artifact_dir),
+        time.monotonic() - started,
+        check,
+        frozenset(unchanged),
     )
+
+
+def _code() -> list[Path]:
+    """The files a run executes: the playbook, the roles and the modules beside them."""
+    files = [PROJECT_ROOT / PLAYBOOK]
+    for tree in (ROLES_DIR, PROJECT_ROOT / "library"):
+        files += [p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return files
+
+
+def configured_states(cfg: StackConfig, vms: set[str]) -> dict[str, str | None]:
+    """Each VM's configured-state digest, read over SSH (None: not read, e.g. unreachable)."""
+
+    def state(lab: Lab, vm: str) -> str | None:
+        try:
+            digest = lab.script(vm, "configured-state.sh", timeout=30).strip()
+        except OperatorError:
+            return None
+        finally:
+            lab.forget(vm)
+        return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
+
+    with Lab(cfg) as lab, ThreadPoolExecutor(STATE_READERS) as pool:
+        return dict(zip(sorted(vms), pool.map(lambda vm: state(lab, vm), sorted(vms)), strict=True))
 
 
 def _run(
