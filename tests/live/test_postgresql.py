@@ -14,8 +14,10 @@ import uuid
 import pytest
 
 from lgcloud.model.naming import replica_slot
+from lgcloud.ops.lab import Lab
+from lgcloud.state.secrets import stack_secrets
 
-from .conftest import hostvars
+from .conftest import STACK, configure, hostvars
 
 pytestmark = pytest.mark.live
 
@@ -132,3 +134,45 @@ def test_only_the_peer_may_replicate(configured, vm, lab, m):
         result = app.run("PGPASSWORD=wrong PGCONNECT_TIMEOUT=3 psql -w %s -c 'SELECT 1'", conninfo)
         assert result.rc != 0, f"{conninfo}: admitted from {m.id}-app"
         assert "no pg_hba.conf entry" in result.stderr, result.stderr
+
+
+HALF_CLONED = "b-town"  # synchronous: its primary holds every commit while the replica is away
+DATA = "/var/lib/postgresql/15/main"
+
+
+def test_a_clone_that_stopped_part_way_is_cloned_again_with_every_row(configured, vm, lab, dev):
+    """The replica's clone killed half-way (as a lost VM or an OOM kill would) leaves part of the
+    primary's files and no standby.signal; the next `lgcloud configure` moves it aside, clones
+    again, and the replica streams with every row of its primary. Nothing is deleted."""
+    primary, replica = vm(f"{HALF_CLONED}-db"), vm(f"{HALF_CLONED}-db-replica")
+    kept = f"{DATA}.before-half-clone-test"
+    clone = (
+        "chpst -u postgres /usr/lib/postgresql/15/bin/pg_basebackup "
+        f"-h {lab.vm(f'{HALF_CLONED}-db').addresses['interconnect']} -U replicator -D {DATA} -X stream -R "
+        "--max-rate=512k -w"
+    )
+    replica.check_output("sv -w 60 stop postgresql")
+    replica.check_output(f"mv {DATA} {kept} && install -d -o postgres -g postgres -m 0700 {DATA}")
+    # Killed with no chance to clean up (pg_basebackup removes what it wrote when it exits on an
+    # error), its WAL streamer too. The password on stdin, never on a command line.
+    with Lab(dev) as ops:
+        ops.run(
+            f"{HALF_CLONED}-db-replica",
+            f"read -r PGPASSWORD && export PGPASSWORD && cd / && {{ {clone} >/dev/null 2>&1 & }}; "
+            "sleep 4; pkill -9 -x pg_basebackup; sleep 0.5",
+            stdin=stack_secrets(STACK).postgresql_replication_password + "\n",
+        )
+    state = replica.check_output(f"ls {DATA}").split()
+    assert state and "standby.signal" not in state, f"not a clone stopped part-way: {state}"
+    try:
+        report = configure()
+        assert not report["hosts"][f"{HALF_CLONED}-db-replica"]["failed"], report["hosts"][f"{HALF_CLONED}-db-replica"]
+        streams = query(primary, "SELECT state FROM pg_stat_replication")
+        assert streams == "streaming", streams
+        for table in ("residents", "audit.access_records"):
+            on_primary = query(primary, f"SELECT count(*) FROM {table}", "jumin")
+            assert query(replica, f"SELECT count(*) FROM {table}", "jumin") == on_primary, table
+        aside = replica.check_output(f"ls -d {DATA}.replaced-*").split()
+        assert aside, "the half-way clone was not kept aside"
+    finally:
+        replica.run(f"rm -rf {kept}")  # the test's own copy of a cluster the replica no longer follows
