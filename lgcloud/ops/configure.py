@@ -238,8 +238,9 @@ def configure(
     # failed one (the next run then runs every VM), nor a benchmark's settings.
     if runner.rc == 0 and not (check or settings or limit):
         states = configured_states(cfg, set(containers) - set(unchanged))
-        if all(states.values()):
-            record_converged(cfg.stack, Converged(inputs, containers, {**unchanged, **states}))  # type: ignore[dict-item]
+        read = {vm: state for vm, state in states.items() if state is not None}
+        if len(read) == len(states):  # a VM whose state could not be read runs next time too
+            record_converged(cfg.stack, Converged(inputs, containers, {**unchanged, **read}))
     return ConfigureSummary(
         runner.status,
         runner.rc,
