@@ -142,8 +142,8 @@ def configure(*args: str) -> dict:
 
 @pytest.fixture(scope="session")
 def configured(lab):
-    """The lab after one `lgcloud configure`: every role applied."""
-    return configure()
+    """The lab after one `lgcloud configure --full`: every role applied, on every VM."""
+    return configure("--full")
 
 
 @cache

@@ -7,7 +7,10 @@ primary shows up on the replica within a second, and the replica refuses writes.
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
 import uuid
 
@@ -149,23 +152,23 @@ def test_a_clone_that_stopped_part_way_is_cloned_again_with_every_row(configured
     clone = (
         "chpst -u postgres /usr/lib/postgresql/15/bin/pg_basebackup "
         f"-h {lab.vm(f'{HALF_CLONED}-db').addresses['interconnect']} -U replicator -D {DATA} -X stream -R "
-        "--max-rate=512k -w"
+        "--max-rate=512k -c fast -w"
     )
     replica.check_output("sv -w 60 stop postgresql")
     replica.check_output(f"mv {DATA} {kept} && install -d -o postgres -g postgres -m 0700 {DATA}")
-    # Killed with no chance to clean up (pg_basebackup removes what it wrote when it exits on an
-    # error), its WAL streamer too. The password on stdin, never on a command line.
-    with Lab(dev) as ops:
-        ops.run(
-            f"{HALF_CLONED}-db-replica",
-            f"read -r PGPASSWORD && export PGPASSWORD && cd / && {{ {clone} >/dev/null 2>&1 & }}; "
-            "sleep 4; pkill -9 -x pg_basebackup; sleep 0.5",
-            stdin=stack_secrets(STACK).postgresql_replication_password + "\n",
-        )
-    state = replica.check_output(f"ls {DATA}").split()
-    assert state and "standby.signal" not in state, f"not a clone stopped part-way: {state}"
     try:
-        report = configure()
+        # Killed with no chance to clean up (pg_basebackup removes what it wrote when it exits on
+        # an error), its WAL streamer too. The password on stdin, never on a command line.
+        with Lab(dev) as ops:
+            ops.run(
+                f"{HALF_CLONED}-db-replica",
+                f"read -r PGPASSWORD && export PGPASSWORD && cd / && {{ {clone} >/dev/null 2>&1 & }}; "
+                "sleep 4; pkill -9 -x pg_basebackup; sleep 0.5",
+                stdin=stack_secrets(STACK).postgresql_replication_password + "\n",
+            )
+        left = replica.check_output(f"ls {DATA}").split()
+        report = configure()  # whatever the kill left: the lab is mended before anything is asserted
+        assert left and "standby.signal" not in left, f"not a clone stopped part-way: {left}"
         assert not report["hosts"][f"{HALF_CLONED}-db-replica"]["failed"], report["hosts"][f"{HALF_CLONED}-db-replica"]
         streams = query(primary, "SELECT state FROM pg_stat_replication")
         assert streams == "streaming", streams
@@ -176,3 +179,31 @@ def test_a_clone_that_stopped_part_way_is_cloned_again_with_every_row(configured
         assert aside, "the half-way clone was not kept aside"
     finally:
         replica.run(f"rm -rf {kept}")  # the test's own copy of a cluster the replica no longer follows
+
+
+def test_a_synchronous_municipalitys_systems_wait_for_a_replica_that_failed(configured, vm, dev):
+    """A replica that fails its play (here: promoted by hand, so configure refuses to clone over
+    it) keeps its synchronous municipality's business systems from being started in that run,
+    each failing with the municipality's and the replica's names; moved aside, it is cloned again."""
+    replica = vm(f"{HALF_CLONED}-db-replica")
+    replica.check_output(f"cd / && chpst -u postgres /usr/lib/postgresql/15/bin/pg_ctl promote -w -D {DATA}")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--json", "--full"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        hosts = json.loads(result.stdout)["hosts"]
+        assert result.returncode != 0
+        assert hosts[f"{HALF_CLONED}-db-replica"]["failed"], hosts[f"{HALF_CLONED}-db-replica"]
+        for app in (f"{HALF_CLONED}-app", f"{HALF_CLONED}-app-standby"):
+            said = " ".join(hosts[app]["failures"])
+            assert f"{HALF_CLONED} replicates synchronously, and {HALF_CLONED}-db-replica failed" in said, said
+        assert not any(hosts["a-city-app"]["failures"]), "another municipality's systems were held"
+    finally:
+        # The promoted copy holds nothing its primary lacks: moved aside (not deleted), cloned anew.
+        replica.check_output(f"sv -w 60 stop postgresql && mv {DATA} {DATA}.replaced-promoted-by-test")
+        configure()
+        replica.run(f"rm -rf {DATA}.replaced-promoted-by-test")
+    assert query(vm(f"{HALF_CLONED}-db"), "SELECT state FROM pg_stat_replication") == "streaming"
