@@ -128,14 +128,19 @@ def lab(dev):
     return plan(dev)
 
 
-def configure(*args: str) -> dict:
-    """Run `lgcloud configure` on the dev lab; return its per-host JSON report."""
-    result = subprocess.run(
-        [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--json", *args],
+def run_configure(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """`lgcloud configure --stack dev` with `args`, whatever its exit: for tests that expect a refusal."""
+    return subprocess.run(
+        [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, *args],
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=timeout,
     )
+
+
+def configure(*args: str) -> dict:
+    """Run `lgcloud configure` on the dev lab; return its per-host JSON report."""
+    result = run_configure("--json", *args)
     assert result.returncode == 0, f"lgcloud configure failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout)
 

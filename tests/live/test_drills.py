@@ -25,7 +25,7 @@ from lgcloud.ops.lab import Lab
 from lgcloud.state.directory import state_dir
 from lgcloud.state.failover import served_from_backup
 
-from .conftest import STACK
+from .conftest import STACK, run_configure
 from .offices import register
 from .policy import against_policy, observe
 
@@ -130,9 +130,7 @@ def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm):
     assert set(served_from_backup(STACK)) == {"a-city", "b-town", "c-village"}
     assert vm("a-city-db-replica").check_output("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
     assert "10.100.1.254" in vm("gateway-standby").check_output("lgcloud-service-address list").split()
-    result = subprocess.run(
-        [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK], capture_output=True, text=True, timeout=60
-    )
+    result = run_configure(timeout=60)
     assert result.returncode == 2 and "lgcloud drill failback" in result.stderr
 
 
@@ -145,12 +143,7 @@ def test_a_promoted_replica_is_never_cloned_over_even_if_the_failover_record_is_
     aside = record.with_name("failover.json.test-aside")
     record.rename(aside)
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--limit", "a-city-db-replica"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        result = run_configure("--limit", "a-city-db-replica", timeout=600)
     finally:
         aside.rename(record)
     assert result.returncode == 1 and "a primary holding data of its own" in result.stderr, result.stderr

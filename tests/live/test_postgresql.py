@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,7 +18,7 @@ from lgcloud.model.naming import replica_slot
 from lgcloud.ops.lab import Lab
 from lgcloud.state.secrets import stack_secrets
 
-from .conftest import STACK, configure, hostvars
+from .conftest import STACK, configure, hostvars, run_configure
 
 pytestmark = pytest.mark.live
 
@@ -188,12 +186,7 @@ def test_a_synchronous_municipalitys_systems_wait_for_a_replica_that_failed(conf
     replica = vm(f"{HALF_CLONED}-db-replica")
     replica.check_output(f"cd / && chpst -u postgres /usr/lib/postgresql/15/bin/pg_ctl promote -w -D {DATA}")
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "lgcloud.cli", "configure", "--stack", STACK, "--json", "--full"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        result = run_configure("--json", "--full", timeout=900)
         hosts = json.loads(result.stdout)["hosts"]
         assert result.returncode != 0
         assert hosts[f"{HALF_CLONED}-db-replica"]["failed"], hosts[f"{HALF_CLONED}-db-replica"]
