@@ -33,6 +33,18 @@ if [ -n "$missing" ]; then
     }
 fi
 
+# The kernel keeps one ARP table for every network namespace, VMs' included, and by default drops
+# new entries past 1024: a 154-VM lab holds about 850 at rest, so the controller's next connection
+# failed with "No route to host" ("neighbor table overflow" in the kernel log). Raised, never lowered.
+if [ "$(id -u)" = 0 ]; then
+    for pair in gc_thresh1=4096 gc_thresh2=8192 gc_thresh3=16384; do
+        knob=/proc/sys/net/ipv4/neigh/default/${pair%=*}
+        if [ -w "$knob" ] && [ "$(cat "$knob")" -lt "${pair#*=}" ]; then
+            echo "${pair#*=}" >"$knob"
+        fi
+    done
+fi
+
 if docker info >/dev/null 2>&1; then
     exit 0
 fi

@@ -122,17 +122,23 @@ def read_host_key(engine: docker.DockerClient, vm: VmAccess) -> PinnedKey | None
     try:
         content = _key_through_proc(engine, vm) if vm.endpoint is None else None
         if content is None:
-            stream, _ = engine.api.get_archive(vm.container, HOST_KEY)
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-                member = tar.next()  # a link is not followed: a VM's link could name any path
-                extracted = tar.extractfile(member) if member and member.isfile() else None
-                content = extracted.read() if extracted else b""
+            content = archived_file(engine.api, vm.container, HOST_KEY) or b""
         kind, key = content.decode().split()[:2]
     except (docker.errors.NotFound, ValueError):
         return None
     if kind != "ssh-ed25519" or not BASE64.fullmatch(key):
         return None  # not a key: nothing is pinned, and no SSH reaches the VM
     return PinnedKey(vm.name, vm.mgmt, kind, key)
+
+
+def archived_file(api: docker.APIClient, container: str, path: str) -> bytes | None:
+    """A file of the container's disk through the engine's archive API (works while it is off);
+    None when the path is not a plain file. A link is not followed: a VM's link could name any path."""
+    stream, _ = api.get_archive(container, path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
+        extracted = tar.extractfile(member) if member and member.isfile() else None
+        return extracted.read() if extracted else None
 
 
 def _key_through_proc(engine: docker.DockerClient, vm: VmAccess) -> bytes | None:

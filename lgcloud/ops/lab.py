@@ -40,7 +40,7 @@ from ..state.hostkeys import another_key, known_hosts_path, pin_host_keys
 from ..state.hostkeys import pinned_host_keys as _pinned
 from ..state.keys import ensure_keypair
 from ..state.secrets import stack_secrets
-from .access import VmAccess, read_host_key
+from .access import VmAccess, archived_file, read_host_key
 
 __all__ = ["SCRIPTS", "Lab", "LabError", "Pair"]
 
@@ -229,13 +229,11 @@ class Lab:
 
     def read_file(self, vm: str, path: str) -> bytes:
         """Read a file from the VM's disk through the hypervisor: works while the VM is off."""
-        stream, _ = self.container(vm).get_archive(path)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.next()  # a link is not followed: a VM's link could name any path
-            content = tar.extractfile(member) if member and member.isfile() else None
-            if content is None:
-                raise LabError(f"{vm}: {path} is not a file")
-            return content.read()
+        container = self.container(vm)
+        content = archived_file(container.client.api, container.id, path)
+        if content is None:
+            raise LabError(f"{vm}: {path} is not a file")
+        return content
 
     def pin_host_keys(self, vms: list[str]) -> Path:
         """Read each VM's SSH host key from its disk through the hypervisor, and pin it.
