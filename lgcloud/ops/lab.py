@@ -229,8 +229,11 @@ class Lab:
 
     def read_file(self, vm: str, path: str) -> bytes:
         """Read a file from the VM's disk through the hypervisor: works while the VM is off."""
-        container = self.container(vm)
-        content = archived_file(container.client.api, container.id, path)
+        engine = self._engines[self._engine_site(self.plan(vm).site)]
+        try:
+            content = archived_file(engine.api, vm_resource(self.stack, vm), path)
+        except docker.errors.NotFound:
+            raise LabError(f"VM {vm} has no {path}, or does not exist") from None
         if content is None:
             raise LabError(f"{vm}: {path} is not a file")
         return content
