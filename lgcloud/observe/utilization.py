@@ -92,9 +92,9 @@ def cost_split(weights: dict[str, tuple[float, float]]) -> dict[str, float]:
     }
 
 
-def _step(window: str) -> str:
+def _step(window: str, scrape_interval: str) -> str:
     """Resolution of a subquery over `window`: about 500 points, never under the scrape interval."""
-    return f"{max(5, duration_seconds(window) // 500)}s"
+    return f"{max(duration_seconds(scrape_interval), duration_seconds(window) // 500)}s"
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def measure(cfg: StackConfig, prometheus: Prometheus, window: str, at: float | N
     at = at or time.time()
     topology = plan(cfg)
     ids = municipality_ids(cfg.municipalities)
-    w, step = window, _step(window)
+    w, step = window, _step(window, cfg.monitoring.scrape_interval)
     cpu, memory = "vm:lgcloud_vm_cpu_usage_vcpus:rate1m", "vm:lgcloud_vm_memory_used_bytes:sum"
     workload = f'role!="terminal", municipality!="{SHARED}"'  # municipal servers; offices stay in the offices
 

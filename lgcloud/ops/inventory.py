@@ -127,6 +127,7 @@ def build_inventory(
                 "lgcloud_exporter_port": EXPORTER_PORT,  # `lgcloud exporter` on the controller
                 "lgcloud_replaced_generations": REPLACED_GENERATIONS,
                 "lgcloud_monitor": topology.vm("monitor").addresses["mgmt"],
+                "lgcloud_scrape_interval": cfg.monitoring.scrape_interval,
                 # The backup repository, and where the controller keeps each VM's certificate for it.
                 "lgcloud_backup": {
                     "address": topology.vm("backup").addresses["interconnect"],

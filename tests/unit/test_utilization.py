@@ -8,8 +8,10 @@ import json
 import pytest
 
 from lgcloud.errors import EXIT_BAD_INPUT, EXIT_NOT_EVALUATED, OperatorError
+from lgcloud.model.config import load_stack
 from lgcloud.model.topology import plan
 from lgcloud.observe.utilization import write_report
+from lgcloud.ops.inventory import build_inventory
 
 MIB = 1024 * 1024
 
@@ -77,3 +79,11 @@ def test_nothing_measured_cannot_be_reported(dev, tmp_path):
     with pytest.raises(OperatorError, match="no use measured") as refused:
         write_report(dev, Measured(dev, silent=True), tmp_path, "1h")
     assert refused.value.exit_code == EXIT_NOT_EVALUATED and "lgcloud exporter" in refused.value.hint
+
+
+def test_a_large_stack_scrapes_less_often_than_dev(dev):
+    """The monitor role reads the interval from the inventory: 5 s on dev, the 15 s scale declares."""
+    scale = load_stack("scale")
+    for cfg, expected in ((dev, "5s"), (scale, "15s")):
+        inventory = build_inventory(cfg, key="id", pki_dir="/pki")["all"]["vars"]
+        assert inventory["lgcloud_scrape_interval"] == expected

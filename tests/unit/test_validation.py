@@ -118,6 +118,11 @@ BAD = {
         {"interval": "daily"},
         ["lgcloud:backup.interval", "not a duration"],
     ),
+    "scrapes too far apart for the one-minute SLA windows": (
+        "lgcloud:monitoring",
+        {"scrape_interval": "1m"},
+        ["lgcloud:monitoring.scrape_interval", "between every 1s and 30s"],
+    ),
     "no backup generation kept": ("lgcloud:backup", {"generations": 0}, ["lgcloud:backup.generations", "greater than"]),
     "typo in a backup key": ("lgcloud:backup", {"generation": 7}, ["lgcloud:backup.generation", "unknown key"]),
     "newline in a name": (
