@@ -89,47 +89,57 @@ def send_fuhon(conn) -> None:
         log.info("registered %d 副本 with the 中間サーバー (%d refused)", sent, refused)
 
 
+# One session kept from round to round: a new one every round on each of 60 app VMs (a backend
+# forked, a SCRAM exchange) was a tenth of a core at 30 municipalities. A database that is gone
+# fails it within tcp_user_timeout, and the next round connects again; after a promotion the same
+# session sees the database a primary.
+DSN = SETTINGS["dsn"] + " keepalives=1 keepalives_idle=5 tcp_user_timeout=10000"
+
+
 def main() -> None:
     quiet_since, after = 0.0, ""
+    conn = None
     while True:
         try:
-            conn = psycopg2.connect(SETTINGS["dsn"])
-            try:
-                pending = unlinked(conn, after)
-                # A round goes on from where the last one stopped, so that a row the 中間サーバー
-                # refuses (4xx) is passed over, not asked again before every other.
-                after = pending[-1][0] if len(pending) == BATCH else ""
-                done = refused = 0
-                for atena_number, resident_code, residence in pending:
-                    status = post(
-                        "/api/link", {"atena_number": atena_number, "resident_code": resident_code, "status": residence}
+            if conn is None or conn.closed:
+                conn = psycopg2.connect(DSN)
+            pending = unlinked(conn, after)
+            # A round goes on from where the last one stopped, so that a row the 中間サーバー
+            # refuses (4xx) is passed over, not asked again before every other.
+            after = pending[-1][0] if len(pending) == BATCH else ""
+            done = refused = 0
+            for atena_number, resident_code, residence in pending:
+                status = post(
+                    "/api/link", {"atena_number": atena_number, "resident_code": resident_code, "status": residence}
+                )
+                if 400 <= status < 500:
+                    refused += 1
+                    continue
+                if status != 200:  # the 中間サーバー or the broker is away: the next round
+                    if time.monotonic() - quiet_since > 60:  # one line a minute meanwhile
+                        log.warning("the 中間サーバー did not link (status %s); %d waiting", status, len(pending))
+                        quiet_since = time.monotonic()
+                    after = ""
+                    break
+                with conn, conn.cursor() as cur:
+                    # Only if what was told is still true: a move meanwhile is told next round.
+                    cur.execute(
+                        f"UPDATE atena a SET linked_at = now() WHERE atena_number = %s AND {RESIDENCE} = %s",
+                        (atena_number, residence),
                     )
-                    if 400 <= status < 500:
-                        refused += 1
-                        continue
-                    if status != 200:  # the 中間サーバー or the broker is away: the next round
-                        if time.monotonic() - quiet_since > 60:  # one line a minute meanwhile
-                            log.warning("the 中間サーバー did not link (status %s); %d waiting", status, len(pending))
-                            quiet_since = time.monotonic()
-                        after = ""
-                        break
-                    with conn, conn.cursor() as cur:
-                        # Only if what was told is still true: a move meanwhile is told next round.
-                        cur.execute(
-                            f"UPDATE atena a SET linked_at = now() WHERE atena_number = %s AND {RESIDENCE} = %s",
-                            (atena_number, residence),
-                        )
-                    done += 1
-                if done:
-                    log.info("linked %d 宛名番号 to their 符号", done)
-                if refused and time.monotonic() - quiet_since > 60:
-                    log.warning("the 中間サーバー refused to link %d 宛名番号 (a 4xx); passed over", refused)
-                    quiet_since = time.monotonic()
-                send_fuhon(conn)
-            finally:
+                done += 1
+            if done:
+                log.info("linked %d 宛名番号 to their 符号", done)
+            if refused and time.monotonic() - quiet_since > 60:
+                log.warning("the 中間サーバー refused to link %d 宛名番号 (a 4xx); passed over", refused)
+                quiet_since = time.monotonic()
+            send_fuhon(conn)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if conn is not None:
                 conn.close()
-        except (psycopg2.OperationalError, psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
-            pass  # the database is away, or the app has not made its tables yet: the next round
+            conn = None  # the database is away: the next round connects again
+        except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
+            pass  # the app has not made its tables yet (the transaction was rolled back): the next round
         time.sleep(INTERVAL)
 
 
