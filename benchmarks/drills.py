@@ -45,7 +45,7 @@ def drill(where: list[str], scenario: str, *extra: str) -> dict:
     if result.returncode != 0:
         print(
             f"  {scenario} FAILED: {report['errors']} "
-            f"{[m['problems'] for m in report['municipalities'] if m['problems']]}",
+            f"{ {m['id']: m['problems'] for m in report['municipalities'] if m['problems']} }",
             file=sys.stderr,
         )
     return report
