@@ -127,10 +127,13 @@ class Lab:
     def _engine_site(self, site: str) -> str:
         return site if site in self._engines else "center"  # offices live with the center
 
+    def _engine_of(self, vm: str) -> docker.DockerClient:
+        """The engine of the VM's site."""
+        return self._engines[self._engine_site(self.plan(vm).site)]
+
     def container(self, vm: str) -> Container:
-        engine = self._engines[self._engine_site(self.plan(vm).site)]
         try:
-            return engine.containers.get(vm_resource(self.stack, vm))
+            return self._engine_of(vm).containers.get(vm_resource(self.stack, vm))
         except docker.errors.NotFound:
             raise LabError(f"VM {vm} does not exist; run `lgcloud up --stack {self.stack}`") from None
 
@@ -229,9 +232,8 @@ class Lab:
 
     def read_file(self, vm: str, path: str) -> bytes:
         """Read a file from the VM's disk through the hypervisor: works while the VM is off."""
-        engine = self._engines[self._engine_site(self.plan(vm).site)]
         try:
-            content = archived_file(engine.api, vm_resource(self.stack, vm), path)
+            content = archived_file(self._engine_of(vm).api, vm_resource(self.stack, vm), path)
         except docker.errors.NotFound:
             raise LabError(f"VM {vm} has no {path}, or does not exist") from None
         if content is None:
