@@ -144,15 +144,16 @@ def sealed(lab: Lab, pair: Pair) -> bool:
 
 def promote(lab: Lab, pair: Pair) -> str:
     """The backup replica made primary (already one: nothing to do); what it is now."""
-    done = lab.sql(
+    # One statement: the promotion (a CTE with a volatile call runs first) and the new timeline.
+    done, _, walfile = lab.sql(
         pair.replica,
-        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'was primary already' "
-        "WHEN pg_promote(true, 30) THEN 'is primary' ELSE 'timed out' END",
-    )
+        "WITH promoted AS (SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'was primary already' "
+        "WHEN pg_promote(true, 30) THEN 'is primary' ELSE 'timed out' END AS done) "
+        "SELECT done, CASE WHEN done <> 'timed out' THEN pg_walfile_name(pg_current_wal_lsn()) END FROM promoted",
+    ).partition("|")
     if done == "timed out":
         raise LabError(f"{pair.replica} did not finish promotion within 30 s")
-    timeline_id = int(lab.sql(pair.replica, "SELECT pg_walfile_name(pg_current_wal_lsn())")[:8], 16)
-    return f"{pair.replica} {done} (timeline {timeline_id}); no standby until failback"
+    return f"{pair.replica} {done} (timeline {int(walfile[:8], 16)}); no standby until failback"
 
 
 def release_at_center(lab: Lab, addresses: list[str]) -> str:

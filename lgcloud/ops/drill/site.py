@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -118,33 +118,45 @@ def site_failover(lab: Lab, pairs: list[Pair], timeline: Timeline, scenario: str
 
     with ThreadPoolExecutor(POOL) as pool, ThreadPoolExecutor(2) as behind:
         with timeline.step(SITE, "fence the center") as note:
-            fenced, stragglers = _fence(lab, pairs, result, pool)
-            note(f"{len(fenced)} of {len(pairs)} primaries powered off; {len(stragglers)} other VMs of the site next")
+            fenced, gateway_off, stragglers = _fence(lab, pairs, result, pool)
+            note(
+                f"{len(fenced)} of {len(pairs)} primaries and {'the' if gateway_off else 'not the'} gateway "
+                f"powered off; {len(stragglers)} other VMs of the site next"
+            )
         # The seals matter once a fenced primary is powered on again, which nothing does before
         # failback (`up` keeps fenced VMs off): they are made beside the promotions, not before.
         sealing = behind.submit(_seal_all, lab, fenced, stragglers, result)
         promoted = each("promote the backup replica", fenced, lambda p: promote(lab, p))
-        moved = _move_addresses(lab, promoted, timeline, result, max(deadline.values(), default=noticed))
+        moved, striking = _move_addresses(lab, promoted, gateway_off, timeline, result, deadline, behind)
         served = each(
             "verify from the office", moved, lambda p: _verify(lab, p, timeline, deadline[p.id]), logged=False
         )
-        started = time.time()
-        note_sealed = sealing.result()
-        timeline.log(SITE, "seal the fenced primaries", note_sealed, started)
+        for name, work in (
+            ("seal the fenced primaries", sealing),
+            ("strike the addresses from the lost gateway", striking),
+        ):
+            if work is not None:
+                started = time.time()
+                timeline.log(SITE, name, work.result(), started)
     result.served = [p.id for p in served]
     return result
 
 
-def _fence(lab: Lab, pairs: list[Pair], result: SiteFailover, pool: ThreadPoolExecutor) -> tuple[list[Pair], list[str]]:
-    """STONITH for the whole site: every primary not yet off is powered off, and must then be
-    off; the primaries fenced, and the site's other VMs its hypervisor still shows running."""
-    on = [p for p, off in zip(pairs, pool.map(lambda p: lab.powered_off(p.db), pairs)) if not off]
-    list(pool.map(lambda p: _stopped(lab, p.db), on))
-    for p, off in zip(on, list(pool.map(lambda p: lab.powered_off(p.db), on))):
-        if not off:
+def _fence(
+    lab: Lab, pairs: list[Pair], result: SiteFailover, pool: ThreadPoolExecutor
+) -> tuple[list[Pair], bool, list[str]]:
+    """STONITH for the whole site: every primary not yet off, and the gateway that holds the
+    service addresses, powered off, and then found off; the primaries fenced, whether the
+    gateway is, and the site's other VMs its hypervisor still shows running."""
+    targets = ["gateway", *(p.db for p in pairs)]
+    on = [vm for vm, off in zip(targets, pool.map(lab.powered_off, targets)) if not off]
+    list(pool.map(lambda vm: _stopped(lab, vm), on))
+    still = {vm for vm, off in zip(on, list(pool.map(lab.powered_off, on))) if not off}
+    for p in pairs:
+        if p.db in still:
             result.fail(p.id, "fence the center primary", f"{p.db} still runs after it was powered off")
     fenced = [p for p in pairs if p.id not in result.failed]
-    return fenced, sorted(lab.running_vms(SITE) - {p.db for p in pairs})
+    return fenced, "gateway" not in still, sorted(lab.running_vms(SITE) - set(targets))
 
 
 def _seal_all(lab: Lab, fenced: list[Pair], stragglers: list[str], result: SiteFailover) -> str:
@@ -173,23 +185,42 @@ def _stopped(lab: Lab, vm: str) -> bool:
 
 
 def _move_addresses(
-    lab: Lab, pairs: list[Pair], timeline: Timeline, result: SiteFailover, deadline: float
-) -> list[Pair]:
-    """The service addresses of `pairs` released at the center and taken at the backup, one
-    command per gateway; the pairs whose address moved."""
+    lab: Lab,
+    pairs: list[Pair],
+    gateway_off: bool,
+    timeline: Timeline,
+    result: SiteFailover,
+    deadline: dict[str, float],
+    behind: ThreadPoolExecutor,
+) -> tuple[list[Pair], Future[str] | None]:
+    """The service addresses of `pairs` taken at the backup, one command per gateway; the pairs
+    whose address moved, and the striking of the addresses from the lost gateway's record. A
+    gateway fenced holds nothing until it boots, so its record (what it takes back at boot) is
+    rewritten beside the verification; one not fenced releases them first, by command."""
     if not pairs:
-        return []
+        return [], None
     addresses = [p.service_address for p in pairs]
+    until = max(deadline[p.id] for p in pairs)
     try:
-        with timeline.step(SITE, "release the service addresses at the center") as note:
-            note(_until(deadline, lambda: release_at_center(lab, addresses)))
+        if not gateway_off:
+            with timeline.step(SITE, "release the service addresses at the center") as note:
+                note(_until(until, lambda: release_at_center(lab, addresses)))
         with timeline.step(SITE, "take the service addresses at the backup") as note:
-            note(_until(deadline, lambda: take_at_backup(lab, addresses)))
+            note(_until(until, lambda: take_at_backup(lab, addresses)))
     except Exception as exc:
         for p in pairs:
             result.fail(p.id, "move the service address", exc)
-        return []
-    return pairs
+        return [], None
+    if not gateway_off:
+        return pairs, None
+    return pairs, behind.submit(_strike, lab, addresses)
+
+
+def _strike(lab: Lab, addresses: list[str]) -> str:
+    try:  # failback finds an address still recorded and completes that failover first
+        return release_at_center(lab, addresses)
+    except _TRANSIENT as exc:
+        return f"not struck ({exc}); failback strikes them before the center gateway boots"
 
 
 def _verify(lab: Lab, pair: Pair, timeline: Timeline, deadline: float) -> None:

@@ -35,16 +35,22 @@ def interfaces() -> list[tuple[str, ipaddress.IPv4Interface]]:
     return found
 
 
-def held() -> dict[str, str]:
-    return {str(a.ip): name for name, a in interfaces() if a.network.prefixlen == 32}
+def held(found: list[tuple[str, ipaddress.IPv4Interface]]) -> dict[str, str]:
+    return {str(a.ip): name for name, a in found if a.network.prefixlen == 32}
 
 
-def device_for(address: str) -> str:
+def device_for(address: str, found: list[tuple[str, ipaddress.IPv4Interface]]) -> str:
     ip = ipaddress.IPv4Address(address)
-    for name, a in interfaces():
+    for name, a in found:
         if a.network.prefixlen < 32 and ip in a.network:
             return name
     raise SystemExit(f"no interface on a segment holding {address}: is this gateway on that access segment?")
+
+
+def ip_batch(commands: list[str]) -> None:
+    """Many address changes in one `ip` process: a failover of a whole site moves dozens at once."""
+    if commands:
+        subprocess.run(["ip", "-batch", "-"], input="".join(f"{c}\n" for c in commands), text=True, check=True)
 
 
 def announce(address: str, device: str) -> None:
@@ -75,17 +81,18 @@ def record(addresses: list[str]) -> None:
     os.replace(RECORD + ".tmp", RECORD)
 
 
-def take(address: str) -> None:
-    device = device_for(address)
-    if address not in held():
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", device], check=True)
-    announce(address, device)
+def take(addresses: list[str]) -> None:
+    found = interfaces()
+    devices = {a: device_for(a, found) for a in addresses}
+    have = held(found)
+    ip_batch([f"addr add {a}/32 dev {d}" for a, d in devices.items() if a not in have])
+    for address, device in devices.items():
+        announce(address, device)
 
 
-def release(address: str) -> None:
-    device = held().get(address)
-    if device:
-        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", device], check=True)
+def release(addresses: list[str]) -> None:
+    have = held(interfaces())
+    ip_batch([f"addr del {a}/32 dev {have[a]}" for a in addresses if a in have])
 
 
 @contextlib.contextmanager
@@ -110,21 +117,16 @@ def main(argv: list[str]) -> int:
 def apply(verb: str, addresses: list[str]) -> int:
     if verb == "hold" and not addresses:
         wanted = recorded()
-        for address in held():
-            if address not in wanted:
-                release(address)
-        for address in wanted:
-            take(address)
+        release([a for a in held(interfaces()) if a not in wanted])
+        take(wanted)
     elif verb == "take" and addresses:
-        for address in addresses:
-            take(address)
+        take(addresses)
         record(recorded() + [a for a in addresses if a not in recorded()])
     elif verb == "release" and addresses:
-        for address in addresses:
-            release(address)
+        release(addresses)
         record([a for a in recorded() if a not in addresses])
     elif verb == "list" and not addresses:
-        print("\n".join(sorted(held())))
+        print("\n".join(sorted(held(interfaces()))))
     else:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
