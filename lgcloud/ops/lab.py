@@ -218,7 +218,10 @@ class Lab:
         elsewhere = [vm for vm, g in found.items() if g is None]
         instant = time.time()
         for group in groups:
-            (group / "cgroup.kill").write_text("1")
+            try:
+                (group / "cgroup.kill").write_text("1")
+            except FileNotFoundError:  # removed by its engine: off already
+                pass
         if elsewhere:
             with ThreadPoolExecutor(len(elsewhere)) as killers:
                 list(killers.map(self.kill, elsewhere))
@@ -226,8 +229,19 @@ class Lab:
             self.forget(vm)
         return instant
 
+    def wait_off(self, vm: str, timeout: float = 5.0) -> bool:
+        """Whether the VM is off within `timeout` (a process in the middle of a disk write dies
+        when the write ends)."""
+        deadline = time.monotonic() + timeout
+        while not self.powered_off(vm):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def kill(self, vm: str) -> None:
-        """Pull the plug: no shutdown, no flush, as a power loss would."""
+        """Pull the plug: no shutdown, no flush, as a power loss would. Through the VM's engine,
+        which returns once its own record says the VM is off (`power_cut` does not wait for it)."""
         c = self.container(vm)
         if c.status == "running":
             try:
@@ -240,6 +254,10 @@ class Lab:
     def start(self, vm: str) -> None:
         c = self.container(vm)
         c.reload()
+        deadline = time.monotonic() + 60
+        while c.status == "running" and self.powered_off(vm) and time.monotonic() < deadline:
+            time.sleep(0.2)  # powered off a moment ago (`power_cut`): the engine's record follows
+            c.reload()
         if c.status != "running":
             c.start()
         self.forget(vm)

@@ -19,7 +19,7 @@ import pytest
 
 from lgcloud.model.naming import segment_resource, vm_resource
 from lgcloud.ops.access import wait_for_ssh
-from lgcloud.ops.drill.runbook import Timeline, failover
+from lgcloud.ops.drill.runbook import Timeline, center_gateway_record, failover
 from lgcloud.ops.drill.site import SITE
 from lgcloud.ops.lab import Lab
 from lgcloud.state.directory import state_dir
@@ -105,31 +105,36 @@ def test_the_linkage_comes_back_on_the_backup_site_with_no_provided_record_lost(
 
 def test_site_loss_runs_one_site_level_runbook(site_loss):
     """Detected once for the site, fenced at once, each municipality promoted and verified, the
-    three addresses moved by one command per gateway after every promotion."""
+    three addresses moved by one command per gateway beside the promotions, after the fence."""
     done = [s for s in site_loss["timeline"] if not s["detail"].startswith("FAILED")]
     site = [s for s in done if s["municipality"] == SITE]
     assert [s["name"] for s in site] == [
         "detected: center lost",
         "fence the center",
-        "release the service addresses at the center",
         "take the service addresses at the backup",
         "seal the fenced primaries",
+        "strike the addresses from the lost gateway",
     ]
     for m in ("a-city", "b-town", "c-village"):
         assert [s["name"] for s in done if s["municipality"] == m] == [
             "promote the backup replica",
             "verify from the office",
         ]
-    take = site[-2]
+    [take] = [s for s in site if s["name"] == "take the service addresses at the backup"]
     assert {"10.100.1.254", "10.100.1.253", "10.100.2.254"} <= set(take["detail"].split()), take
+    # Nothing is served from the backup before the center is fenced.
+    [fence] = [s for s in site if s["name"] == "fence the center"]
     promotions = [s for s in done if s["name"] == "promote the backup replica"]
-    assert all(s["at"] + s["seconds"] <= take["at"] + 0.01 for s in promotions)
+    assert all(s["at"] >= fence["at"] + fence["seconds"] - 0.01 for s in (*promotions, take))
 
 
-def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm):
+def test_after_site_loss_the_backup_serves_and_configure_refuses(site_loss, vm, dev):
     assert set(served_from_backup(STACK)) == {"a-city", "b-town", "c-village"}
     assert vm("a-city-db-replica").check_output("chpst -u postgres psql -XAtq -c 'SELECT pg_is_in_recovery()'") == "f"
     assert "10.100.1.254" in vm("gateway-standby").check_output("lgcloud-service-address list").split()
+    # The lost gateway, powered on, would take back what its record lists: the moved addresses are struck.
+    with Lab(dev) as ops:
+        assert not {p.service_address for p in ops.pairs.values()} & set(center_gateway_record(ops))
     result = run_configure(timeout=60)
     assert result.returncode == 2 and "lgcloud drill failback" in result.stderr
 

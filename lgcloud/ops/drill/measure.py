@@ -14,7 +14,18 @@ from ..lab import Lab, LabError, Pair
 from .clerk import Attempt
 from .report import Integrity, MunicipalityResult, Targets
 
-__all__ = ["Outcome", "caught_up", "checksum", "in_sync", "integrity", "judge", "present", "primary_of", "recovery"]
+__all__ = [
+    "Outcome",
+    "caught_up",
+    "checksum",
+    "in_sync",
+    "integrity",
+    "judge",
+    "outages",
+    "present",
+    "primary_of",
+    "recovery",
+]
 
 # Count and MD5 of every row, in the order of its key: equal sums, equal tables.
 _TABLE_SUM = "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.ref)), '-') FROM residents t"
@@ -92,6 +103,19 @@ def recovery(attempts: list[Attempt], injection: float) -> float | None:
     return max(b - a for a, b in zip(points, points[1:]))
 
 
+def outages(attempts: list[Attempt], injection: float, longer_than: float = 1.0) -> list[tuple[float, float]]:
+    """When the office went without an acknowledged write for more than `longer_than` seconds,
+    from the injection on: (from, to) in seconds after the injection; one still open at the end
+    of the drill runs to the office's last attempt."""
+    after = sorted((a for a in attempts if a.done > injection), key=lambda a: a.done)
+    points = [injection, *(a.done for a in after if a.acknowledged)]
+    if after and not after[-1].acknowledged:
+        points.append(after[-1].done)
+    return [
+        (round(a - injection, 2), round(b - injection, 2)) for a, b in zip(points, points[1:]) if b - a > longer_than
+    ]
+
+
 def judge(
     cfg: StackConfig, outcome: Outcome, injection: float, checked: Integrity, resumed: float | None = None
 ) -> MunicipalityResult:
@@ -144,4 +168,5 @@ def judge(
         passed=not problems,
         problems=problems,
         rolled_back_codes=[a.code for a in rolled_back if a.code] if resumed is not None else None,
+        outages=outages(outcome.attempts, injection),
     )

@@ -56,6 +56,8 @@ class MunicipalityResult:
     integrity: Integrity
     passed: bool
     problems: list[str]
+    # Gaps without an acknowledged write longer than a second, (from, to) s after the injection
+    outages: list[tuple[float, float]] = field(default_factory=list)
     primaries_seen: list[int] | None = None  # link-partition: the distinct counts sampled
     # data-corruption: writes acknowledged after the damage that the restore rolled back, by
     # 住民票コード, for the office to enter again (None where nothing is rolled back)

@@ -1,8 +1,10 @@
 """The site-level runbook: the center lost is one event, recovered as one.
 
-One watch over the site, one fence of all its VMs, the backup replicas promoted in parallel on a
-bounded pool, the service addresses moved by one command per gateway (one burst of gratuitous
-ARP), the offices verified in parallel. Each municipality's steps are tried again, with backoff,
+One watch over the site; one fence of its primaries and its gateway, read from the hypervisor's
+kernel rather than asked of an engine busy tearing the site down; then, at once, the backup
+replicas promoted in parallel on a bounded pool and the service addresses moved by one command per
+gateway (one burst of gratuitous ARP); the offices verified in parallel; the fenced VMs sealed
+behind. Each municipality's steps are tried again, with backoff,
 until its RTO target has passed since the loss was noticed; one that still fails is named with
 the step and the reason, and stays recorded as failed over, so that `lgcloud drill failback`
 completes its failover before it switches back (`runbook.complete_failover`).
@@ -32,6 +34,9 @@ SITE = "center"  # the timeline's name for the steps taken for the whole site
 # Steps at once for as many municipalities: each is a command on a VM of its own, but they all go
 # through this controller and the hypervisor, whose cores the clerks and the backup site share.
 POOL = 8
+# The site-level runbook's promotions and verifications at once: a promotion mostly waits (for
+# the VM's share of a core, for PostgreSQL to end recovery), so more run at once than POOL.
+RUNBOOK_POOL = 16
 
 T = TypeVar("T")
 # What a step that may work when tried again raises: the VM or the engine did not answer in time.
@@ -116,20 +121,26 @@ def site_failover(lab: Lab, pairs: list[Pair], timeline: Timeline, scenario: str
 
         return [p for p in pool.map(one, todo) if p is not None]
 
-    with ThreadPoolExecutor(POOL) as pool, ThreadPoolExecutor(2) as behind:
+    with ThreadPoolExecutor(RUNBOOK_POOL) as pool, ThreadPoolExecutor(3) as behind:
         with timeline.step(SITE, "fence the center") as note:
-            fenced, gateway_off, stragglers = _fence(lab, pairs, result, pool)
+            fenced, gateway_off, found_on = _fence(lab, pairs, result, pool)
             note(
                 f"{len(fenced)} of {len(pairs)} primaries and {'the' if gateway_off else 'not the'} gateway "
-                f"powered off; {len(stragglers)} other VMs of the site next"
+                f"off ({found_on} found still running, powered off now); the site's other VMs next"
             )
         # The seals matter once a fenced primary is powered on again, which nothing does before
         # failback (`up` keeps fenced VMs off): they are made beside the promotions, not before.
-        sealing = behind.submit(_seal_all, lab, fenced, stragglers, result)
+        sealing = behind.submit(_seal_all, lab, fenced, result)
+        # With every old primary off, the offices may be sent to the backup site at once: a write
+        # there is refused (read-only) until its replica is promoted, which runs beside the move.
+        moving = behind.submit(_move_addresses, lab, fenced, gateway_off, timeline, result, deadline, behind)
         promoted = each("promote the backup replica", fenced, lambda p: promote(lab, p))
-        moved, striking = _move_addresses(lab, promoted, gateway_off, timeline, result, deadline, behind)
+        moved, striking = moving.result()
         served = each(
-            "verify from the office", moved, lambda p: _verify(lab, p, timeline, deadline[p.id]), logged=False
+            "verify from the office",
+            [p for p in promoted if p in moved],
+            lambda p: _verify(lab, p, timeline, deadline[p.id]),
+            logged=False,
         )
         for name, work in (
             ("seal the fenced primaries", sealing),
@@ -142,26 +153,25 @@ def site_failover(lab: Lab, pairs: list[Pair], timeline: Timeline, scenario: str
     return result
 
 
-def _fence(
-    lab: Lab, pairs: list[Pair], result: SiteFailover, pool: ThreadPoolExecutor
-) -> tuple[list[Pair], bool, list[str]]:
+def _fence(lab: Lab, pairs: list[Pair], result: SiteFailover, pool: ThreadPoolExecutor) -> tuple[list[Pair], bool, int]:
     """STONITH for the whole site: every primary not yet off, and the gateway that holds the
     service addresses, powered off, and then found off; the primaries fenced, whether the
-    gateway is, and the site's other VMs its hypervisor still shows running."""
+    gateway is, and how many of them still ran."""
     targets = ["gateway", *(p.db for p in pairs)]
     on = [vm for vm, off in zip(targets, pool.map(lab.powered_off, targets)) if not off]
-    list(pool.map(lambda vm: _stopped(lab, vm), on))
-    still = {vm for vm, off in zip(on, list(pool.map(lab.powered_off, on))) if not off}
+    list(pool.map(lambda vm: _stopped(lab, vm, lambda one: lab.power_cut([one])), on))
+    still = {vm for vm, off in zip(on, list(pool.map(lab.wait_off, on))) if not off}
     for p in pairs:
         if p.db in still:
             result.fail(p.id, "fence the center primary", f"{p.db} still runs after it was powered off")
     fenced = [p for p in pairs if p.id not in result.failed]
-    return fenced, "gateway" not in still, sorted(lab.running_vms(SITE) - set(targets))
+    return fenced, "gateway" not in still, len(on)
 
 
-def _seal_all(lab: Lab, fenced: list[Pair], stragglers: list[str], result: SiteFailover) -> str:
+def _seal_all(lab: Lab, fenced: list[Pair], result: SiteFailover) -> str:
     """Power off the site's other VMs, and seal each fenced primary (`runbook.seal`)."""
-    off = sum(lab.powered_off(vm) or _stopped(lab, vm) for vm in stragglers)
+    stragglers = sorted(lab.running_vms(SITE) - {"gateway", *(p.db for p in fenced)})
+    off = sum(lab.powered_off(vm) or _stopped(lab, vm, lab.kill) for vm in stragglers)
     sealed = 0
     for p in fenced:
         try:
@@ -175,10 +185,10 @@ def _seal_all(lab: Lab, fenced: list[Pair], stragglers: list[str], result: SiteF
     )
 
 
-def _stopped(lab: Lab, vm: str) -> bool:
-    """Power off a VM of the lost site; whether it is off (one that cannot be is left to the note)."""
+def _stopped(lab: Lab, vm: str, power_off: Callable[[str], object]) -> bool:
+    """Power off a VM of the lost site; whether that was done (one that cannot be is left to the note)."""
     try:
-        lab.kill(vm)
+        power_off(vm)
         return True
     except _TRANSIENT:
         return False
