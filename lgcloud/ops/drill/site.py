@@ -128,9 +128,6 @@ def site_failover(lab: Lab, pairs: list[Pair], timeline: Timeline, scenario: str
                 f"{len(fenced)} of {len(pairs)} primaries and {'the' if gateway_off else 'not the'} gateway "
                 f"off ({found_on} found still running, powered off now); the site's other VMs next"
             )
-        # The seals matter once a fenced primary is powered on again, which nothing does before
-        # failback (`up` keeps fenced VMs off): they are made beside the promotions, not before.
-        sealing = behind.submit(_seal_all, lab, fenced, result)
         # With every old primary off, the offices may be sent to the backup site at once: a write
         # there is refused (read-only) until its replica is promoted, which runs beside the move.
         moving = behind.submit(_move_addresses, lab, fenced, gateway_off, timeline, result, deadline, behind)
@@ -142,6 +139,10 @@ def site_failover(lab: Lab, pairs: list[Pair], timeline: Timeline, scenario: str
             lambda p: _verify(lab, p, timeline, deadline[p.id]),
             logged=False,
         )
+        # The seals matter once a fenced primary is powered on again, which nothing does before
+        # failback (`up` keeps fenced VMs off): they are made once the offices are served, so that
+        # their calls to the hypervisor do not take its cores from the recovery.
+        sealing = behind.submit(_seal_all, lab, fenced, result)
         for name, work in (
             ("seal the fenced primaries", sealing),
             ("strike the addresses from the lost gateway", striking),
