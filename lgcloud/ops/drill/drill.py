@@ -32,7 +32,7 @@ SERVED_TIMEOUT = 90.0  # how long an office may wait to be served again before t
 # Registrations a second from all the drill's offices together, each clerk writing every 0.2 s at
 # most: 30 offices at 5 a second are more load on two cores than the disaster, and the linkage's
 # queries and the runbook would wait for the clerks. An office's RTO is read to its clerk's interval.
-WRITES_PER_SECOND = 40.0
+WRITES_PER_SECOND = 30.0
 
 
 def clerk_interval(offices: int) -> float:
