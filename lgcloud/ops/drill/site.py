@@ -4,10 +4,10 @@ One watch over the site; one fence of its primaries and its gateway, read from t
 kernel rather than asked of an engine busy tearing the site down; then, at once, the backup
 replicas promoted in parallel on a bounded pool and the service addresses moved by one command per
 gateway (one burst of gratuitous ARP); the offices verified in parallel; the fenced VMs sealed
-behind. Each municipality's steps are tried again, with backoff,
-until its RTO target has passed since the loss was noticed; one that still fails is named with
-the step and the reason, and stays recorded as failed over, so that `lgcloud drill failback`
-completes its failover before it switches back (`runbook.complete_failover`).
+behind. Each municipality's steps are tried again, with backoff, until its RTO target has passed
+since the loss was noticed; one that still fails is named with the step and the reason, and stays
+recorded as failed over, so that `lgcloud drill failback` completes its failover before it
+switches back (`runbook.complete_failover`).
 
 The per-municipality runbook (`runbook.failover`) stays for the loss of one database.
 """
