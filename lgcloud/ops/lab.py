@@ -272,16 +272,25 @@ class Lab:
         the cores of the site serving meanwhile. The kernel keeps it until the VM's next boot;
         a VM whose engine runs on another machine is left as it is."""
         for vm in vms:
-            if self._engine_site(self.plan(vm).site) not in self._local:
-                continue
-            state = self.container(vm).attrs["State"]
-            share = _cpu_share_of(state["Pid"]) if state["Status"] == "running" else None
+            share = self._cpu_share(vm)
             if share is not None:
                 path, normal, low = share
                 try:
                     path.write_text(str(low if yielding else normal))
                 except FileNotFoundError:  # stopped meanwhile: it boots with the normal share
                     pass
+
+    def yielding(self, vm: str) -> bool:
+        """Whether the VM runs with less than its normal share of the cores (`yield_cores`)."""
+        share = self._cpu_share(vm)
+        return share is not None and int(share[0].read_text()) < share[1]
+
+    def _cpu_share(self, vm: str) -> tuple[Path, int, int] | None:
+        """The running VM's share of the cores on this machine (`_cpu_share_of`); None elsewhere."""
+        if self._engine_site(self.plan(vm).site) not in self._local:
+            return None
+        state = self.container(vm).attrs["State"]
+        return _cpu_share_of(state["Pid"]) if state["Status"] == "running" else None
 
     def kill(self, vm: str) -> None:
         """Pull the plug: no shutdown, no flush, as a power loss would. Through the VM's engine,

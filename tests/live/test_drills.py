@@ -163,6 +163,10 @@ def test_failback_after_site_loss_switches_back_without_loss(site_loss, vm, dev)
     for m in dev.municipalities:  # the fenced primaries' clusters were moved aside, not deleted
         kept = vm(f"{m.id}-db").run("ls -d /var/lib/postgresql/15/main.replaced-*")
         assert kept.rc == 0 and kept.stdout.strip(), f"{m.id}-db: no moved-aside cluster: {kept.stderr}"
+    # The center's VMs booted yielding the cores to the backup site; all have their share back.
+    with Lab(dev) as ops:
+        center = [v.name for v in ops.topology.vms if v.site == "center"]
+        assert [name for name in center if ops.yielding(name)] == []
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from lgcloud.model.topology import plan
 from lgcloud.ops.drill.clerk import Attempt, _entries
-from lgcloud.ops.drill.measure import Outcome, judge, recovery
+from lgcloud.ops.drill.measure import Outcome, judge, outages, recovery
 from lgcloud.ops.drill.report import DrillReport, Integrity, markdown
 from lgcloud.ops.drill.runbook import Step, Unreplicated
 from lgcloud.ops.drill.scenarios import Failback
@@ -44,6 +44,12 @@ def test_rto_is_the_longest_gap_when_the_outage_comes_later():
 def test_an_office_not_served_at_the_end_has_no_rto():
     assert recovery([ack(1000.5, "a"), miss(1002.0)], INJECTION) is None
     assert recovery([ack(999.0, "a")], INJECTION) is None
+
+
+def test_the_report_lists_every_gap_over_a_second_and_one_still_open_at_the_end():
+    log = [ack(1000.3, "a"), miss(1001.3), ack(1002.0, "b"), ack(1002.5, "c"), miss(1003.5), miss(1004.5)]
+    assert outages(log, INJECTION) == [(0.3, 2.0), (2.5, 4.5)]
+    assert outages([ack(1000.2, "a"), ack(1000.9, "b")], INJECTION) == []
 
 
 def test_a_lost_acknowledged_write_fails_a_synchronous_municipality(dev):
