@@ -42,8 +42,14 @@ def test_rto_is_the_longest_gap_when_the_outage_comes_later():
 
 
 def test_an_office_not_served_at_the_end_has_no_rto():
-    assert recovery([ack(1000.5, "a"), miss(1002.0)], INJECTION) is None
+    assert recovery([ack(1000.5, "a"), miss(1003.0), miss(1006.0)], INJECTION) is None
     assert recovery([ack(999.0, "a")], INJECTION) is None
+
+
+def test_failures_after_the_last_acknowledgement_count_as_a_gap():
+    """One last request failed 1.5 s after the office was served: served, and the gap counts."""
+    assert recovery([ack(1000.5, "a"), miss(1002.0)], INJECTION) == pytest.approx(1.5)
+    assert recovery([ack(1003.0, "a"), ack(1003.2, "b"), miss(1004.0)], INJECTION) == pytest.approx(3.0)
 
 
 def test_the_report_lists_every_gap_over_a_second_and_one_still_open_at_the_end():

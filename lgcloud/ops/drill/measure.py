@@ -93,13 +93,21 @@ def integrity(lab: Lab, pair: Pair, primary: str, before: dict[str, str], both_s
     return result
 
 
+# An office is served at the end of a drill when one of its writes was acknowledged this close to
+# its last attempt: on a loaded lab one unlucky last request is not an office left unserved.
+SERVED_AT_END = 5.0
+
+
 def recovery(attempts: list[Attempt], injection: float) -> float | None:
-    """The longest time the office went without an acknowledged write, from the injection on;
-    None when the office was not served at the end of the drill."""
+    """The longest time the office went without an acknowledged write, from the injection on, to
+    its last attempt (failures after its last acknowledged write count as a gap too); None when
+    the office was not served at the end of the drill (nothing acknowledged within SERVED_AT_END
+    of its last attempt)."""
     after = sorted((a for a in attempts if a.done > injection), key=lambda a: a.done)
-    if not after or not after[-1].acknowledged:
+    acknowledged = [a.done for a in after if a.acknowledged]
+    if not acknowledged or after[-1].done - acknowledged[-1] > SERVED_AT_END:
         return None
-    points = [injection, *(a.done for a in after if a.acknowledged)]
+    points = [injection, *acknowledged, after[-1].done]
     return max(b - a for a, b in zip(points, points[1:]))
 
 
