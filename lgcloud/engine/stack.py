@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import docker
+
 from ..errors import EXIT_BAD_INPUT, OperatorError
 from ..model.config import NAMESPACE, Problem
 from ..model.naming import (
@@ -56,7 +58,8 @@ def destroy(
 ) -> list[Change]:
     """Remove every container and network the engine made for this stack, and nothing else. Its
     data volumes are kept (the next `up` finds them again) unless `delete_data`."""
-    changes = []
+    changes: list[Change] = []
+    left: list[str] = []  # networks the engine would not remove
 
     def done(action: str, kind: str, name: str, started: float) -> None:
         changes.append(Change(action, kind, name, time.monotonic() - started))
@@ -70,14 +73,46 @@ def destroy(
             done("delete", "container", container["Names"][0].lstrip("/"), started)
         for network in api.networks(filters=_stack_filter(cfg.stack)):
             started = time.monotonic()
-            api.remove_network(network["Id"])
-            done("delete", "network", network["Name"], started)
+            if _remove_network(api, network["Id"]):
+                done("delete", "network", network["Name"], started)
+            else:
+                left.append(network["Name"])
         for volume in api.volumes(filters=_stack_filter(cfg.stack)).get("Volumes") or []:
             started = time.monotonic()
             if delete_data:
                 api.remove_volume(volume["Name"])
             done("delete" if delete_data else "kept", "volume", volume["Name"], started)
+    if left:
+        raise OperatorError(
+            f"the engine still holds ports on {', '.join(left)} after every VM of stack {cfg.stack} was removed",
+            "restart the Docker Engine (it drops ports it lost track of), then run `lgcloud down` again; "
+            "every VM is removed" + (", and its data deleted" if delete_data else ", its data volumes kept"),
+        )
     return changes
+
+
+# A network a VM left a moment ago may still hold its port while the engine tears the VM down.
+_NETWORK_RETRIES = (0.5, 1.0, 2.0, 4.0)
+
+
+def _remove_network(api: docker.APIClient, network: str) -> bool:
+    """Remove a network of the stack; False when the engine still holds a port on it (after the
+    pauses above, and after disconnecting by force any container it names)."""
+    for pause in (*_NETWORK_RETRIES, None):
+        try:
+            api.remove_network(network)
+            return True
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.APIError as exc:
+            if "active endpoints" not in str(exc):
+                raise
+        if pause is None:
+            break
+        for container in api.inspect_network(network).get("Containers") or {}:
+            api.disconnect_container_from_network(container, network, force=True)
+        time.sleep(pause)
+    return False
 
 
 def refuse_unowned(cfg: StackConfig) -> None:

@@ -292,6 +292,14 @@ class Lab:
         state = self.container(vm).attrs["State"]
         return _cpu_share_of(state["Pid"]) if state["Status"] == "running" else None
 
+    def wait_stopped(self, vm: str, timeout: float = 60) -> None:
+        """Until the VM's engine records it stopped (it lags a VM powered off by `power_cut`)."""
+        deadline = time.monotonic() + timeout
+        while self.running(vm):
+            if time.monotonic() > deadline:
+                raise LabError(f"{vm}'s engine still records it running {timeout:.0f} s after it was powered off")
+            time.sleep(0.2)
+
     def kill(self, vm: str) -> None:
         """Pull the plug: no shutdown, no flush, as a power loss would. Through the VM's engine,
         which returns once its own record says the VM is off (`power_cut` does not wait for it)."""

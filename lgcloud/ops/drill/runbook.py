@@ -126,6 +126,10 @@ def fence(lab: Lab, pair: Pair) -> str:
 def seal(lab: Lab, pair: Pair) -> None:
     """On a stopped primary's disk and ports, through the hypervisor: standby.signal, and no port
     on its closed segment or interconnect."""
+    # Its ports are cut once its engine has it stopped: one powered off by the kernel a moment ago
+    # is still being torn down, and a port cut meanwhile may be left held (the network then
+    # refuses removal at `down`).
+    lab.wait_stopped(pair.db)
     lab.write_file(pair.db, f"{PG_DATA}/standby.signal", b"", 0o600, uid=_postgres_uid(lab, pair.replica))
     for segment in (f"{pair.id}-center", "interconnect"):
         lab.cut(pair.db, segment)
