@@ -85,7 +85,8 @@ def destroy(
     if left:
         raise OperatorError(
             f"the engine still holds ports on {', '.join(left)} after every VM of stack {cfg.stack} was removed",
-            "restart the Docker Engine (it drops ports it lost track of), then run `lgcloud down` again; "
+            "restart the Docker Engine (it drops ports it lost track of: `pkill dockerd`, then `make host` starts it), "
+            "then run `lgcloud down` again; "
             "every VM is removed" + (", and its data deleted" if delete_data else ", its data volumes kept"),
         )
     return changes
