@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lgcloud.model.config import load_stack
-from lgcloud.ops.drill.runbook import fence, promote, take_at_backup
+from lgcloud.ops.drill.runbook import fence, promote, release_at_center, take_at_backup
 from lgcloud.ops.drill.site import SITE, center_vms
 from lgcloud.ops.lab import CHANNELS_PER_VM, Lab
 from lgcloud.state.failover import Failover, record_site_failover, served_from_backup
@@ -132,7 +132,9 @@ def test_failback_completes_a_failover_cut_short_half_way(region):
         for p in pairs[:6]:
             fence(lab, p)
             promote(lab, p)
-        take_at_backup(lab, [p.service_address for p in pairs[:3]])
+        moved = [p.service_address for p in pairs[:3]]
+        take_at_backup(lab, moved)
+        release_at_center(lab, moved)  # struck from the lost gateway's record: those three moved whole
     report = drill("failback")
     unfinished = {s["municipality"] for s in report["timeline"] if s["name"] == "failover found unfinished"}
     assert unfinished == {p.id for p in pairs[3:]}
